@@ -1,0 +1,229 @@
+"""The TD-MPC2 networks (each a TensorDict module) and the ``WorldModel`` container built from a config.
+
+Keys (all networks read and write a TensorDict with these names):
+  encoder:     observation                 -> latent
+  dynamics:    (latent, action)            -> next_latent
+  reward:      (latent, action)            -> reward_logits                 [..., num_bins]
+  termination: (latent, action) or latent  -> termination_logit             [..., 1]
+  qvalue:      (latent, action)            -> state_action_value_logits     [..., num_q, num_bins]
+  policy:      latent                      -> action, loc, log_std, action_log_prob, scaled_entropy
+
+The planner and the loss call the plain tensor methods of ``WorldModel`` (``encode``, ``next``, ``pi``, …) on their
+hot paths so no TensorDict bookkeeping runs inside the MPPI or the unrolled loss loops.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule
+from torch import nn
+
+from .config import ModelConfig
+from .math import Bins, gaussian_log_prob, squashed_log_std, tanh_log_det, two_hot_inv
+from .nn import count_parameters, last_linear, mlp, normed_linear, relu_mlp, weight_init, zero_
+
+
+class StateActionNet(nn.Module):
+    """An MLP applied to ``cat(latent, action)``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, a], dim=-1))
+
+
+class QEnsemble(nn.Module):
+    """``num_q`` Q heads with stacked parameters (a ``TensorDictParams`` of leading dim ``num_q``), run with vmap.
+
+    ``forward(z, a)`` returns logits ``[num_q, ..., num_bins]`` (heads first). ``heads`` evaluates a subset only;
+    ``params`` swaps in other stacked parameters (the loss's target copy) without touching the online ones.
+    """
+
+    def __init__(self, heads: list[nn.Module]) -> None:
+        super().__init__()
+        self.num_q = len(heads)
+        self.params = TensorDict.from_modules(*heads, as_module=True)
+        # A parameter-less copy of one head: the forward shape that the stacked parameters are swapped into.
+        self.__dict__["_skeleton"] = copy.deepcopy(heads[0]).to("meta")
+
+    def _head(self, params: TensorDictBase, x: torch.Tensor) -> torch.Tensor:
+        with params.to_module(self._skeleton):
+            return self._skeleton(x)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        a: torch.Tensor,
+        heads: torch.Tensor | None = None,
+        params: TensorDictBase | None = None,
+    ) -> torch.Tensor:
+        params = self.params if params is None else params
+        if heads is not None:
+            params = params[heads]
+        self._skeleton.train(self.training)
+        x = torch.cat([z, a], dim=-1)
+        return torch.vmap(self._head, (0, None), randomness="different")(params, x)
+
+    def __repr__(self) -> str:  # show the head's layers, not the stacked parameter tensors
+        head = repr(self._skeleton).replace("\n", "\n  ")
+        return f"QEnsemble(\n  (heads): {self.num_q} x {head}\n)"
+
+
+class Policy(nn.Module):
+    """TD-MPC2's squashed Gaussian policy prior.
+
+    Written by hand rather than with TorchRL's ``TanhNormal``: TD-MPC2 bounds ``log_std`` with a tanh to
+    [log_std_min, log_std_max] and its entropy bonus is the pre-tanh Gaussian log-prob scaled by the action
+    dimension, neither of which ``TanhNormal`` exposes.
+    """
+
+    def __init__(self, net: nn.Module, mlp_dim: int, action_dim: int, split_heads: bool,
+                 log_std_min: float = -10.0, log_std_max: float = 2.0) -> None:
+        super().__init__()
+        self.net = net
+        if split_heads:  # the seed's layout
+            self.mean_head = nn.Linear(mlp_dim, action_dim)
+            self.log_std_head = nn.Linear(mlp_dim, action_dim)
+        else:  # the official layout: one Linear(mlp, 2A), chunked
+            self.head = nn.Linear(mlp_dim, 2 * action_dim)
+        self.split_heads = split_heads
+        self.action_dim = action_dim
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def mean_and_log_std(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.net(z)
+        if self.split_heads:
+            mean, raw = self.mean_head(h), self.log_std_head(h)
+        else:
+            mean, raw = self.head(h).chunk(2, dim=-1)
+        return mean, squashed_log_std(raw, self.log_std_min, self.log_std_max)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Returns ``(action, loc, log_std, log_prob, scaled_entropy)``; ``action = tanh(mean + std·ε)``."""
+        mean, log_std = self.mean_and_log_std(z)
+        eps = torch.randn_like(mean)
+        pre_tanh = mean + eps * log_std.exp()
+        gauss_log_prob = gaussian_log_prob(eps, log_std)
+        log_prob = gauss_log_prob - tanh_log_det(pre_tanh)
+        scaled_entropy = -self.action_dim * gauss_log_prob
+        return torch.tanh(pre_tanh), torch.tanh(mean), log_std, log_prob, scaled_entropy
+
+
+class WorldModel(nn.Module):
+    """Every TD-MPC2 network for one task, built from a ``ModelConfig`` and the env's obs/action sizes.
+
+    Attributes ``encoder``, ``dynamics``, ``reward``, ``termination`` (or ``None``), ``qvalue`` and ``policy`` are
+    ``TensorDictModule``s (keys in the module docstring). The target Q copy lives in the loss (TorchRL style).
+    """
+
+    def __init__(self, cfg: ModelConfig, obs_dim: int, action_dim: int, episodic: bool = False) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg, self.obs_dim, self.action_dim, self.episodic = cfg, obs_dim, action_dim, episodic
+        self.bins = Bins(cfg.num_bins, cfg.vmin, cfg.vmax)
+        L, M, A = cfg.latent_dim, cfg.mlp_dim, action_dim
+        hidden = [M] * cfg.num_mlp_layers
+        sim = cfg.simnorm_dim
+
+        encoder = mlp(obs_dim, [cfg.enc_dim] * (cfg.num_enc_layers - 1), L, final=cfg.encoder_final, simnorm_dim=sim)
+        dynamics = StateActionNet(mlp(L + A, hidden, L, final="ln_simnorm", simnorm_dim=sim))
+        reward = StateActionNet(mlp(L + A, hidden, cfg.num_bins))
+        q_heads = [mlp(L + A, hidden, cfg.num_bins, dropout=cfg.q_dropout) for _ in range(cfg.num_q)]
+        policy = Policy(_trunk(L, hidden), M, A, cfg.policy_head == "split",
+                        cfg.log_std_min, cfg.log_std_max)
+        termination: nn.Module | None = None
+        self.termination_uses_action = cfg.termination == "seed"
+        if cfg.termination == "seed":
+            termination = StateActionNet(relu_mlp(L + A, [M, M], 1))
+        elif episodic:
+            termination = mlp(L, hidden, 1)
+
+        for net in (encoder, dynamics, reward, policy, termination, *q_heads):
+            if net is not None:
+                net.apply(weight_init)
+        zero_([last_linear(reward).weight] + [last_linear(h).weight for h in q_heads])
+
+        self.encoder = TensorDictModule(encoder, ["observation"], ["latent"])
+        self.dynamics = TensorDictModule(dynamics, ["latent", "action"], ["next_latent"])
+        self.reward = TensorDictModule(reward, ["latent", "action"], ["reward_logits"])
+        self.qvalue = TensorDictModule(_HeadsLast(QEnsemble(q_heads)), ["latent", "action"],
+                                       ["state_action_value_logits"])
+        self.policy = TensorDictModule(
+            policy, ["latent"], ["action", "loc", "log_std", "action_log_prob", "scaled_entropy"])
+        self.termination = None
+        if termination is not None:
+            in_keys = ["latent", "action"] if self.termination_uses_action else ["latent"]
+            self.termination = TensorDictModule(termination, in_keys, ["termination_logit"])
+
+    # ---- plain tensor API (hot paths) ----
+    @property
+    def q_ensemble(self) -> QEnsemble:
+        return self.qvalue.module.ensemble
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.encoder.module(obs)
+
+    def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.dynamics.module(z, a)
+
+    def reward_logits(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.reward.module(z, a)
+
+    def termination_logit(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        if self.termination is None:
+            raise RuntimeError("this world model has no termination head (non-episodic task, official preset)")
+        net = self.termination.module
+        return net(z, a) if self.termination_uses_action else net(z)
+
+    def pi(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.policy.module(z)
+
+    def q_logits(self, z, a, heads=None, params=None) -> torch.Tensor:
+        """Logits of the chosen heads (all by default), heads first: ``[num_heads, ..., num_bins]``."""
+        return self.q_ensemble(z, a, heads=heads, params=params)
+
+    def q_value(self, z: torch.Tensor, a: torch.Tensor, reduce: str = "avg", params=None) -> torch.Tensor:
+        """TD-MPC2's ``Q(z, a, 'min'|'avg')``: decode 2 randomly chosen heads (only those are evaluated)."""
+        heads = torch.randperm(self.cfg.num_q, device=z.device)[:2]
+        q = two_hot_inv(self.q_logits(z, a, heads=heads, params=params), self.bins)
+        if reduce == "min":
+            return q.min(0).values
+        if reduce == "avg":
+            return q.mean(0)
+        raise ValueError(f"reduce must be 'min' or 'avg', got {reduce!r}")
+
+    # ---- summary ----
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameters per network, the world-model sum (all but the policy) and the total."""
+        counts = {
+            "encoder": count_parameters(self.encoder),
+            "dynamics": count_parameters(self.dynamics),
+            "reward": count_parameters(self.reward),
+            "termination": count_parameters(self.termination) if self.termination is not None else 0,
+            "qvalue": count_parameters(self.qvalue),
+            "policy": count_parameters(self.policy),
+        }
+        counts["world_model"] = sum(v for k, v in counts.items() if k != "policy")
+        counts["total"] = counts["world_model"] + counts["policy"]
+        return counts
+
+
+class _HeadsLast(nn.Module):
+    """TensorDict-facing view of the ensemble: moves the head dim next to the bins, ``[..., num_q, num_bins]``."""
+
+    def __init__(self, ensemble: QEnsemble) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+
+    def forward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.ensemble(z, a).movedim(0, -2)
+
+
+def _trunk(in_dim: int, hidden: list[int]) -> nn.Sequential:
+    """The policy trunk: Linear-LayerNorm-Mish blocks only (its heads are separate Linears)."""
+    dims = [in_dim, *hidden]
+    return nn.Sequential(*[layer for i, o in zip(dims[:-1], dims[1:]) for layer in normed_linear(i, o)])

@@ -1,0 +1,101 @@
+"""Building blocks shared by every TD-MPC2 network: SimNorm, MLP builders and the init scheme."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+
+class SimNorm(nn.Module):
+    """Simplicial normalisation: softmax over consecutive groups of ``simplex_dim`` features."""
+
+    def __init__(self, simplex_dim: int = 8) -> None:
+        super().__init__()
+        self.simplex_dim = simplex_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        if shape[-1] % self.simplex_dim:
+            raise ValueError(f"SimNorm needs a last dim divisible by {self.simplex_dim}, got {shape[-1]}")
+        x = x.unflatten(-1, (-1, self.simplex_dim))
+        return torch.softmax(x, dim=-1).flatten(-2)
+
+    def extra_repr(self) -> str:
+        return f"simplex_dim={self.simplex_dim}"
+
+
+def normed_linear(in_dim: int, out_dim: int, dropout: float = 0.0, act: nn.Module | None = None) -> list[nn.Module]:
+    """Linear → [Dropout] → LayerNorm → act (Mish by default), TD-MPC2's `NormedLinear` as flat layers."""
+    layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers += [nn.LayerNorm(out_dim), act if act is not None else nn.Mish()]
+    return layers
+
+
+def mlp(
+    in_dim: int,
+    hidden_dims: Sequence[int],
+    out_dim: int,
+    *,
+    final: str = "linear",
+    simnorm_dim: int = 8,
+    dropout: float = 0.0,
+) -> nn.Sequential:
+    """A stack of Linear-LayerNorm-Mish blocks followed by a last layer chosen by ``final``.
+
+    ``final``: ``"linear"`` (plain Linear), ``"simnorm"`` (Linear → SimNorm, the seed encoder),
+    ``"ln_simnorm"`` (Linear → LayerNorm → SimNorm, dynamics and the official encoder).
+    ``dropout`` applies after the first Linear only, as in TD-MPC2's Q heads.
+    """
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden_dims]
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers += normed_linear(d_in, d_out, dropout=dropout if i == 0 else 0.0)
+    layers.append(nn.Linear(dims[-1], out_dim))
+    if final == "simnorm":
+        layers.append(SimNorm(simnorm_dim))
+    elif final == "ln_simnorm":
+        layers += [nn.LayerNorm(out_dim), SimNorm(simnorm_dim)]
+    elif final != "linear":
+        raise ValueError(f"Unknown final layer {final!r}; expected 'linear', 'simnorm' or 'ln_simnorm'")
+    return nn.Sequential(*layers)
+
+
+def relu_mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int) -> nn.Sequential:
+    """Plain Linear-ReLU stack (the seed's termination head)."""
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden_dims]
+    for d_in, d_out in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(d_in, d_out), nn.ReLU()]
+    layers.append(nn.Linear(dims[-1], out_dim))
+    return nn.Sequential(*layers)
+
+
+def weight_init(module: nn.Module) -> None:
+    """TD-MPC2 init: truncated normal (std 0.02) weights and zero biases for every Linear."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def last_linear(module: nn.Module) -> nn.Linear:
+    """The last ``nn.Linear`` of a module (the output layer of an MLP)."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("module has no Linear layer")
+    return linears[-1]
+
+
+def zero_(params: Iterable[torch.Tensor]) -> None:
+    """Fill tensors with zeros in place (used for the reward and Q output layers)."""
+    with torch.no_grad():
+        for p in params:
+            p.zero_()
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters (``requires_grad``), each tensor counted once."""
+    return sum(p.numel() for p in {id(p): p for p in module.parameters() if p.requires_grad}.values())
