@@ -30,6 +30,7 @@ class ModelConfig:
     policy_head: str = "split"  # split: mean_head + log_std_head; joint: one Linear(mlp, 2A)
     log_std_min: float = -10.0
     log_std_max: float = 2.0
+    horizon: int = 10  # the preset's default planning/training horizon (the recipe's `horizon` reads it)
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> "ModelConfig":
