@@ -5,6 +5,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class SimNorm(nn.Module):
@@ -25,12 +26,32 @@ class SimNorm(nn.Module):
         return f"simplex_dim={self.simplex_dim}"
 
 
+def mish_one_exp(x: torch.Tensor) -> torch.Tensor:
+    """Mish with one exp: ``x·tanh(softplus(x)) = x·n/(n+2)`` with ``n = e^x(e^x+2)`` (x clamped at 20 inside exp)."""
+    e = torch.exp(x.clamp(max=20.0))
+    n = e * (e + 2)
+    return x * n / (n + 2)
+
+
+class Mish(nn.Mish):
+    """``nn.Mish`` that switches to the one-exp form under ``torch.compile``.
+
+    Inductor fuses the one-exp form into a single vectorised loop, about 4x faster on CPU than its lowering of
+    ``aten.mish`` (tanh of softplus); in eager mode ATen's kernel is the faster one, so it is kept there.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return mish_one_exp(x)
+        return F.mish(x)
+
+
 def normed_linear(in_dim: int, out_dim: int, dropout: float = 0.0, act: nn.Module | None = None) -> list[nn.Module]:
     """Linear → [Dropout] → LayerNorm → act (Mish by default), TD-MPC2's `NormedLinear` as flat layers."""
     layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
-    layers += [nn.LayerNorm(out_dim), act if act is not None else nn.Mish()]
+    layers += [nn.LayerNorm(out_dim), act if act is not None else Mish()]
     return layers
 
 

@@ -108,3 +108,12 @@ def test_running_scale_known_updates():
     assert scale2.value.item() == pytest.approx(1.0)
     torch.testing.assert_close(scale(torch.tensor([4.0])), torch.tensor([4.0]) / scale.value)
     assert "value" in scale.state_dict()
+
+
+def test_one_exp_mish_matches_torch_mish():
+    from tdmpc2_trl.nn import Mish, mish_one_exp
+
+    x = torch.cat([torch.linspace(-30, 30, 2001), torch.tensor([-1e4, 1e4, 0.0])])
+    torch.testing.assert_close(mish_one_exp(x), torch.nn.functional.mish(x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(Mish()(x), torch.nn.functional.mish(x))
+    assert repr(Mish()) == "Mish()"
