@@ -1,0 +1,368 @@
+"""TD-MPC2's MPPI planner as a TorchRL ``MPCPlannerBase``, batched over environments.
+
+One planner call plans for every environment of the input at once: the ``B × num_samples`` candidate trajectories of
+all ``B`` environments go through each network in a single forward. Per environment the maths is TD-MPC2's ``_plan``
+(see DESIGN §4). The warm start (the previous call's plan mean) rides in the tensordict under ``"planner_mean"``:
+``planner.primer()`` adds it to an env, zeroed at reset, so an episode start is exactly TD-MPC2's ``t0``.
+
+Random draws go through a ``PlannerNoise`` object (fresh from the global RNG by default). ``RecordedNoise`` draws
+everything up front with batch-first shapes, so one batched call and ``B`` single-env calls can be fed identical
+draws (``noise.env(b)``); the tests use that to check that batching does not change any environment's plan.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule
+from torch import nn
+from torchrl.data import Bounded, Composite, Unbounded
+from torchrl.envs import TensorDictPrimer
+from torchrl.envs.model_based import ModelBasedEnvBase
+from torchrl.envs.utils import ExplorationType, exploration_type
+from torchrl.modules.planners import MPCPlannerBase
+
+from .math import two_hot_inv
+from .modules import WorldModel
+
+__all__ = ["TDMPC2Planner", "PlannerNoise", "RecordedNoise", "is_exploring"]
+
+MEAN_KEY = "planner_mean"
+
+
+def is_exploring() -> bool:
+    """True unless TorchRL's exploration type asks for a non-random action (DETERMINISTIC, MODE, MEAN, MEDIAN)."""
+    return exploration_type() in (None, ExplorationType.RANDOM)
+
+
+class PlannerNoise:
+    """The random draws of one planner call for ``batch`` environments, drawn lazily from the global RNG.
+
+    Each method returns the draw for one use site; shapes are batch-first so that a subclass can slice per env.
+    """
+
+    def __init__(self, planner: "TDMPC2Planner", batch: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.p, self.batch, self.device, self.dtype = planner, batch, device, dtype
+
+    def _randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(self.batch, *shape, device=self.device, dtype=self.dtype)
+
+    def prior(self, t: int) -> torch.Tensor:
+        """ε of the policy-prior trajectories at step ``t``: ``[B, num_pi_trajs, A]``."""
+        return self._randn(self.p.num_pi_trajs, self.p.action_dim)
+
+    def candidates(self, i: int) -> torch.Tensor:
+        """ε of the sampled candidates at iteration ``i``: ``[B, num_samples - num_pi_trajs, H, A]``."""
+        return self._randn(self.p.num_samples - self.p.num_pi_trajs, self.p.horizon, self.p.action_dim)
+
+    def terminal(self, i: int) -> torch.Tensor:
+        """ε of π(z_H) for the terminal Q at iteration ``i``: ``[B, num_samples, A]``."""
+        return self._randn(self.p.num_samples, self.p.action_dim)
+
+    def heads(self, i: int) -> torch.Tensor:
+        """The 2 Q heads averaged at iteration ``i`` (shared by all envs of the call): ``[2]``."""
+        return torch.randperm(self.p.world_model.cfg.num_q, device=self.device)[:2]
+
+    def gumbel(self) -> torch.Tensor:
+        """Gumbel(0, 1) noise that picks one elite per env: ``[B, num_elites]``."""
+        u = torch.empty(self.batch, self.p.num_elites, device=self.device, dtype=self.dtype).exponential_()
+        return -u.log()
+
+    def explore(self) -> torch.Tensor:
+        """ε of the exploration noise added to the action: ``[B, A]``."""
+        return self._randn(self.p.action_dim)
+
+
+class RecordedNoise(PlannerNoise):
+    """All draws of one call made up front (optionally from ``generator``); ``env(b)`` gives env ``b``'s share."""
+
+    def __init__(self, planner: "TDMPC2Planner", batch: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, generator: torch.Generator | None = None) -> None:
+        super().__init__(planner, batch, torch.device(device), dtype)
+        p, g = planner, generator
+        H, A, N, P, I, K = p.horizon, p.action_dim, p.num_samples, p.num_pi_trajs, p.iterations, p.num_elites
+        kw = dict(device=self.device, dtype=dtype, generator=g)
+        self.draws: dict[str, torch.Tensor] = {
+            "prior": torch.randn(batch, H, P, A, **kw),
+            "candidates": torch.randn(batch, I, N - P, H, A, **kw),
+            "terminal": torch.randn(batch, I, N, A, **kw),
+            "gumbel": -torch.empty(batch, K, device=self.device, dtype=dtype).exponential_(generator=g).log(),
+            "explore": torch.randn(batch, A, **kw),
+        }
+        num_q = p.world_model.cfg.num_q
+        self.head_draws = torch.stack(
+            [torch.randperm(num_q, generator=g)[:2] for _ in range(I)]) if I else torch.zeros(0, 2, dtype=torch.long)
+
+    def env(self, b: int) -> "RecordedNoise":
+        """The draws of env ``b`` alone (batch 1), sharing the Q-head choice."""
+        out = object.__new__(RecordedNoise)
+        PlannerNoise.__init__(out, self.p, 1, self.device, self.dtype)
+        out.draws = {k: v[b:b + 1] for k, v in self.draws.items()}
+        out.head_draws = self.head_draws
+        return out
+
+    def prior(self, t: int) -> torch.Tensor:
+        return self.draws["prior"][:, t]
+
+    def candidates(self, i: int) -> torch.Tensor:
+        return self.draws["candidates"][:, i]
+
+    def terminal(self, i: int) -> torch.Tensor:
+        return self.draws["terminal"][:, i]
+
+    def heads(self, i: int) -> torch.Tensor:
+        return self.head_draws[i].to(self.device)
+
+    def gumbel(self) -> torch.Tensor:
+        return self.draws["gumbel"]
+
+    def explore(self) -> torch.Tensor:
+        return self.draws["explore"]
+
+
+class _SpecEnv(ModelBasedEnvBase):
+    """A spec-only, batch-unlocked env: what ``MPCPlannerBase`` needs for its keys and action spec. Never stepped."""
+
+    def __init__(self, obs_dim: int, action_dim: int, device: torch.device | str = "cpu") -> None:
+        super().__init__(TensorDictModule(nn.Identity(), ["observation"], ["observation"]), device=device)
+        self.observation_spec = Composite(observation=Unbounded((obs_dim,), device=device))
+        self.action_spec = Bounded(-1.0, 1.0, (action_dim,), device=device)
+        self.reward_spec = Unbounded((1,), device=device)
+
+    def _reset(self, tensordict: TensorDictBase, **kwargs) -> TensorDictBase:
+        raise RuntimeError("the planner's spec env only carries specs; it cannot be reset or stepped")
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Switch ``module`` to eval (no dropout) and back to its previous mode afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+class TDMPC2Planner(MPCPlannerBase):
+    """TD-MPC2's MPPI over a ``WorldModel``, batched over the environments of the input tensordict.
+
+    Reads ``"observation"`` ``[*B, D]`` and ``"planner_mean"`` ``[*B, H, A]`` (zeros when absent), writes ``"action"``
+    ``[*B, A]`` in [-1, 1] and ``("next", "planner_mean")``, the warm start of the next call. ``mpc=False`` acts with the
+    policy prior alone. Exploration noise is added unless TorchRL's exploration type is a deterministic one.
+
+    ``MPCPlannerBase`` registers its spec env twice; that env holds no parameters here, so the planner's state_dict is
+    the world model's. Checkpoint the world model itself (the loss and the planner share it).
+    """
+
+    def __init__(
+        self,
+        world_model: WorldModel,
+        action_spec=None,
+        *,
+        discount: float,
+        horizon: int = 10,
+        num_samples: int = 512,
+        num_pi_trajs: int = 24,
+        num_elites: int = 64,
+        iterations: int = 6,
+        temperature: float = 0.5,
+        min_std: float = 0.05,
+        max_std: float = 2.0,
+        mpc: bool = True,
+    ) -> None:
+        action_dim = world_model.action_dim
+        if action_spec is not None and action_spec.shape[-1] != action_dim:
+            raise ValueError(f"action_spec has {action_spec.shape[-1]} dims, the world model {action_dim}")
+        if not 0 <= num_pi_trajs < num_samples or not 0 < num_elites <= num_samples:
+            raise ValueError(f"need 0 <= num_pi_trajs ({num_pi_trajs}) < num_samples ({num_samples}) and "
+                             f"0 < num_elites ({num_elites}) <= num_samples")
+        if horizon < 1 or iterations < 1:
+            raise ValueError(f"horizon ({horizon}) and iterations ({iterations}) must be positive")
+        device = next(world_model.parameters()).device
+        super().__init__(_SpecEnv(world_model.obs_dim, action_dim, device))
+        self.in_keys = ["observation", MEAN_KEY]  # declared so that collectors ship the warm start to the policy
+        self.out_keys = ["action", ("next", MEAN_KEY)]
+        self.world_model = world_model
+        self.action_dim, self.discount, self.horizon = action_dim, float(discount), horizon
+        self.num_samples, self.num_pi_trajs, self.num_elites = num_samples, num_pi_trajs, num_elites
+        self.iterations, self.temperature = iterations, temperature
+        self.min_std, self.max_std, self.mpc = min_std, max_std, mpc
+
+    # ---- TorchRL plumbing ----
+    def primer(self) -> TensorDictPrimer:
+        """The env transform that adds ``"planner_mean"`` ``[H, A]``, zero at every (partial) reset."""
+        spec = Unbounded((self.horizon, self.action_dim), device=self.env.device)
+        return TensorDictPrimer({MEAN_KEY: spec}, default_value=0.0, expand_specs=True)
+
+    def planning(self, td: TensorDictBase) -> torch.Tensor:
+        """``MPCPlannerBase``'s hook: the action only (``forward`` also writes the next warm start)."""
+        return self._act_td(td)[0]
+
+    def forward(self, tensordict: TensorDictBase, tensordict_out: TensorDictBase | None = None,
+                **kwargs) -> TensorDictBase:
+        action, mean = self._act_td(tensordict)
+        out = tensordict if tensordict_out is None else tensordict_out
+        out.set("action", action)
+        out.set(("next", MEAN_KEY), mean)
+        return out
+
+    def _act_td(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        obs = td.get("observation")
+        batch = obs.shape[:-1]
+        prev = td.get(MEAN_KEY, None)
+        prev = None if prev is None else prev.reshape(-1, self.horizon, self.action_dim)
+        action, mean = self.act(obs.reshape(-1, obs.shape[-1]), prev)
+        return action.reshape(*batch, self.action_dim), mean.reshape(*batch, self.horizon, self.action_dim)
+
+    # ---- tensor API ----
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, prev_mean: torch.Tensor | None = None,
+            noise: PlannerNoise | None = None, explore: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Plan for ``obs`` ``[B, D]``; returns ``(action [B, A], plan mean [B, H, A])``.
+
+        ``explore`` defaults to ``is_exploring()``; ``noise`` to fresh draws from the global RNG.
+        """
+        explore = is_exploring() if explore is None else explore
+        with _eval_mode(self.world_model):
+            z = self.world_model.encode(obs)
+            if not self.mpc:
+                return self._policy_action(z, explore)
+            noise = PlannerNoise(self, z.shape[0], z.device, z.dtype) if noise is None else noise
+            return self._mppi(z, prev_mean, noise, explore)
+
+    def _policy_action(self, z: torch.Tensor, explore: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        action, loc = self.world_model.pi(z)[:2]
+        mean = z.new_zeros(z.shape[0], self.horizon, self.action_dim)
+        return (action if explore else loc), mean
+
+    def warm_start(self, prev_mean: torch.Tensor | None, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """The initial mean ``[B, H, A]``: the previous plan shifted one step, zero at the end (and at t0)."""
+        mean = like.new_zeros(batch, self.horizon, self.action_dim)
+        if prev_mean is not None:
+            mean[:, :-1] = prev_mean[:, 1:]
+        return mean
+
+    def _mppi(self, z: torch.Tensor, prev_mean: torch.Tensor | None, noise: PlannerNoise,
+              explore: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        B, N, P = z.shape[0], self.num_samples, self.num_pi_trajs
+        prior = self._policy_prior(z, noise) if P else None  # sampled once per call, rolled out once too
+        z_samples = z.repeat_interleave(N - P, dim=0)  # [B*(N-P), L], row b*(N-P)+n is env b
+        mean = self.warm_start(prev_mean, B, z)
+        std = torch.full_like(mean, self.max_std)
+        for i in range(self.iterations):
+            sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * noise.candidates(i)).clamp(-1, 1)
+            value = self._value(z_samples, sampled, prior, i, noise)
+            actions = sampled if prior is None else torch.cat([prior["actions"], sampled], 1)
+            elite_actions, score = self._elites(actions, value)
+            mean, std = self._update(elite_actions, score)
+        choice = (score.log() + noise.gumbel()).argmax(1)
+        action = elite_actions[torch.arange(B, device=z.device), choice, 0]
+        if explore:
+            action = action + std[:, 0] * noise.explore()
+        return action.clamp(-1, 1), mean
+
+    # ---- imagined rollouts ----
+    def _step(self, z: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One imagined transition: ``(next z, reward [.., 1], terminated [.., 1] or None)``."""
+        wm = self.world_model
+        reward = two_hot_inv(wm.reward_logits(z, a), wm.bins)
+        z_next = wm.next(z, a)
+        term = None
+        if wm.episodic:  # seed head: termination of (z_t, a_t); official head: of the reached z_{t+1}
+            logit = wm.termination_logit(z if wm.termination_uses_action else z_next, a)
+            term = logit > 0  # sigmoid(logit) > 0.5
+        return z_next, reward, term
+
+    def _pi_sample(self, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """π's sampled action ``tanh(μ + σ·ε)`` with the given ε (the policy's own formula)."""
+        mu, log_std = self.world_model.policy.module.mean_and_log_std(z)
+        return torch.tanh(mu + eps * log_std.exp())
+
+    def _new_return(self, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        ones = like.new_ones(batch, 1)
+        return {"G": like.new_zeros(batch, 1), "alive": ones, "discount": ones.clone()}
+
+    def _accumulate(self, ret: dict[str, torch.Tensor], reward: torch.Tensor, term: torch.Tensor | None) -> None:
+        """``G += γ^t (1 - term) r``, then fold this transition's termination in (TD-MPC2's order)."""
+        ret["G"] = ret["G"] + ret["discount"] * ret["alive"] * reward
+        ret["discount"] = ret["discount"] * self.discount
+        if term is not None:
+            ret["alive"] = ret["alive"] * (~term).to(ret["alive"].dtype)
+
+    def _policy_prior(self, z: torch.Tensor, noise: PlannerNoise) -> dict[str, torch.Tensor]:
+        """Roll ``num_pi_trajs`` sampled-π trajectories per env: their actions ``[B, P, H, A]`` and partial returns."""
+        B, P, A = z.shape[0], self.num_pi_trajs, self.action_dim
+        zp = z.repeat_interleave(P, dim=0)
+        ret = self._new_return(B * P, z)
+        actions = []
+        for t in range(self.horizon):
+            a = self._pi_sample(zp, noise.prior(t).reshape(B * P, A))
+            zp, reward, term = self._step(zp, a)
+            self._accumulate(ret, reward, term)
+            actions.append(a)
+        ret["actions"] = torch.stack(actions, 1).view(B, P, self.horizon, A)
+        ret["z"] = zp
+        return ret
+
+    def _rollout(self, z: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Imagine ``actions`` ``[M, H, A]`` from ``z`` ``[M, L]``: return ``G``, ``discount`` (γ^H), ``alive``, ``z`` (z_H)."""
+        ret = self._new_return(z.shape[0], z)
+        for t in range(actions.shape[1]):
+            z, reward, term = self._step(z, actions[:, t])
+            self._accumulate(ret, reward, term)
+        ret["z"] = z
+        return ret
+
+    def _bootstrap(self, ret: dict[str, torch.Tensor], batch: int, i: int, noise: PlannerNoise) -> torch.Tensor:
+        """Values ``[B, N]``: ``G + γ^H (1 - term) avg2 Q(z_H, π(z_H))``, NaN → 0 (rows of ``ret`` are env-major)."""
+        wm = self.world_model
+        z_H = ret["z"]
+        eps = noise.terminal(i)[:, :z_H.shape[0] // batch]
+        a_H = self._pi_sample(z_H, eps.reshape(z_H.shape[0], self.action_dim))
+        q = two_hot_inv(wm.q_logits(z_H, a_H, heads=noise.heads(i)), wm.bins).mean(0)
+        value = ret["G"] + ret["discount"] * ret["alive"] * q
+        return value.nan_to_num(0).view(batch, -1)
+
+    def estimate_value(self, z: torch.Tensor, actions: torch.Tensor, noise: PlannerNoise | None = None,
+                       i: int = 0) -> torch.Tensor:
+        """TD-MPC2's ``_estimate_value`` for latents ``[B, L]`` and actions ``[B, N, H, A]`` (N ≤ num_samples).
+
+        The planner itself splits this between the policy prior (rolled once per call) and the sampled candidates.
+        """
+        B, N, H, A = actions.shape
+        noise = PlannerNoise(self, B, z.device, z.dtype) if noise is None else noise
+        with torch.no_grad(), _eval_mode(self.world_model):
+            ret = self._rollout(z.repeat_interleave(N, dim=0), actions.reshape(B * N, H, A))
+            return self._bootstrap(ret, B, i, noise)
+
+    def _value(self, z: torch.Tensor, sampled: torch.Tensor, prior: dict[str, torch.Tensor] | None, i: int,
+               noise: PlannerNoise) -> torch.Tensor:
+        """Values ``[B, N]`` of the prior (slots ``:P``, already rolled) and the sampled ``[B, N-P, H, A]`` candidates."""
+        B, M, H, A = sampled.shape
+        ret = self._rollout(z, sampled.reshape(B * M, H, A))
+        if prior is None:
+            return self._bootstrap(ret, B, i, noise)
+        P = self.num_pi_trajs
+        merged = {k: torch.cat([prior[k].view(B, P, -1), ret[k].view(B, M, -1)], 1).view(B * (P + M), -1)
+                  for k in ("G", "discount", "alive", "z")}
+        return self._bootstrap(merged, B, i, noise)
+
+    # ---- MPPI update ----
+    def _elites(self, actions: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top ``num_elites`` actions ``[B, K, H, A]`` and their scores ``softmax(τ(v - max v))`` ``[B, K]``."""
+        elite_value, idx = value.topk(self.num_elites, dim=1)
+        B, _, H, A = actions.shape
+        elite_actions = actions.gather(1, idx.view(B, -1, 1, 1).expand(-1, -1, H, A))
+        score = torch.softmax(self.temperature * (elite_value - elite_value.max(1, keepdim=True).values), dim=1)
+        return elite_actions, score
+
+    def _update(self, elite_actions: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score-weighted mean and std ``[B, H, A]`` of the elites (std clamped to [min_std, max_std])."""
+        w = score.view(*score.shape, 1, 1)
+        denom = score.sum(1).view(-1, 1, 1) + 1e-9
+        mean = (w * elite_actions).sum(1) / denom
+        var = (w * (elite_actions - mean.unsqueeze(1)).pow(2)).sum(1) / denom
+        return mean, var.sqrt().clamp(self.min_std, self.max_std)
