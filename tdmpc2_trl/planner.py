@@ -152,6 +152,8 @@ class TDMPC2Planner(MPCPlannerBase):
     Reads ``"observation"`` ``[*B, D]`` and ``"planner_mean"`` ``[*B, H, A]`` (zeros when absent), writes ``"action"``
     ``[*B, A]`` in [-1, 1] and ``("next", "planner_mean")``, the warm start of the next call. ``mpc=False`` acts with the
     policy prior alone. Exploration noise is added unless TorchRL's exploration type is a deterministic one.
+    ``compile_step=True`` runs the per-step transition through ``torch.compile`` (one graph per distinct row count; the
+    first calls take tens of seconds on CPU).
 
     ``MPCPlannerBase`` registers its spec env twice; that env holds no parameters here, so the planner's state_dict is
     the world model's. Checkpoint the world model itself (the loss and the planner share it).
@@ -172,6 +174,7 @@ class TDMPC2Planner(MPCPlannerBase):
         min_std: float = 0.05,
         max_std: float = 2.0,
         mpc: bool = True,
+        compile_step: bool = False,
     ) -> None:
         action_dim = world_model.action_dim
         if action_spec is not None and action_spec.shape[-1] != action_dim:
@@ -190,6 +193,7 @@ class TDMPC2Planner(MPCPlannerBase):
         self.num_samples, self.num_pi_trajs, self.num_elites = num_samples, num_pi_trajs, num_elites
         self.iterations, self.temperature = iterations, temperature
         self.min_std, self.max_std, self.mpc = min_std, max_std, mpc
+        self.compile_step = compile_step  # torch.compile the imagined transition (compiled lazily, on first use)
 
     # ---- TorchRL plumbing ----
     def primer(self) -> TensorDictPrimer:
@@ -265,6 +269,20 @@ class TDMPC2Planner(MPCPlannerBase):
         return action.clamp(-1, 1), mean
 
     # ---- imagined rollouts ----
+    def _step_fn(self):
+        """``_step``, compiled on first use when ``compile_step=True`` (kept out of pickles and state_dicts)."""
+        if not self.compile_step:
+            return self._step
+        fn = self.__dict__.get("_compiled_step")
+        if fn is None:
+            fn = self.__dict__["_compiled_step"] = torch.compile(self._step, dynamic=False)
+        return fn
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_compiled_step", None)
+        return state
+
     def _step(self, z: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One imagined transition: ``(next z, reward [.., 1], terminated [.., 1] or None)``."""
         wm = self.world_model
@@ -297,10 +315,10 @@ class TDMPC2Planner(MPCPlannerBase):
         B, P, A = z.shape[0], self.num_pi_trajs, self.action_dim
         zp = z.repeat_interleave(P, dim=0)
         ret = self._new_return(B * P, z)
-        actions = []
+        actions, step = [], self._step_fn()
         for t in range(self.horizon):
             a = self._pi_sample(zp, noise.prior(t).reshape(B * P, A))
-            zp, reward, term = self._step(zp, a)
+            zp, reward, term = step(zp, a)
             self._accumulate(ret, reward, term)
             actions.append(a)
         ret["actions"] = torch.stack(actions, 1).view(B, P, self.horizon, A)
@@ -309,9 +327,9 @@ class TDMPC2Planner(MPCPlannerBase):
 
     def _rollout(self, z: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Imagine ``actions`` ``[M, H, A]`` from ``z`` ``[M, L]``: return ``G``, ``discount`` (γ^H), ``alive``, ``z`` (z_H)."""
-        ret = self._new_return(z.shape[0], z)
+        ret, step = self._new_return(z.shape[0], z), self._step_fn()
         for t in range(actions.shape[1]):
-            z, reward, term = self._step(z, actions[:, t])
+            z, reward, term = step(z, actions[:, t])
             self._accumulate(ret, reward, term)
         ret["z"] = z
         return ret

@@ -244,3 +244,15 @@ def test_collector_over_serial_env_carries_the_plan_mean():
     assert next_mean.abs().max() > 0
     warm = torch.stack(starts[-T:], 1)  # [2, T, H, A]: what the planner started from at each step
     torch.testing.assert_close(warm[:, :, :-1], mean[:, :, 1:])  # it read the carried mean (zeros after a reset)
+
+
+def test_planner_pickles_for_worker_processes():
+    """Multi-process collectors pickle the policy; a compiled step (when compile_step=True) is left behind."""
+    import pickle
+
+    wm = tiny_world_model()
+    planner = TDMPC2Planner(wm, discount=0.9, compile_step=True, **SMALL)
+    planner.__dict__["_compiled_step"] = lambda z, a: None  # stands in for torch.compile's (unpicklable) wrapper
+    clone = pickle.loads(pickle.dumps(planner))
+    assert "_compiled_step" not in clone.__dict__ and "_compiled_step" in planner.__dict__
+    assert set(clone.state_dict()) == {f"world_model.{k}" for k in wm.state_dict()}
