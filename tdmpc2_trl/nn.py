@@ -34,15 +34,19 @@ def mish_one_exp(x: torch.Tensor) -> torch.Tensor:
 
 
 class Mish(nn.Mish):
-    """``nn.Mish`` that switches to the one-exp form under ``torch.compile``.
+    """``nn.Mish`` with faster forms where they are exact to ~1e-6 and measurably faster on CPU.
 
-    Inductor fuses the one-exp form into a single vectorised loop, about 4x faster on CPU than its lowering of
-    ``aten.mish`` (tanh of softplus); in eager mode ATen's kernel is the faster one, so it is kept there.
+    Under ``torch.compile``: the one-exp form, which inductor fuses into one loop (~4x faster than its lowering of
+    ``aten.mish``). Without autograd (planning): ``x - 2x / (e(e+2) + 2)`` with in-place temporaries, ~2.2x faster
+    than ATen's kernel on [5120, 512]. With autograd: ATen's fused forward/backward, which is faster there.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling():
             return mish_one_exp(x)
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            e = torch.exp(x.clamp(max=20.0))
+            return torch.addcdiv(x, x, (e + 2).mul_(e).add_(2), value=-2)
         return F.mish(x)
 
 
