@@ -1,0 +1,216 @@
+"""Train TD-MPC2 from TorchRL parts: env → Collector(policy=planner) → replay buffer → loss/optimisers.
+
+    python recipes/train.py                                  # seed networks on Pendulum-v1
+    python recipes/train.py task=cartpole-swingup model=5m steps=100000 num_envs=4
+    python recipes/train.py resume=runs/Pendulum-v1/seed/seed1/2026-01-01_00-00-00
+
+The run directory holds config.yaml (resolved), eval.csv (step,episode_reward), train.csv and checkpoints/.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDictBase
+from torchrl.collectors import Collector
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from tqdm import tqdm
+
+from tdmpc2_trl.checkpoint import checkpoint_path, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state
+from tdmpc2_trl.config import ConfigError
+from tdmpc2_trl.data import add, make_replay_buffer, next_traj_offset, sample_batch
+from tdmpc2_trl.envs import make_env, task_info
+from tdmpc2_trl.evaluate import evaluate
+from tdmpc2_trl.factory import (
+    make_discount, make_loss, make_planner, make_updater, make_world_model, resolve_device, to_dict,
+)
+from tdmpc2_trl.runlog import RunLogger
+
+
+def _run_dir_for(resume: str | None, default: str) -> str:
+    """Hydra's run dir: a resumed run continues in its own directory."""
+    if not resume:
+        return default
+    path = Path(resume)
+    return str(path.parent.parent if path.is_file() else path)
+
+
+OmegaConf.register_new_resolver("run_dir_for", _run_dir_for, replace=True)
+
+
+def check_config(c: dict[str, Any]) -> None:
+    for key in ("steps", "num_envs", "batch_size", "horizon", "eval_episodes"):
+        if int(c[key]) < 1:
+            raise ConfigError(f"{key}={c[key]} must be a positive integer")
+    for key in ("eval_freq", "checkpoint_freq"):
+        if int(c[key]) < 0:
+            raise ConfigError(f"{key}={c[key]} must be >= 0 (0 disables the periodic action)")
+    if c["buffer_storage"] not in ("memory", "memmap"):
+        raise ConfigError(f"buffer_storage={c['buffer_storage']!r} must be 'memory' or 'memmap'")
+
+
+class Interrupted(Exception):
+    """Raised by the SIGTERM handler so the loop can checkpoint and exit cleanly."""
+
+
+def train(c: dict[str, Any]) -> None:
+    check_config(c)
+    run_dir = Path(c["run_dir"])
+    device = resolve_device(c["device"])
+    if c["threads"]:
+        torch.set_num_threads(int(c["threads"]))
+    info = task_info(c["task"])
+    torch.manual_seed(c["seed"])
+    steps, num_envs = int(c["steps"]), int(c["num_envs"])
+    seed_steps = int(c["seed_steps"] or max(1000, 5 * info.episode_length))
+    capacity = int(c["buffer_size"] or min(1_000_000, steps))
+
+    # --- the TorchRL pieces, all sharing one world model ---
+    discount = make_discount(c, info)
+    world_model = make_world_model(c, info, device)
+    loss = make_loss(c, world_model, discount)
+    updater = make_updater(c, loss)
+    env = make_env(c["task"], seed=c["seed"], num_envs=num_envs, device=device)
+    planner = make_planner(c, world_model, env.action_spec_unbatched, discount)
+    env.append_transform(planner.primer())
+    eval_env = make_env(c["task"], seed=c["seed"] + 10_000, num_envs=int(c["eval_episodes"]), device=device,
+                        transforms=[planner.primer()])
+    buffer = make_replay_buffer(capacity=capacity, batch_size=int(c["batch_size"]), horizon=int(c["horizon"]),
+                                storage=c["buffer_storage"], scratch_dir=run_dir / "buffer", device=device)
+
+    step, burst_done = 0, False
+    if c["resume"]:
+        path, state = resolve_checkpoint(c["resume"])
+        check_compatible(state, c)
+        world_model.load_state_dict(state["world_model"])
+        loss.load_state_dict(state["loss"])
+        updater.load_state_dict(state["updater"])
+        buffer.load_state_dict(state["replay_buffer"])
+        set_rng_state(state["rng"])
+        step, burst_done = int(state["step"]), bool(state["burst_done"])
+        print(f"resumed from {path} at step {step}")
+    traj_offset = next_traj_offset(buffer)  # the new collector restarts its trajectory ids at 0
+    if step >= steps:
+        print(f"nothing to do: the run is already at step {step} >= steps={steps}")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(c), run_dir / "config.yaml")
+    logger = RunLogger(run_dir, c, c["logger"])
+
+    def checkpoint() -> Path:
+        state = {
+            "step": step, "burst_done": burst_done, "config": c, "task": info.__dict__,
+            "world_model": world_model.state_dict(), "loss": loss.state_dict(), "updater": updater.state_dict(),
+            "replay_buffer": buffer.state_dict(), "rng": rng_state(),
+        }
+        return save_checkpoint(checkpoint_path(run_dir, step), state)
+
+    collector = Collector(
+        env, planner, frames_per_batch=num_envs, total_frames=steps - step,
+        init_random_frames=max(0, seed_steps - step), exploration_type=ExplorationType.RANDOM,
+    )
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    bar = tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True, disable=not c["progress"])
+    next_eval = _next_multiple(step, c["eval_freq"])
+    next_ckpt = _next_multiple(step, c["checkpoint_freq"])
+    metrics: dict[str, float] = {}
+    last_return, t_start, step_start = float("nan"), time.perf_counter(), step
+    try:
+        for data in collector:
+            add(buffer, data, traj_offset)
+            step += data.numel()
+            if step >= seed_steps:
+                n_updates = seed_steps if not burst_done else max(1, round(data.numel() * c["utd_ratio"]))
+                burst_done = True
+                for _ in range(n_updates):
+                    metrics = updater(sample_batch(buffer)).to_dict()
+            for episode_reward in finished_returns(data):
+                last_return = episode_reward
+                elapsed = time.perf_counter() - t_start
+                logger.log_train(step, {"episode_reward": episode_reward, "elapsed_s": elapsed,
+                                        "steps_per_s": (step - step_start) / elapsed, **_floats(metrics)})
+            bar.update(data.numel())
+            bar.set_postfix(ret=f"{last_return:.1f}", refresh=False)
+            if next_eval and step >= next_eval:
+                _eval_and_log(eval_env, planner, info.episode_length, logger, step, bar)
+                next_eval = _next_multiple(step, c["eval_freq"])
+            if next_ckpt and step >= next_ckpt:
+                checkpoint()
+                next_ckpt = _next_multiple(step, c["checkpoint_freq"])
+    except (KeyboardInterrupt, Interrupted):
+        bar.close()
+        path = checkpoint()
+        print(f"interrupted at step {step}: checkpoint saved to {path}; continue with resume={run_dir}")
+        _shutdown(collector, env, eval_env, logger)
+        return
+    bar.close()
+    _eval_and_log(eval_env, planner, info.episode_length, logger, step, None)
+    path = checkpoint()
+    print(f"done: {step} env steps, checkpoint {path}")
+    _shutdown(collector, env, eval_env, logger)
+
+
+def check_compatible(state: dict[str, Any], c: dict[str, Any]) -> None:
+    saved = state["config"]
+    for key in ("task",):
+        if saved[key] != c[key]:
+            raise ConfigError(f"checkpoint was trained on {key}={saved[key]!r}, config says {c[key]!r}")
+    if saved["model"] != c["model"] or saved["horizon"] != c["horizon"]:
+        raise ConfigError(f"checkpoint model preset {saved['model']['name']!r} (horizon {saved['horizon']}) "
+                          f"differs from model={c['model']['name']!r} (horizon {c['horizon']})")
+
+
+def finished_returns(data: TensorDictBase) -> list[float]:
+    """Returns of the episodes that ended in this batch (RewardSum's ``episode_reward`` at ``done``)."""
+    done = data["next", "done"].reshape(-1)
+    if not done.any():
+        return []
+    return data["next", "episode_reward"].reshape(-1)[done].tolist()
+
+
+def _eval_and_log(eval_env, planner, max_steps: int, logger: RunLogger, step: int, bar) -> float:
+    returns = evaluate(eval_env, planner, max_steps)
+    mean = sum(returns) / len(returns)
+    logger.log_eval(step, mean)
+    (bar.write if bar is not None else print)(f"eval @ {step}: mean return {mean:.1f} over {len(returns)} episodes")
+    return mean
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) or torch.is_tensor(v)}
+
+
+def _next_multiple(step: int, freq: int) -> int:
+    """The next step count that is a multiple of ``freq`` (0 when ``freq`` is 0: disabled)."""
+    return 0 if not freq else (step // freq + 1) * freq
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted()
+
+
+def _shutdown(collector, env, eval_env, logger) -> None:
+    collector.shutdown()
+    for e in (env, eval_env):
+        if not e.is_closed:
+            e.close()
+    logger.close()
+
+
+@hydra.main(config_path="../configs", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    try:
+        train(to_dict(cfg))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

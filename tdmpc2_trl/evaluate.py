@@ -1,0 +1,19 @@
+"""Evaluation: one batched rollout of K envs (one episode each) with the deterministic planner."""
+from __future__ import annotations
+
+import torch
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+
+@torch.no_grad()
+def evaluate(env: EnvBase, policy, max_steps: int) -> list[float]:
+    """Return of the first episode of each of the env's batch entries (no exploration noise)."""
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        rollout = env.rollout(max_steps=max_steps, policy=policy, break_when_any_done=False, auto_cast_to_device=True)
+    rollout = rollout.reshape(-1, rollout.shape[-1]) if rollout.ndim > 1 else rollout.unsqueeze(0)
+    reward = rollout["next", "reward"].squeeze(-1)  # [K, T]
+    done = rollout["next", "done"].squeeze(-1)
+    # keep rewards up to and including each env's first done
+    before_first_done = (done.long().cumsum(-1) - done.long()) == 0
+    return (reward * before_first_done).sum(-1).tolist()

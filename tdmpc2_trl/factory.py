@@ -1,0 +1,63 @@
+"""Wire the TorchRL pieces from a recipe config: world model, loss, optimisers/updater, planner.
+
+These are small ``make_*`` functions in the spirit of TorchRL's ``sota-implementations/*/utils.py``; the recipe
+(``recipes/train.py``) reads top to bottom and calls them.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError, ModelConfig
+from .envs import TaskInfo
+from .loss import TDMPC2Loss
+from .math import discount_from_episode_length
+from .modules import WorldModel
+from .planner import TDMPC2Planner
+from .update import TDMPC2Update, make_optimizers
+
+
+def to_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} requested but CUDA is not available; use device=cpu")
+    return device
+
+
+def make_discount(cfg: Mapping[str, Any], info: TaskInfo) -> float:
+    return float(cfg["discount"]) if cfg.get("discount") is not None else discount_from_episode_length(info.episode_length)
+
+
+def make_world_model(cfg: Mapping[str, Any], info: TaskInfo, device: torch.device) -> WorldModel:
+    model_cfg = ModelConfig.from_dict({**cfg["model"], "horizon": int(cfg["horizon"])})
+    return WorldModel(model_cfg, info.obs_dim, info.action_dim, episodic=info.episodic).to(device)
+
+
+def make_loss(cfg: Mapping[str, Any], world_model: WorldModel, discount: float) -> TDMPC2Loss:
+    return TDMPC2Loss(
+        world_model, discount, rho=cfg["rho"], consistency_coef=cfg["consistency_coef"],
+        reward_coef=cfg["reward_coef"], value_coef=cfg["value_coef"], termination_coef=cfg["termination_coef"],
+        entropy_coef=cfg["entropy_coef"], scale_tau=cfg["tau"],
+    )
+
+
+def make_updater(cfg: Mapping[str, Any], loss: TDMPC2Loss) -> TDMPC2Update:
+    wm_optim, pi_optim = make_optimizers(loss, lr=cfg["lr"], enc_lr_scale=cfg["enc_lr_scale"])
+    return TDMPC2Update(loss, wm_optim, pi_optim, grad_clip_norm=cfg["grad_clip_norm"], tau=cfg["tau"])
+
+
+def make_planner(cfg: Mapping[str, Any], world_model: WorldModel, action_spec, discount: float) -> TDMPC2Planner:
+    p = cfg["planner"]
+    return TDMPC2Planner(
+        world_model, action_spec, discount=discount, horizon=int(cfg["horizon"]), num_samples=p["num_samples"],
+        num_pi_trajs=p["num_pi_trajs"], num_elites=p["num_elites"], iterations=p["iterations"],
+        temperature=p["temperature"], min_std=p["min_std"], max_std=p["max_std"], mpc=p["mpc"],
+    )

@@ -1,0 +1,87 @@
+"""Run logs: ``eval.csv`` and ``train.csv`` in the run directory, always; wandb (offline by default) on top.
+
+Written by hand because TorchRL's ``CSVLogger`` writes one file per scalar, while users and scripts rely on a
+single ``eval.csv`` with the columns ``step,episode_reward`` (and ``train.csv`` with one row per log step).
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class CSVTable:
+    """Append rows to a CSV file. Columns come from the existing header or the first row; a row with new
+    columns rewrites the (small) file once with the widened header."""
+
+    def __init__(self, path: Path, columns: list[str] | None = None) -> None:
+        self.path = Path(path)
+        self.columns: list[str] = list(columns or [])
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            with open(self.path, newline="") as f:
+                self.columns = next(csv.reader(f))
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        added = [k for k in row if k not in self.columns]
+        if added:
+            self._widen(added)
+        new_file = not self.path.is_file() or self.path.stat().st_size == 0
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            if new_file:
+                writer.writeheader()
+            writer.writerow({k: _fmt(row.get(k, "")) for k in self.columns})
+
+    def _widen(self, added: list[str]) -> None:
+        rows = []
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            with open(self.path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        self.columns = self.columns + added
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.path)
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+class RunLogger:
+    """``log_eval(step, episode_reward)`` → eval.csv; ``log_train(step, metrics)`` → train.csv; both → wandb."""
+
+    def __init__(self, run_dir: Path, config: Mapping[str, Any], wandb: Mapping[str, Any] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.eval_table = CSVTable(self.run_dir / "eval.csv", ["step", "episode_reward"])
+        self.train_table = CSVTable(self.run_dir / "train.csv", ["step"])
+        self.wandb = None
+        if wandb and wandb.get("wandb", False):
+            from torchrl.record.loggers import WandbLogger
+
+            self.wandb = WandbLogger(
+                exp_name=self.run_dir.name, offline=wandb.get("wandb_mode", "offline") == "offline",
+                save_dir=str(self.run_dir), project=wandb.get("project"), entity=wandb.get("entity"),
+                config=dict(config), log_env_packages=False,
+            )
+
+    def log_eval(self, step: int, episode_reward: float, **extra: float) -> None:
+        self.eval_table.append({"step": step, "episode_reward": episode_reward})
+        self._wandb({"eval/episode_reward": episode_reward, **{f"eval/{k}": v for k, v in extra.items()}}, step)
+
+    def log_train(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.train_table.append({"step": step, **metrics})
+        self._wandb({f"train/{k}": v for k, v in metrics.items()}, step)
+
+    def _wandb(self, values: Mapping[str, float], step: int) -> None:
+        if self.wandb is not None:
+            for name, value in values.items():
+                self.wandb.log_scalar(name, float(value), step=step)
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            import wandb
+
+            wandb.finish()
