@@ -1,0 +1,114 @@
+"""Time one full TD-MPC2 update (TDMPC2Update: world-model step, policy step, target lerp); print one JSON line.
+
+Example: python benchmarks/update.py --model seed --horizon 10 --batch 256 --iters 10 --warmup 2
+GFLOP/s counts the matmul FLOPs of one update (torch.utils.flop_counter, counted once) over its median time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import warnings
+
+import torch
+from tensordict import TensorDict
+from torch.utils.flop_counter import FlopCounterMode
+
+from tdmpc2_trl.loss import TDMPC2Loss
+from tdmpc2_trl.modules import WorldModel
+from tdmpc2_trl.presets import load_model_config
+from tdmpc2_trl.update import TDMPC2Update, make_optimizers
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="seed", help="model preset (seed, 1m, 5m, 19m, 48m, 317m)")
+    p.add_argument("--horizon", type=int, default=10, help="training slice length H")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--obs-dim", type=int, default=18)
+    p.add_argument("--action-dim", type=int, default=4)
+    p.add_argument("--iters", type=int, default=10, help="timed updates")
+    p.add_argument("--warmup", type=int, default=2, help="untimed updates first")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--episodic", action="store_true", help="train the termination head too")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> tuple[TDMPC2Update, TensorDict]:
+    torch.manual_seed(args.seed)
+    cfg = load_model_config(args.model)
+    wm = WorldModel(cfg, args.obs_dim, args.action_dim, episodic=args.episodic).to(args.device)
+    loss = TDMPC2Loss(wm, discount=0.99)
+    with warnings.catch_warnings():  # SoftUpdate reads the target before it registers itself (TorchRL quirk)
+        warnings.simplefilter("ignore")
+        updater = TDMPC2Update(loss, *make_optimizers(loss))
+    B, H, D, A = args.batch, args.horizon, args.obs_dim, args.action_dim
+    batch = TensorDict(
+        observation=torch.randn(B, H, D), action=torch.rand(B, H, A) * 2 - 1,
+        next=TensorDict(observation=torch.randn(B, H, D), reward=torch.randn(B, H, 1),
+                        terminated=torch.zeros(B, H, 1, dtype=torch.bool), batch_size=[B, H]),
+        batch_size=[B, H],
+    ).to(args.device)
+    return updater, batch
+
+
+class _NoModuleTracking:
+    """Stands in for FlopCounterMode's module tracker, which fails on TensorDictParams (the Q ensemble's weights)."""
+
+    parents = {"Global"}
+
+    def __enter__(self) -> "_NoModuleTracking":
+        return self
+
+    def __exit__(self, *args) -> None:
+        return None
+
+
+def count_flops(updater: TDMPC2Update, batch: TensorDict) -> int:
+    """Matmul FLOPs (forward and backward) of one update."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModuleTracking()
+    with counter:
+        updater(batch)
+    return counter.get_total_flops()
+
+
+def timed(updater: TDMPC2Update, batch: TensorDict, iters: int, device: str) -> list[float]:
+    times = []
+    for _ in range(iters):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        updater(batch)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    updater, batch = build(args)
+    timed(updater, batch, args.warmup, args.device)
+    ms = timed(updater, batch, args.iters, args.device)
+    flops = count_flops(updater, batch)
+    median = statistics.median(ms)
+    result = {
+        "benchmark": "update", "model": args.model, "horizon": args.horizon, "batch": args.batch,
+        "obs_dim": args.obs_dim, "action_dim": args.action_dim, "episodic": args.episodic,
+        "device": args.device, "threads": torch.get_num_threads(),
+        "iters": args.iters, "warmup": args.warmup,
+        "median_ms": round(median, 2), "min_ms": round(min(ms), 2), "max_ms": round(max(ms), 2),
+        "gflop_per_update": round(flops / 1e9, 2), "gflops": round(flops / 1e9 / (median / 1e3), 1),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""TDMPC2Loss and TDMPC2Update against hand computations on a tiny world model (CI-sized)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+from torch.nn import functional as F
+from torchrl.objectives import two_hot_encode
+
+from tdmpc2_trl.config import ModelConfig
+from tdmpc2_trl.loss import TDMPC2Loss
+from tdmpc2_trl.math import symexp, symlog
+from tdmpc2_trl.modules import WorldModel
+from tdmpc2_trl.update import TDMPC2Update, make_optimizers
+
+OBS, ACT, B, H = 5, 2, 4, 3
+GAMMA, RHO = 0.9, 0.5
+SUPPORT = torch.linspace(-10, 10, 101)
+HEADS = (2, 0)  # the "random" pair that the patched randperm yields first
+pytestmark = pytest.mark.filterwarnings("ignore:No target network updater")
+
+
+def tiny_cfg(**kw) -> ModelConfig:
+    base = dict(latent_dim=16, enc_dim=32, mlp_dim=32, num_enc_layers=2, num_mlp_layers=2, num_q=3, horizon=H)
+    return ModelConfig(**{**base, **kw})
+
+
+def make_loss(seed: int = 0, episodic: bool = True, termination: str = "seed", **loss_kw) -> TDMPC2Loss:
+    """A tiny world model with every parameter perturbed (the zero-init heads would hide mistakes)."""
+    torch.manual_seed(seed)
+    wm = WorldModel(tiny_cfg(termination=termination), OBS, ACT, episodic=episodic)
+    with torch.no_grad():
+        for p in wm.parameters():
+            p.add_(0.3 * torch.randn(p.shape))
+    loss = TDMPC2Loss(wm, GAMMA, rho=RHO, **loss_kw)
+    with torch.no_grad():  # a target that differs from the online heads, so using the wrong one shows
+        for t in loss.target_q_params.values(True, True):
+            t.add_(0.1 * torch.randn(t.shape))
+    return loss
+
+
+def make_batch(seed: int = 1, horizon: int = H, terminated_at=((0, 1),)) -> TensorDict:
+    g = torch.Generator().manual_seed(seed)
+    terminated = torch.zeros(B, horizon, 1, dtype=torch.bool)
+    for b, t in terminated_at:
+        terminated[b, t] = True
+    nxt = TensorDict(observation=torch.randn(B, horizon, OBS, generator=g),
+                     reward=2 * torch.randn(B, horizon, 1, generator=g), terminated=terminated,
+                     truncated=torch.zeros(B, horizon, 1, dtype=torch.bool),
+                     done=terminated.clone(), batch_size=[B, horizon])
+    return TensorDict(observation=torch.randn(B, horizon, OBS, generator=g),
+                      action=torch.rand(B, horizon, ACT, generator=g) * 2 - 1, next=nxt, batch_size=[B, horizon])
+
+
+@pytest.fixture
+def fixed_noise(monkeypatch):
+    """Deterministic policy samples (ε = 0) and head choice (``HEADS``)."""
+    monkeypatch.setattr(torch, "randn_like", lambda x, **kw: torch.zeros_like(x, **kw))
+
+    def randperm(n, **kw):
+        rest = [i for i in range(n) if i not in HEADS]
+        return torch.tensor([*HEADS, *rest], device=kw.get("device"))
+
+    monkeypatch.setattr(torch, "randperm", randperm)
+
+
+# ---------------------------------------------------------------- hand computations (time first, explicit loops)
+def decode(logits: torch.Tensor) -> torch.Tensor:
+    return symexp((logits.softmax(-1) * SUPPORT).sum(-1, keepdim=True))
+
+
+def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the cross-entropy to the two-hot of symlog(y) (TorchRL's encoder)."""
+    return F.cross_entropy(logits, two_hot_encode(symlog(y.squeeze(-1)), SUPPORT))
+
+
+def head(wm: WorldModel, z, a, q: int, params=None) -> torch.Tensor:
+    return wm.q_logits(z, a, heads=torch.tensor([q]), params=params)[0]
+
+
+def hand_world_model_loss(loss: TDMPC2Loss, batch: TensorDict) -> dict[str, torch.Tensor]:
+    wm = loss.world_model
+    obs, act = batch["observation"].transpose(0, 1), batch["action"].transpose(0, 1)
+    next_obs = batch["next", "observation"].transpose(0, 1)
+    rew, term = batch["next", "reward"].transpose(0, 1), batch["next", "terminated"].transpose(0, 1).float()
+    horizon, num_q = act.shape[0], wm.cfg.num_q
+    target = loss.target_q_params
+    with torch.no_grad():
+        next_z = [wm.encode(next_obs[t]) for t in range(horizon)]
+        td = []
+        for t in range(horizon):
+            a_pi = torch.tanh(wm.policy.module.mean_and_log_std(next_z[t])[0])
+            q = torch.minimum(*[decode(head(wm, next_z[t], a_pi, h, target)) for h in HEADS])
+            td.append(rew[t] + GAMMA * (1 - term[t]) * q)
+    zs = [wm.encode(obs[0])]
+    consistency = reward = value = termination = 0.0
+    for t in range(horizon):
+        zs.append(wm.next(zs[t], act[t]))
+        consistency = consistency + RHO ** t * F.mse_loss(zs[t + 1], next_z[t])
+        reward = reward + RHO ** t * ce(wm.reward_logits(zs[t], act[t]), rew[t])
+        for q in range(num_q):
+            value = value + RHO ** t * ce(head(wm, zs[t], act[t], q), td[t])
+    if wm.episodic:
+        for t in range(horizon):
+            logit = (wm.termination_logit(zs[t], act[t]) if wm.termination_uses_action
+                     else wm.termination_logit(zs[t + 1], act[t]))
+            p = torch.sigmoid(logit)
+            termination = termination - (term[t] * p.log() + (1 - term[t]) * (1 - p).log()).mean() / horizon
+    return {
+        "loss_consistency": 20.0 * consistency / horizon, "loss_reward": 0.1 * reward / horizon,
+        "loss_value": 0.1 * value / (horizon * num_q), "loss_termination": 1.0 * torch.as_tensor(termination),
+        "td": torch.stack(td, 1), "latents": torch.stack(zs, 1),
+    }
+
+
+# ---------------------------------------------------------------- each term by hand
+@pytest.mark.parametrize("episodic,termination", [(True, "seed"), (True, "official"), (False, "seed")])
+def test_world_model_terms_match_hand_computation(fixed_noise, episodic, termination):
+    loss = make_loss(episodic=episodic, termination=termination)
+    loss.eval()  # dropout off so both sides see the same Q heads
+    batch = make_batch()
+    out = loss.world_model_loss(batch)
+    ref = hand_world_model_loss(loss, batch)
+    for key in ("loss_consistency", "loss_reward", "loss_value", "loss_termination"):
+        torch.testing.assert_close(out[key], ref[key], rtol=1e-5, atol=1e-6, msg=key)
+    torch.testing.assert_close(loss.td_target(batch), ref["td"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["latents"], ref["latents"].detach(), rtol=1e-5, atol=1e-6)
+    assert out["latents"].shape == (B, H + 1, 16) and not out["latents"].requires_grad
+    if not episodic:
+        assert out["loss_termination"].item() == 0.0
+    else:
+        assert out["loss_termination"].item() > 0.0
+
+
+def test_policy_loss_matches_hand_computation(fixed_noise):
+    loss = make_loss(scale_tau=0.5, entropy_coef=0.1)
+    loss.eval()
+    wm = loss.world_model
+    last = str(max(int(k) for k in loss.q_params.keys()))
+    with torch.no_grad():  # widen Q so that the P95−P5 range exceeds 1 and the scale moves
+        loss.q_params[last, "weight"].mul_(20.0)
+    latents = torch.softmax(3 * torch.randn(16, H + 1, 2, 8), -1).flatten(-2)
+    out = loss.policy_loss(latents)
+
+    with torch.no_grad():
+        total, scale = 0.0, None
+        for t in range(H + 1):
+            z = latents[:, t]
+            mean, log_std = wm.policy.module.mean_and_log_std(z)
+            a = torch.tanh(mean)
+            entropy = -ACT * (-log_std - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
+            q = (decode(head(wm, z, a, HEADS[0])) + decode(head(wm, z, a, HEADS[1]))) / 2
+            if t == 0:
+                p5, p95 = np.percentile(q.squeeze(-1).numpy(), [5, 95])
+                scale = 1.0 + 0.5 * (max(p95 - p5, 1.0) - 1.0)
+            total = total + RHO ** t * (-(0.1 * entropy + q / scale)).mean()
+        expected = total / (H + 1)
+    assert scale > 1.0
+    torch.testing.assert_close(loss.scale.value, torch.tensor(scale, dtype=torch.float32), rtol=1e-5, atol=0)
+    torch.testing.assert_close(out["loss_policy"], expected.float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["q_scale"], loss.scale.value)
+
+
+def test_value_loss_uses_dropout_in_train_mode_but_target_does_not(fixed_noise):
+    loss = make_loss()
+    loss.train()
+    batch = make_batch()
+    torch.manual_seed(0)
+    a = loss.world_model_loss(batch)
+    b = loss.world_model_loss(batch)
+    assert a["loss_value"].item() != b["loss_value"].item()  # fresh dropout masks on the online heads
+    torch.testing.assert_close(a["loss_consistency"], b["loss_consistency"])
+    torch.testing.assert_close(loss.td_target(batch), loss.td_target(batch))  # TD-MPC2: targets in eval mode
+    assert loss.world_model.q_ensemble.training  # and the mode is restored
+
+
+# ---------------------------------------------------------------- bootstrapping flags
+def test_terminated_removes_bootstrap_truncated_and_done_do_not(fixed_noise):
+    loss = make_loss()
+    base = make_batch(terminated_at=())
+    td_base = loss.td_target(base)
+    reward = base["next", "reward"]
+    assert not torch.allclose(td_base, reward)  # Q contributes, so the masking is visible
+
+    terminated = base.clone()
+    terminated["next", "terminated"][0, 1] = True
+    td_term = loss.td_target(terminated)
+    torch.testing.assert_close(td_term[0, 1], reward[0, 1], rtol=0, atol=0)
+    keep = torch.ones(B, H, dtype=torch.bool)
+    keep[0, 1] = False
+    torch.testing.assert_close(td_term[keep], td_base[keep], rtol=0, atol=0)
+
+    cut = base.clone()  # the slice sampler marks every slice end as truncated/done
+    cut["next", "truncated"][:] = True
+    cut["next", "done"][:] = True
+    torch.testing.assert_close(loss.td_target(cut), td_base, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- registration, optimisers, isolation
+def test_q_parameters_are_shared_and_target_is_a_buffer_copy():
+    loss = make_loss()
+    wm = loss.world_model
+    online = list(loss.q_params.values(True, True))
+    ensemble = list(wm.q_ensemble.params.values(True, True))
+    assert len(online) == len(ensemble) and all(p is q for p, q in zip(online, ensemble))
+    targets = list(loss.target_q_params.values(True, True))
+    assert all(not t.requires_grad for t in targets)
+    ids = {id(p) for p in loss.parameters()}
+    assert not ids & {id(t) for t in targets}
+    assert len(ids) == len({id(p) for p in wm.parameters()})  # nothing extra, nothing counted twice
+    state = loss.state_dict()
+    assert "scale.value" in state and any(k.startswith("target_qvalue_network_params.params") for k in state)
+
+
+def test_optimisers_partition_parameters_and_scale_encoder_lr():
+    loss = make_loss()
+    wm_optim, pi_optim = make_optimizers(loss, lr=1e-3, enc_lr_scale=0.3)
+    wm_ids = [id(p) for g in wm_optim.param_groups for p in g["params"]]
+    pi_ids = [id(p) for g in pi_optim.param_groups for p in g["params"]]
+    assert len(wm_ids) == len(set(wm_ids)) and len(pi_ids) == len(set(pi_ids))
+    assert set(pi_ids) == {id(p) for p in loss.world_model.policy.parameters()}
+    assert set(wm_ids) | set(pi_ids) == {id(p) for p in loss.parameters()} and not set(wm_ids) & set(pi_ids)
+    assert not set(wm_ids) & {id(t) for t in loss.target_q_params.values(True, True)}
+    enc = {id(p) for p in loss.world_model.encoder.parameters()}
+    for g in wm_optim.param_groups:
+        assert g["lr"] == pytest.approx(3e-4 if {id(p) for p in g["params"]} == enc else 1e-3)
+    assert pi_optim.param_groups[0]["eps"] == 1e-5 and wm_optim.param_groups[0]["eps"] == 1e-8
+
+
+def snapshot(loss: TDMPC2Loss) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in loss.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], loss: TDMPC2Loss) -> set[str]:
+    return {k for k, v in loss.state_dict().items() if not torch.equal(v, before[k])}
+
+
+def test_backward_of_each_objective_reaches_only_its_own_parameters():
+    loss = make_loss()
+    wm_out = loss.world_model_loss(make_batch())
+    sum(v for k, v in wm_out.items() if k.startswith("loss_")).backward()
+    for name, p in loss.named_parameters():
+        assert (p.grad is None) == (".policy." in name), name
+    loss.zero_grad(set_to_none=True)
+    loss.policy_loss(wm_out["latents"])["loss_policy"].backward()
+    for name, p in loss.named_parameters():
+        assert (p.grad is not None) == (".policy." in name), name
+    assert all(t.grad is None for t in loss.target_q_params.values(True, True))
+
+
+def test_optimiser_steps_are_isolated_and_leave_the_target_alone():
+    loss = make_loss()
+    updater = TDMPC2Update(loss, *make_optimizers(loss, lr=1e-3))
+    batch = make_batch()
+
+    before = snapshot(loss)
+    wm_out = updater.world_model_step(batch)
+    moved = changed(before, loss)
+    assert moved and not any(".policy." in k for k in moved)
+    assert not any(k.startswith("target_") or k.startswith("scale.") for k in moved)
+    assert all(p.grad is None for p in loss.world_model.policy.parameters())
+
+    before = snapshot(loss)
+    updater.policy_step(wm_out["latents"])
+    moved = changed(before, loss) - {"scale.value"}
+    assert moved and all(k.startswith("world_model.policy.") for k in moved)
+    assert all(p.grad is None for n, p in loss.named_parameters() if ".policy." not in n)
+
+
+def test_soft_update_lerps_target_by_tau_exactly():
+    tau = 0.01
+    loss = make_loss()
+    updater = TDMPC2Update(loss, *make_optimizers(loss), tau=tau)  # SoftUpdate.init_ copies online → target
+    online = list(loss.q_params.values(True, True))
+    targets = list(loss.target_q_params.values(True, True))
+    assert all(torch.equal(t, p) for t, p in zip(targets, online))
+    start = [t.clone() for t in targets]
+    updater(make_batch())
+    for t, t0, p in zip(targets, start, online):
+        torch.testing.assert_close(t, torch.lerp(t0, p.detach(), tau), rtol=0, atol=1e-7)
+    assert any(not torch.equal(t, t0) for t, t0 in zip(targets, start))
+
+
+# ---------------------------------------------------------------- the whole update
+def test_total_loss_decreases_on_a_fixed_batch():
+    torch.manual_seed(0)
+    wm = WorldModel(tiny_cfg(), OBS, ACT, episodic=True)
+    loss = TDMPC2Loss(wm, GAMMA)
+    updater = TDMPC2Update(loss, *make_optimizers(loss, lr=3e-3))
+    batch = make_batch(horizon=5)
+    history = [updater(batch)["total_loss"].item() for _ in range(50)]
+    assert all(math.isfinite(x) for x in history)
+    assert history[-1] < 0.5 * history[0], history
+
+
+def test_update_metrics_keys_and_forward():
+    loss = make_loss()
+    updater = TDMPC2Update(loss, *make_optimizers(loss))
+    metrics = updater(make_batch())
+    for key in ("loss_consistency", "loss_reward", "loss_value", "loss_termination", "loss_policy", "total_loss",
+                "grad_norm", "pi_grad_norm", "q_scale", "td_target_mean", "entropy"):
+        assert key in metrics.keys() and metrics[key].shape == () and not metrics[key].requires_grad
+    assert "latents" not in metrics.keys()
+    out = loss(make_batch())
+    assert set(loss.out_keys) <= set(out.keys())
+    restored = TDMPC2Update(loss, *make_optimizers(loss))
+    restored.load_state_dict(updater.state_dict())
+
+
+def test_set_keys_reads_renamed_entries(fixed_noise):
+    loss = make_loss()
+    batch = make_batch()
+    expected = loss.td_target(batch)
+    renamed = batch.rename_key_("observation", "pixels_state")
+    renamed.rename_key_(("next", "observation"), ("next", "pixels_state"))
+    renamed.rename_key_(("next", "terminated"), ("next", "end"))
+    loss.set_keys(observation="pixels_state", terminated="end")
+    assert ("next", "end") in loss.in_keys
+    torch.testing.assert_close(loss.td_target(renamed), expected)
