@@ -19,6 +19,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
 from torch import nn
+from torch.nn import functional as F
 
 from .config import ModelConfig
 from .math import Bins, gaussian_log_prob, squashed_log_std, tanh_log_det, two_hot_inv
@@ -37,22 +38,23 @@ class StateActionNet(nn.Module):
 
 
 class QEnsemble(nn.Module):
-    """``num_q`` Q heads with stacked parameters (a ``TensorDictParams`` of leading dim ``num_q``), run with vmap.
+    """``num_q`` Q heads with stacked parameters (a ``TensorDictParams`` of leading dim ``num_q``).
 
     ``forward(z, a)`` returns logits ``[num_q, ..., num_bins]`` (heads first). ``heads`` evaluates a subset only;
     ``params`` swaps in other stacked parameters (the loss's target copy) without touching the online ones.
+
+    The heads run as batched matmuls over the stacked weights, layer by layer, rather than ``vmap`` of one head:
+    under vmap LayerNorm, Mish and dropout decompose into many small elementwise ops (and ``to_module`` inside vmap
+    does not compile); here each layer is one ``matmul`` and ATen's native LayerNorm/Mish/dropout kernels.
     """
 
     def __init__(self, heads: list[nn.Module]) -> None:
         super().__init__()
         self.num_q = len(heads)
         self.params = TensorDict.from_modules(*heads, as_module=True)
-        # A parameter-less copy of one head: the forward shape that the stacked parameters are swapped into.
+        # A parameter-less copy of one head: its layer sequence drives the batched forward.
         self.__dict__["_skeleton"] = copy.deepcopy(heads[0]).to("meta")
-
-    def _head(self, params: TensorDictBase, x: torch.Tensor) -> torch.Tensor:
-        with params.to_module(self._skeleton):
-            return self._skeleton(x)
+        self._layers = [(str(i), layer) for i, layer in enumerate(self._skeleton)]
 
     def forward(
         self,
@@ -64,9 +66,23 @@ class QEnsemble(nn.Module):
         params = self.params if params is None else params
         if heads is not None:
             params = params[heads]
-        self._skeleton.train(self.training)
         x = torch.cat([z, a], dim=-1)
-        return torch.vmap(self._head, (0, None), randomness="different")(params, x)
+        batch_shape = x.shape[:-1]
+        x = x.reshape(1, -1, x.shape[-1])  # [1, N, in]: broadcast against the heads in the first matmul
+        for name, layer in self._layers:
+            if isinstance(layer, nn.Linear):
+                p = params[name]
+                x = torch.baddbmm(p["bias"].unsqueeze(-2), x.expand(p["weight"].shape[0], -1, -1),
+                                  p["weight"].transpose(-1, -2))
+            elif isinstance(layer, nn.LayerNorm):
+                p = params[name]
+                x = F.layer_norm(x, layer.normalized_shape, eps=layer.eps)
+                x = torch.addcmul(p["bias"].unsqueeze(-2), x, p["weight"].unsqueeze(-2))
+            elif isinstance(layer, nn.Dropout):
+                x = F.dropout(x, layer.p, self.training)
+            else:  # parameter-free activations (Mish)
+                x = layer(x)
+        return x.reshape(x.shape[0], *batch_shape, x.shape[-1])
 
     def __repr__(self) -> str:  # show the head's layers, not the stacked parameter tensors
         head = repr(self._skeleton).replace("\n", "\n  ")

@@ -146,3 +146,26 @@ def test_summary_command_prints_seed_counts(capsys):
     for n in SEED_COUNTS.values():
         assert f"{n:,}" in out
     assert summary_main(["model=nope"]) == 2
+
+
+def test_q_ensemble_matches_each_head_and_subsets():
+    from tdmpc2_trl.modules import QEnsemble
+    from tdmpc2_trl.nn import mlp
+
+    torch.manual_seed(0)
+    heads = [mlp(10, [16, 16], 7, dropout=0.5) for _ in range(3)]
+    for h in heads:  # non-trivial LayerNorm affine parameters
+        for m in h.modules():
+            if isinstance(m, nn.LayerNorm):
+                nn.init.normal_(m.weight)
+                nn.init.normal_(m.bias)
+    ens = QEnsemble(heads).eval()
+    z, a = torch.randn(4, 5, 8), torch.randn(4, 5, 2)
+    out = ens(z, a)
+    assert out.shape == (3, 4, 5, 7)
+    for i, h in enumerate(heads):
+        torch.testing.assert_close(out[i], h.eval()(torch.cat([z, a], -1)))
+    torch.testing.assert_close(ens(z, a, heads=torch.tensor([2, 0])), out[[2, 0]])
+    # train mode: dropout differs between heads and calls, eval mode is deterministic
+    ens.train()
+    assert not torch.equal(ens(z, a), ens(z, a))
