@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 from tensordict import TensorDict
-from torch.utils.flop_counter import FlopCounterMode
 from torchrl.envs import ExplorationType, set_exploration_type
 
+from _common import count_flops, time_calls, timing_fields
 from tdmpc2_trl.modules import WorldModel
 from tdmpc2_trl.planner import TDMPC2Planner
 from tdmpc2_trl.presets import load_model_config
@@ -38,15 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="TDMPC2Planner(compile_step=True); warm up with >= 2 calls")
-    p.add_argument("--fast-mish", action="store_true",
-                   help="experiment: patch nn.Mish with the one-exp closed form (a proposal for tdmpc2_trl.nn)")
     return p.parse_args(argv)
-
-
-def fast_mish(x: torch.Tensor) -> torch.Tensor:
-    """``x·tanh(softplus(x)) = x − 2x / (e^x(e^x + 2) + 2)``: one exp instead of exp, log1p and tanh."""
-    e = torch.exp(x.clamp(max=20.0))
-    return torch.addcdiv(x, x, (e + 2).mul_(e).add_(2), value=-2.0)
 
 
 def build(args: argparse.Namespace) -> tuple[TDMPC2Planner, TensorDict]:
@@ -68,64 +58,25 @@ def call(planner: TDMPC2Planner, td: TensorDict) -> TensorDict:
     return out
 
 
-class _NoModuleTracking:
-    """Stands in for FlopCounterMode's module tracker, which fails on TensorDictParams (the Q ensemble's weights)."""
-
-    parents = {"Global"}
-
-    def __enter__(self) -> "_NoModuleTracking":
-        return self
-
-    def __exit__(self, *args) -> None:
-        return None
-
-
-def count_flops(planner: TDMPC2Planner, td: TensorDict) -> int:
-    """Matmul FLOPs of one planner call."""
-    counter = FlopCounterMode(display=False)
-    counter.mod_tracker = _NoModuleTracking()
-    with counter:
-        call(planner, td)
-    return counter.get_total_flops()
-
-
-def timed(planner: TDMPC2Planner, td: TensorDict, iters: int, device: str) -> list[float]:
-    times = []
-    for _ in range(iters):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        call(planner, td)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.fast_mish:
-        for cls in {torch.nn.Mish, *torch.nn.Mish.__subclasses__()}:  # tdmpc2_trl.nn.Mish overrides forward
-            cls.forward = lambda self, x: fast_mish(x)
     planner, td = build(args)
     with set_exploration_type(ExplorationType.RANDOM):
-        timed(planner, td, args.warmup, args.device)
-        ms = timed(planner, td, args.iters, args.device)
-        flops = count_flops(planner, td)  # last: under the counter's dispatch mode compiled code is re-traced
-    median = statistics.median(ms)
+        time_calls(lambda: call(planner, td), args.warmup, args.device)
+        ms = time_calls(lambda: call(planner, td), args.iters, args.device)
+        flops = count_flops(lambda: call(planner, td))  # last: compiled code is re-traced under the counter
     result = {
         "benchmark": "plan", "model": args.model, "horizon": args.horizon, "envs": args.envs,
         "obs_dim": args.obs_dim, "action_dim": args.action_dim, "samples": args.samples,
         "pi_trajs": args.pi_trajs, "elites": args.elites, "iterations": args.iterations,
-        "episodic": args.episodic, "fast_mish": args.fast_mish, "compile": args.compile,
+        "episodic": args.episodic, "compile": args.compile,
         "device": args.device, "threads": torch.get_num_threads(),
         "iters": args.iters, "warmup": args.warmup,
-        "median_ms": round(median, 2), "min_ms": round(min(ms), 2), "max_ms": round(max(ms), 2),
-        "ms_per_env": round(median / args.envs, 2),
-        "gflop_per_call": round(flops / 1e9, 2), "gflops": round(flops / 1e9 / (median / 1e3), 1),
+        **timing_fields(ms, flops, "call"),
     }
+    result["ms_per_env"] = round(result["median_ms"] / args.envs, 2)
     print(json.dumps(result), flush=True)
     return result
 

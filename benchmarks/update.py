@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 import warnings
 
 import torch
 from tensordict import TensorDict
-from torch.utils.flop_counter import FlopCounterMode
 
+from _common import count_flops, time_calls, timing_fields
 from tdmpc2_trl.loss import TDMPC2Loss
 from tdmpc2_trl.modules import WorldModel
 from tdmpc2_trl.presets import load_model_config
@@ -55,56 +53,20 @@ def build(args: argparse.Namespace) -> tuple[TDMPC2Update, TensorDict]:
     return updater, batch
 
 
-class _NoModuleTracking:
-    """Stands in for FlopCounterMode's module tracker, which fails on TensorDictParams (the Q ensemble's weights)."""
-
-    parents = {"Global"}
-
-    def __enter__(self) -> "_NoModuleTracking":
-        return self
-
-    def __exit__(self, *args) -> None:
-        return None
-
-
-def count_flops(updater: TDMPC2Update, batch: TensorDict) -> int:
-    """Matmul FLOPs (forward and backward) of one update."""
-    counter = FlopCounterMode(display=False)
-    counter.mod_tracker = _NoModuleTracking()
-    with counter:
-        updater(batch)
-    return counter.get_total_flops()
-
-
-def timed(updater: TDMPC2Update, batch: TensorDict, iters: int, device: str) -> list[float]:
-    times = []
-    for _ in range(iters):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        updater(batch)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     updater, batch = build(args)
-    timed(updater, batch, args.warmup, args.device)
-    ms = timed(updater, batch, args.iters, args.device)
-    flops = count_flops(updater, batch)
-    median = statistics.median(ms)
+    time_calls(lambda: updater(batch), args.warmup, args.device)
+    ms = time_calls(lambda: updater(batch), args.iters, args.device)
+    flops = count_flops(lambda: updater(batch))
     result = {
         "benchmark": "update", "model": args.model, "horizon": args.horizon, "batch": args.batch,
         "obs_dim": args.obs_dim, "action_dim": args.action_dim, "episodic": args.episodic,
         "device": args.device, "threads": torch.get_num_threads(),
         "iters": args.iters, "warmup": args.warmup,
-        "median_ms": round(median, 2), "min_ms": round(min(ms), 2), "max_ms": round(max(ms), 2),
-        "gflop_per_update": round(flops / 1e9, 2), "gflops": round(flops / 1e9 / (median / 1e3), 1),
+        **timing_fields(ms, flops, "update"),
     }
     print(json.dumps(result), flush=True)
     return result

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
-from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.envs.utils import ExplorationType
 from tqdm import tqdm
 
 from tdmpc2_trl.checkpoint import checkpoint_path, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state

@@ -14,19 +14,17 @@ The Q ensemble is registered TorchRL's way (``convert_to_functional``): ``qvalue
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.utils import NestedKey
-from torch import nn
 from torch.nn import functional as F
 from torchrl.objectives import LossModule
 
 from .math import RunningScale, soft_ce, two_hot_inv
 from .modules import QEnsemble, WorldModel
+from .nn import eval_mode
 
 __all__ = ["TDMPC2Loss", "rho_weights"]
 
@@ -34,17 +32,6 @@ __all__ = ["TDMPC2Loss", "rho_weights"]
 def rho_weights(rho: float, steps: int, device: torch.device | None = None) -> torch.Tensor:
     """``[1, ρ, ρ², …]`` of length ``steps``: TD-MPC2's temporal weighting of the unrolled losses."""
     return torch.pow(torch.full((steps,), rho, device=device), torch.arange(steps, device=device))
-
-
-@contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` in eval mode (dropout off) and restore its previous mode."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def _per_step_mean(x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +152,7 @@ class TDMPC2Loss(LossModule):
         wm = self.world_model
         action = wm.pi(next_z)[0]
         # TD-MPC2 computes targets with the model in eval mode (its update ends with model.eval()): no dropout.
-        with _eval_mode(wm.q_ensemble):
+        with eval_mode(wm.q_ensemble):
             q = wm.q_value(next_z, action, "min", params=self.target_q_params)
         return reward + self.discount * (1 - terminated.to(q.dtype)) * q
 

@@ -1,7 +1,8 @@
 """Building blocks shared by every TD-MPC2 network: SimNorm, MLP builders and the init scheme."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -124,3 +125,14 @@ def zero_(params: Iterable[torch.Tensor]) -> None:
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters (``requires_grad``), each tensor counted once."""
     return sum(p.numel() for p in {id(p): p for p in module.parameters() if p.requires_grad}.values())
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in eval mode (dropout off) and restore its previous mode afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)

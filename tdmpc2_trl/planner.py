@@ -11,8 +11,6 @@ draws (``noise.env(b)``); the tests use that to check that batching does not cha
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from tensordict import TensorDictBase
@@ -26,6 +24,7 @@ from torchrl.modules.planners import MPCPlannerBase
 
 from .math import two_hot_inv
 from .modules import WorldModel
+from .nn import eval_mode
 
 __all__ = ["TDMPC2Planner", "PlannerNoise", "RecordedNoise", "is_exploring"]
 
@@ -135,17 +134,6 @@ class _SpecEnv(ModelBasedEnvBase):
         raise RuntimeError("the planner's spec env only carries specs; it cannot be reset or stepped")
 
 
-@contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Switch ``module`` to eval (no dropout) and back to its previous mode afterwards."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
 class TDMPC2Planner(MPCPlannerBase):
     """TD-MPC2's MPPI over a ``WorldModel``, batched over the environments of the input tensordict.
 
@@ -230,7 +218,7 @@ class TDMPC2Planner(MPCPlannerBase):
         ``explore`` defaults to ``is_exploring()``; ``noise`` to fresh draws from the global RNG.
         """
         explore = is_exploring() if explore is None else explore
-        with _eval_mode(self.world_model):
+        with eval_mode(self.world_model):
             z = self.world_model.encode(obs)
             if not self.mpc:
                 return self._policy_action(z, explore)
@@ -352,7 +340,7 @@ class TDMPC2Planner(MPCPlannerBase):
         """
         B, N, H, A = actions.shape
         noise = PlannerNoise(self, B, z.device, z.dtype) if noise is None else noise
-        with torch.no_grad(), _eval_mode(self.world_model):
+        with torch.no_grad(), eval_mode(self.world_model):
             ret = self._rollout(z.repeat_interleave(N, dim=0), actions.reshape(B * N, H, A))
             return self._bootstrap(ret, B, i, noise)
 

@@ -116,7 +116,7 @@ def test_q_value_uses_two_heads_min_and_avg():
         last["bias"][0, 60] = 50.0  # symlog 2.0 -> symexp = e^2 - 1
         last["bias"][1, 40] = 50.0  # symlog -2.0
     z, a = torch.randn(3, 128), torch.zeros(3, 2)
-    hi, lo = torch.expm1(torch.tensor(2.0)), -torch.expm1(torch.tensor(2.0))
+    lo = -torch.expm1(torch.tensor(2.0))
     torch.testing.assert_close(wm.q_value(z, a, "min"), torch.full((3, 1), lo.item()), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(wm.q_value(z, a, "avg"), torch.zeros(3, 1), rtol=1e-4, atol=1e-4)
     assert wm.q_logits(z, a).shape == (2, 3, 101)
