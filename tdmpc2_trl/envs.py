@@ -1,16 +1,20 @@
 """Environments from one ``task=`` name: DMControl ``domain-task`` names or gymnasium ids, as TorchRL envs.
 
-Every env the agent sees has actions in [-1, 1] (``ActionScaling`` maps them to the env's bounds), a float
-``observation``, and the keys ``step_count``, ``is_init`` and ``episode_reward`` (``StepCounter``, ``InitTracker``,
-``RewardSum``). DMControl tasks use action repeat 2 (``FrameSkipTransform``), so a 1000-step episode is 500
-agent decisions, as in TD-MPC2.
+Every env the agent sees has a float ``observation`` vector, actions in [-1, 1] (``ActionScaling`` maps them to
+the env's bounds) and the episode bookkeeping keys ``step_count``, ``is_init`` and ``episode_reward``
+(``StepCounter``, ``InitTracker``, ``RewardSum``). DMControl tasks use action repeat 2, as in TD-MPC2: a
+1000-step episode is 500 agent decisions, and each decision's reward is the sum over the repeated steps.
+
+State-based tasks need no rendering, so ``MUJOCO_GL`` is left alone. dm_control 1.0.50 needs ``mujoco<4``.
 """
 from __future__ import annotations
 
+import difflib
 import functools
+import re
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torchrl.envs import (
@@ -20,129 +24,205 @@ from torchrl.envs import (
 
 from .config import ConfigError
 
+if TYPE_CHECKING:
+    from gymnasium.envs.registration import EnvSpec
+
+__all__ = ["KNOWN_DMC_TASKS", "TaskInfo", "make_env", "task_info"]
+
 DMC_ACTION_REPEAT = 2
-DMC_EPISODE_STEPS = 1000  # physics-control steps per DMControl episode (before action repeat)
-# TD-MPC2's short names for suite domains
-_DMC_DOMAIN_ALIASES = {"cup": "ball_in_cup", "pointmass": "point_mass"}
-# gymnasium ids whose episodes can end by termination (not just the time limit): TD-MPC2's "episodic" tasks
-_GYM_EPISODIC_PREFIXES = ("Hopper", "Walker2d", "Ant", "Humanoid", "InvertedPendulum", "InvertedDoublePendulum",
-                          "LunarLanderContinuous", "BipedalWalker", "MountainCarContinuous")
+DMC_PHYSICS_STEPS = 1000  # control steps of every DMControl suite episode, before action repeat
+DMC_DOMAIN_ALIASES = {"cup": "ball_in_cup", "pointmass": "point_mass"}  # TD-MPC2's short domain names
+
+# Episodic = an episode can end by termination, not only by the time limit. TD-MPC2 then learns a termination
+# head and plans with it. Keys are gymnasium ids without their version suffix. DMControl tasks count as never
+# terminating, as in TD-MPC2 (a termination the env does report still stops bootstrapping in the loss).
+GYM_EPISODIC = frozenset({
+    "Hopper", "Walker2d", "Ant", "Humanoid", "InvertedPendulum", "InvertedDoublePendulum",  # unhealthy / fallen
+    "MountainCarContinuous", "LunarLanderContinuous", "BipedalWalker", "BipedalWalkerHardcore",  # goal / crash
+})
+GYM_CONTINUING = frozenset({"Pendulum", "HalfCheetah", "Swimmer", "Reacher", "Pusher", "HumanoidStandup"})
+# An id in neither table is treated as episodic: a termination head on a task that never terminates only learns
+# "never" (a little wasted compute), while ignoring real terminations would mislead the planner.
+GYM_DEFAULT_EPISODIC = True
+GYM_DEFAULT_EPISODE_STEPS = 1000  # for gymnasium ids registered without max_episode_steps (StepCounter truncates)
 
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """What the agent needs to know about a task before building anything."""
+    """What the recipe needs to know about a task before building anything."""
 
-    name: str
+    name: str  # the task as given
     family: str  # "dmc" | "gym"
-    episode_length: int  # agent decisions per episode (after action repeat)
+    episode_length: int  # agent decisions per episode, after action repeat (TD-MPC2's discount reads it)
     episodic: bool  # episodes can terminate before the time limit
     obs_dim: int
     action_dim: int
     action_repeat: int = 1
 
 
+# ---------------------------------------------------------------- task names
+
+
+def _import_dmc_suite():
+    """dm_control's suite module; its import probes GLFW, which warns on a headless machine (harmless here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*DISPLAY environment variable is missing")
+        from dm_control import suite
+    return suite
+
+
 @functools.cache
 def _dmc_tasks() -> tuple[str, ...]:
-    from dm_control import suite
+    return tuple(sorted(f"{domain}-{name}" for domain, name in _import_dmc_suite().ALL_TASKS))
 
-    return tuple(sorted(f"{d}-{t}" for d, t in suite.ALL_TASKS))
+
+def __getattr__(name: str):
+    # KNOWN_DMC_TASKS is computed on first use: listing the suite imports dm_control and MuJoCo
+    if name == "KNOWN_DMC_TASKS":
+        return _dmc_tasks()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _split_dmc(task: str) -> tuple[str, str] | None:
-    """``"cartpole-swingup"`` → ``("cartpole", "swingup")`` if it names a DMControl suite task, else ``None``."""
-    if "-" not in task or task[0].isupper():
+    """``"cartpole-swingup"`` → ``("cartpole", "swingup")``; ``None`` if the name is not a DMControl task.
+
+    Accepts TD-MPC2's spellings: ``cup-catch``, ``pointmass-easy``, dashes inside the task (``finger-turn-hard``).
+    """
+    if not re.fullmatch(r"[a-z0-9_]+-[a-z0-9_-]+", task):
         return None
     domain, name = task.split("-", 1)
-    domain = _DMC_DOMAIN_ALIASES.get(domain, domain)
+    domain = DMC_DOMAIN_ALIASES.get(domain, domain)
     name = name.replace("-", "_")
     return (domain, name) if f"{domain}-{name}" in _dmc_tasks() else None
 
 
-def _unknown(task: str) -> ConfigError:
-    return ConfigError(f"unknown task {task!r}: use a DMControl task ({', '.join(_dmc_tasks())}) "
-                       f"or any registered gymnasium id with continuous actions (e.g. Pendulum-v1, Hopper-v5)")
+def _unknown_task(task: str) -> ConfigError:
+    close = difflib.get_close_matches(task, _dmc_tasks(), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return ConfigError(
+        f"unknown task {task!r}{hint}: use a DMControl task ({', '.join(_dmc_tasks())}) or any registered "
+        f"gymnasium id with continuous actions (e.g. Pendulum-v1, Hopper-v5, HalfCheetah-v5)")
 
 
-@functools.cache
-def task_info(task: str) -> TaskInfo:
-    """Episode length, episodic flag and obs/action sizes of a task (builds the env once to read its specs)."""
-    dmc = _split_dmc(task)
-    if dmc is not None:
-        env = _base_env(task)
-        info = TaskInfo(task, "dmc", DMC_EPISODE_STEPS // DMC_ACTION_REPEAT, False, _obs_dim(env),
-                        env.action_spec.shape[-1], DMC_ACTION_REPEAT)
-    else:
-        spec = _gym_spec(task)
-        env = _base_env(task)
-        length = spec.max_episode_steps or 1000
-        info = TaskInfo(task, "gym", int(length), task.startswith(_GYM_EPISODIC_PREFIXES), _obs_dim(env),
-                        env.action_spec.shape[-1])
-    env.close()
-    return info
-
-
-def _gym_spec(task: str):
+def _gym_spec(task: str) -> "EnvSpec":
+    """The gymnasium registry entry of ``task``; ``ConfigError`` if it is not registered."""
     import gymnasium as gym
 
     try:
         return gym.spec(task)
-    except Exception:  # gymnasium raises several NameNotFound/VersionNotFound/… errors
-        raise _unknown(task) from None
+    except Exception:  # gymnasium raises NameNotFound / VersionNotFound / NamespaceNotFound / Error
+        raise _unknown_task(task) from None
 
 
-def _obs_dim(env: EnvBase) -> int:
-    return int(env.observation_spec["observation"].shape[-1])
+def _gym_episodic(task: str) -> bool:
+    base = task.split("/")[-1].split("-v")[0]
+    if base in GYM_EPISODIC:
+        return True
+    if base in GYM_CONTINUING:
+        return False
+    return GYM_DEFAULT_EPISODIC
 
 
-def _base_env(task: str, seed: int | None = None) -> TransformedEnv:
-    """One env with float ``observation`` and actions in [-1, 1]; DMControl also gets action repeat."""
-    dmc = _split_dmc(task)
-    if dmc is not None:
-        from torchrl.envs import DMControlEnv
+# ---------------------------------------------------------------- single envs
 
-        env = DMControlEnv(*dmc)
-        obs_keys = [k for k in env.observation_spec.keys() if k != "pixels"]
-        transforms: list[Transform] = [CatTensors(obs_keys, "observation", del_keys=True), DoubleToFloat(),
-                                       FrameSkipTransform(DMC_ACTION_REPEAT)]
-    else:
-        from torchrl.envs import GymEnv
 
-        _gym_spec(task)
+def _raw_dmc_env(domain: str, name: str) -> EnvBase:
+    _import_dmc_suite()  # quiet GLFW probe before torchrl imports dm_control
+    from torchrl.envs import DMControlEnv
+
+    return DMControlEnv(domain, name)
+
+
+def _raw_gym_env(task: str) -> EnvBase:
+    from torchrl.envs import GymEnv
+
+    _gym_spec(task)
+    try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            env = GymEnv(task)
-        if not _is_continuous(env):
-            env.close()
-            raise ConfigError(f"task {task!r} has discrete actions; TD-MPC2 needs a continuous (Box) action space")
-        transforms = [DoubleToFloat()]
-    env = TransformedEnv(env, Compose(*transforms, ActionScaling()))
+            warnings.simplefilter("ignore", DeprecationWarning)  # gymnasium's notices for older versions of an id
+            return GymEnv(task)
+    except ImportError as err:  # e.g. box2d or mujoco missing (gymnasium's DependencyNotInstalled is one)
+        raise ConfigError(f"task {task!r} needs a package that is not installed: {err}") from None
+
+
+def _check_continuous(task: str, env: EnvBase) -> None:
+    spec = env.action_spec
+    if not spec.dtype.is_floating_point:
+        raise ConfigError(f"task {task!r} has discrete actions; TD-MPC2 needs continuous (Box) actions")
+    space = getattr(spec, "space", None)
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if low is None or not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+        raise ConfigError(f"task {task!r} has unbounded actions; TD-MPC2 needs a bounded action range")
+
+
+def _observation_transforms(task: str, env: EnvBase) -> list[Transform]:
+    """Concatenate a dict of vector observations into ``observation`` (DMControl; gymnasium Dict spaces)."""
+    keys = [k for k, spec in env.observation_spec.items(True, True) if k != "pixels"]
+    if any(len(env.observation_spec[k].shape) != 1 for k in keys):
+        raise ConfigError(f"task {task!r} has non-vector observations; tdmpc2-trl supports state vectors only")
+    if keys == ["observation"]:
+        return []
+    return [CatTensors(keys, "observation", del_keys=True)]
+
+
+def _single_env(task: str, seed: int | None = None) -> TransformedEnv:
+    """One env with a float ``observation`` vector, actions in [-1, 1] and (DMControl) action repeat.
+
+    Order matters: ``FrameSkipTransform`` replays the action through the transforms *before* it, so
+    ``ActionScaling`` sits after it (an action is rescaled once, then repeated).
+    """
+    dmc = _split_dmc(task)
+    env = _raw_dmc_env(*dmc) if dmc is not None else _raw_gym_env(task)
+    try:
+        _check_continuous(task, env)
+        transforms = _observation_transforms(task, env) + [DoubleToFloat()]
+    except ConfigError:
+        env.close()
+        raise
+    if dmc is not None:
+        transforms.append(FrameSkipTransform(DMC_ACTION_REPEAT))
+    transforms.append(ActionScaling())
+    env = TransformedEnv(env, Compose(*transforms))
     if seed is not None:
         env.set_seed(seed)
     return env
 
 
-def _is_continuous(env: EnvBase) -> bool:
-    spec = env.action_spec
-    return spec.dtype.is_floating_point and hasattr(spec.space, "low")
+# ---------------------------------------------------------------- public API
+
+
+@functools.cache
+def task_info(task: str) -> TaskInfo:
+    """Episode length, episodic flag and sizes of a task (builds one env once to read its specs)."""
+    dmc = _split_dmc(task)
+    env = _single_env(task)
+    try:
+        obs_dim = int(env.observation_spec["observation"].shape[-1])
+        action_dim = int(env.action_spec.shape[-1])
+    finally:
+        env.close()
+    if dmc is not None:
+        return TaskInfo(task, "dmc", DMC_PHYSICS_STEPS // DMC_ACTION_REPEAT, False, obs_dim, action_dim,
+                        DMC_ACTION_REPEAT)
+    length = _gym_spec(task).max_episode_steps or GYM_DEFAULT_EPISODE_STEPS
+    return TaskInfo(task, "gym", int(length), _gym_episodic(task), obs_dim, action_dim, 1)
 
 
 def make_env(task: str, *, seed: int = 0, num_envs: int = 1, device: torch.device | str = "cpu",
              transforms: Sequence[Transform] = ()) -> TransformedEnv:
-    """The agent's env: ``num_envs`` copies in a ``SerialEnv`` (seeds ``seed, seed+1, …``) when ``num_envs > 1``.
+    """The agent's env, batch size ``[]`` for one copy or ``[num_envs]`` for a ``SerialEnv`` of copies.
 
-    The episode bookkeeping (``StepCounter``, ``InitTracker``, ``RewardSum``) and ``transforms`` sit outside the
-    batch, so they see every env's partial resets.
+    Copy ``i`` is seeded with ``seed + i``. The bookkeeping transforms and ``transforms`` wrap the whole batch
+    (they handle partial resets per env); the obs/action transforms live inside each copy.
     """
-    info = task_info(task)
     if num_envs < 1:
         raise ConfigError(f"num_envs={num_envs} must be >= 1")
+    info = task_info(task)
+    bookkeeping = [StepCounter(max_steps=info.episode_length), InitTracker(), RewardSum(), *transforms]
     if num_envs == 1:
-        base: EnvBase = _base_env(task, seed)
-    else:
-        base = SerialEnv(num_envs, [functools.partial(_base_env, task, seed + i) for i in range(num_envs)])
-    env = TransformedEnv(base, Compose(StepCounter(max_steps=info.episode_length), InitTracker(), RewardSum(),
-                                       *transforms), device=torch.device(device))
-    if num_envs > 1:
-        env.set_seed(seed)
-    return env
+        env = _single_env(task, seed)  # one flat Compose: no nested TransformedEnv
+        for transform in bookkeeping:
+            env.append_transform(transform)
+        return env.to(torch.device(device))
+    copies = [functools.partial(_single_env, task, seed + i) for i in range(num_envs)]
+    return TransformedEnv(SerialEnv(num_envs, copies), Compose(*bookkeeping), device=torch.device(device))
