@@ -31,6 +31,7 @@ from tdmpc2_trl.factory import (
     make_discount, make_loss, make_planner, make_updater, make_world_model, resolve_device, to_dict,
 )
 from tdmpc2_trl.runlog import RunLogger
+from tdmpc2_trl.update import NonFiniteUpdateError
 
 
 def _run_dir_for(resume: str | None, default: str) -> str:
@@ -125,6 +126,8 @@ def train(c: dict[str, Any]) -> None:
         for data in collector:
             add(buffer, data, traj_offset)
             step += data.numel()
+            if not torch.isfinite(data["next", "observation"]).all():
+                bar.write(f"warning: the env returned a non-finite observation at step {step}")
             if step >= seed_steps:
                 n_updates = seed_steps if not burst_done else max(1, round(data.numel() * c["utd_ratio"]))
                 burst_done = True
@@ -149,6 +152,11 @@ def train(c: dict[str, Any]) -> None:
         print(f"interrupted at step {step}: checkpoint saved to {path}; continue with resume={run_dir}")
         _shutdown(collector, env, eval_env, logger)
         return
+    except NonFiniteUpdateError as err:
+        bar.close()
+        path = checkpoint()  # the skipped updates never reached the parameters: this checkpoint is sound
+        _shutdown(collector, env, eval_env, logger)
+        raise ConfigError(f"stopped at step {step}: {err} (checkpoint {path})") from None
     bar.close()
     _eval_and_log(eval_env, planner, info.episode_length, logger, step, None)
     path = checkpoint()

@@ -110,7 +110,9 @@ class RunningScale(nn.Module):
         q = q.detach().reshape(q.shape[0], -1).float()
         low, high = torch.quantile(q, self._quantiles, dim=0, interpolation="linear")
         # TD-MPC2 keeps one scale per trailing element; with scalar Q (the only case here) that is one number.
-        self.value.lerp_((high - low).clamp(min=1.0).mean(), self.tau)
+        target = (high - low).clamp(min=1.0).mean()
+        # a non-finite batch (skipped by the updater) must not poison the scale for good: keep the old value
+        self.value.lerp_(torch.where(torch.isfinite(target), target, self.value), self.tau)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         return q / self.value

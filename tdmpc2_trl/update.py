@@ -15,7 +15,11 @@ from torchrl.objectives import SoftUpdate
 
 from .loss import TDMPC2Loss
 
-__all__ = ["make_optimizers", "world_model_param_groups", "TDMPC2Update"]
+__all__ = ["make_optimizers", "world_model_param_groups", "NonFiniteUpdateError", "TDMPC2Update"]
+
+
+class NonFiniteUpdateError(RuntimeError):
+    """Raised after too many consecutive updates were skipped for a non-finite loss or gradient."""
 
 
 def _unique(params) -> list[nn.Parameter]:
@@ -78,41 +82,60 @@ class TDMPC2Update:
     """
 
     def __init__(self, loss: TDMPC2Loss, wm_optim: torch.optim.Optimizer, pi_optim: torch.optim.Optimizer,
-                 grad_clip_norm: float = 20.0, tau: float = 0.01) -> None:
+                 grad_clip_norm: float = 20.0, tau: float = 0.01, max_consecutive_skips: int = 100) -> None:
         self.loss = loss
+        self.max_consecutive_skips = max_consecutive_skips
+        self.consecutive_skips = 0
+        self.skipped_updates = 0
         self.wm_optim, self.pi_optim = wm_optim, pi_optim
         self.grad_clip_norm = float(grad_clip_norm)
         self.target_updater = SoftUpdate(loss, tau=tau)
         self._wm_params = _optim_params(wm_optim)
         self._pi_params = _optim_params(pi_optim)
 
-    def world_model_step(self, batch: TensorDictBase) -> TensorDictBase:
+    def _step(self, objective: torch.Tensor, optim: torch.optim.Optimizer,
+              params: list[nn.Parameter]) -> tuple[torch.Tensor, bool]:
+        """Backward, clip, and step unless the objective or the gradient norm is non-finite (then skip the step,
+        so a bad batch never reaches the parameters or Adam's moments). Returns ``(grad_norm, stepped)``."""
+        optim.zero_grad(set_to_none=True)
+        objective.backward()
+        grad_norm = nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
+        finite = bool(torch.isfinite(objective.detach()) & torch.isfinite(grad_norm))  # one host sync per step
+        if finite:
+            optim.step()
+        optim.zero_grad(set_to_none=True)
+        return grad_norm.detach(), finite
+
+    def world_model_step(self, batch: TensorDictBase) -> tuple[TensorDictBase, bool]:
         """Backward of the summed world-model terms, clip, step. Returns the loss output plus ``total_loss``."""
         out = self.loss.world_model_loss(batch)
         total = sum(v for k, v in out.items() if k.startswith("loss_"))
-        self.wm_optim.zero_grad(set_to_none=True)
-        total.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self._wm_params, self.grad_clip_norm)
-        self.wm_optim.step()
-        self.wm_optim.zero_grad(set_to_none=True)
-        return out.set("total_loss", total.detach()).set("grad_norm", grad_norm.detach())
+        grad_norm, stepped = self._step(total, self.wm_optim, self._wm_params)
+        return out.set("total_loss", total.detach()).set("grad_norm", grad_norm), stepped
 
-    def policy_step(self, latents: torch.Tensor) -> TensorDictBase:
+    def policy_step(self, latents: torch.Tensor) -> tuple[TensorDictBase, bool]:
         """Backward of ``loss_policy`` into the policy only, clip, step."""
         out = self.loss.policy_loss(latents)
-        self.pi_optim.zero_grad(set_to_none=True)
-        out.get("loss_policy").backward()
-        grad_norm = nn.utils.clip_grad_norm_(self._pi_params, self.grad_clip_norm)
-        self.pi_optim.step()
-        self.pi_optim.zero_grad(set_to_none=True)
-        return out.set("pi_grad_norm", grad_norm.detach())
+        grad_norm, stepped = self._step(out.get("loss_policy"), self.pi_optim, self._pi_params)
+        return out.set("pi_grad_norm", grad_norm), stepped
 
     def __call__(self, batch: TensorDictBase) -> TensorDictBase:
         self.loss.train()
-        wm_out = self.world_model_step(batch)
-        pi_out = self.policy_step(wm_out.get("latents"))
-        self.target_updater.step()
+        wm_out, wm_ok = self.world_model_step(batch)
+        pi_out, pi_ok = self.policy_step(wm_out.get("latents"))
+        if wm_ok and pi_ok:
+            self.target_updater.step()
+            self.consecutive_skips = 0
+        else:
+            self.skipped_updates += 1
+            self.consecutive_skips += 1
+            if self.consecutive_skips > self.max_consecutive_skips:
+                raise NonFiniteUpdateError(
+                    f"{self.consecutive_skips} consecutive updates had a non-finite loss or gradient "
+                    f"(last: total_loss={float(wm_out['total_loss']):.4g}, loss_policy="
+                    f"{float(pi_out['loss_policy']):.4g}); check the observations/rewards or lower lr")
         metrics = wm_out.exclude("latents").update(pi_out)
+        metrics.set("skipped_updates", torch.tensor(float(self.skipped_updates)))
         return metrics.apply(lambda v: v.detach())
 
     def state_dict(self) -> dict[str, Any]:

@@ -257,7 +257,8 @@ def test_optimiser_steps_are_isolated_and_leave_the_target_alone():
     batch = make_batch()
 
     before = snapshot(loss)
-    wm_out = updater.world_model_step(batch)
+    wm_out, stepped = updater.world_model_step(batch)
+    assert stepped
     moved = changed(before, loss)
     assert moved and not any(".policy." in k for k in moved)
     assert not any(k.startswith("target_") or k.startswith("scale.") for k in moved)
@@ -320,3 +321,27 @@ def test_set_keys_reads_renamed_entries(fixed_noise):
     loss.set_keys(observation="pixels_state", terminated="end")
     assert ("next", "end") in loss.in_keys
     torch.testing.assert_close(loss.td_target(renamed), expected)
+
+
+def test_non_finite_batch_skips_the_update_and_persistent_faults_stop():
+    from tdmpc2_trl.update import NonFiniteUpdateError
+
+    loss = make_loss()
+    updater = TDMPC2Update(loss, *make_optimizers(loss, lr=1e-3), max_consecutive_skips=2)
+    good = make_batch()
+    updater(good)
+    bad = good.clone()
+    bad["observation"][0, 0, 0] = float("nan")
+    before = snapshot(loss)
+    adam_state = {k: v.clone() for k, v in updater.wm_optim.state[updater._wm_params[0]].items()}
+    metrics = updater(bad)
+    assert changed(before, loss) == set()  # no parameter, no target, no RunningScale moved
+    for k, v in updater.wm_optim.state[updater._wm_params[0]].items():
+        torch.testing.assert_close(v, adam_state[k])  # Adam's moments untouched too
+    assert metrics["skipped_updates"].item() == 1 and updater.consecutive_skips == 1
+    updater(good)  # a good batch resets the consecutive count
+    assert updater.consecutive_skips == 0 and updater.skipped_updates == 1
+    updater(bad)
+    updater(bad)
+    with pytest.raises(NonFiniteUpdateError, match="3 consecutive updates"):
+        updater(bad)

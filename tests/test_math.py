@@ -107,6 +107,9 @@ def test_running_scale_known_updates():
     scale2.update(torch.full((10, 1), 3.0))
     assert scale2.value.item() == pytest.approx(1.0)
     torch.testing.assert_close(scale(torch.tensor([4.0])), torch.tensor([4.0]) / scale.value)
+    kept = scale.value.item()
+    scale.update(torch.tensor([[float("nan")], [1.0], [2.0]]))  # a non-finite batch leaves the scale alone
+    assert scale.value.item() == kept
     assert "value" in scale.state_dict()
 
 
