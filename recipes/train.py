@@ -165,13 +165,16 @@ def train(c: dict[str, Any]) -> None:
 
 
 def check_compatible(state: dict[str, Any], c: dict[str, Any]) -> None:
+    """The checkpoint must come from the same task, networks, horizon and number of envs as the config."""
     saved = state["config"]
-    for key in ("task",):
-        if saved[key] != c[key]:
-            raise ConfigError(f"checkpoint was trained on {key}={saved[key]!r}, config says {c[key]!r}")
-    if saved["model"] != c["model"] or saved["horizon"] != c["horizon"]:
-        raise ConfigError(f"checkpoint model preset {saved['model']['name']!r} (horizon {saved['horizon']}) "
-                          f"differs from model={c['model']['name']!r} (horizon {c['horizon']})")
+    wanted = {"task": c["task"], "horizon": c["horizon"], "num_envs": c["num_envs"],
+              **{f"model.{k}": v for k, v in c["model"].items()}}
+    found = {"task": saved["task"], "horizon": saved["horizon"], "num_envs": saved["num_envs"],
+             **{f"model.{k}": v for k, v in saved["model"].items()}}
+    diffs = [f"{k}={found.get(k)!r} (config: {v!r})" for k, v in wanted.items() if found.get(k) != v]
+    if diffs:
+        raise ConfigError(f"the checkpoint differs from the config in {', '.join(diffs)}; "
+                          f"resume with the same settings or start a new run")
 
 
 def finished_returns(data: TensorDictBase) -> list[float]:

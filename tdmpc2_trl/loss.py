@@ -135,8 +135,12 @@ class TDMPC2Loss(LossModule):
 
     @property
     def target_q_params(self) -> TensorDictBase:
-        """The target copy ``[num_q]``, moved only by ``SoftUpdate``."""
-        return self.target_qvalue_network_params["params"]
+        """The target copy ``[num_q]``, moved only by ``SoftUpdate``.
+
+        Read from ``_modules`` directly: ``LossModule.__getattr__`` warns on every access made before a target
+        updater exists, which includes building the optimisers and the ``SoftUpdate`` itself.
+        """
+        return self._modules["target_qvalue_network_params"]["params"]
 
     # ---- the objective ----
     def _read(self, batch: TensorDictBase) -> tuple[torch.Tensor, ...]:

@@ -1,0 +1,100 @@
+"""Nothing lost, clear errors: atomic checkpoints, fallback to the last good one, SIGTERM, mismatched resume."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tdmpc2_trl.checkpoint import checkpoint_path, list_checkpoints, resolve_checkpoint, save_checkpoint
+from tdmpc2_trl.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "task=Pendulum-v1", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2",
+    "horizon=3", "batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
+    "planner.iterations=2", "logger.wandb=false", "progress=false", "eval_episodes=1",
+]
+
+
+def _state(step: int) -> dict:
+    return {"step": step, "world_model": {"w": torch.full((3,), float(step))}}
+
+
+def test_latest_unreadable_checkpoint_falls_back_to_previous(tmp_path: Path):
+    for step in (100, 200):
+        save_checkpoint(checkpoint_path(tmp_path, step), _state(step))
+    latest = checkpoint_path(tmp_path, 200)
+    latest.write_bytes(latest.read_bytes()[:50])  # truncated by a crash or a full disk
+    path, state = resolve_checkpoint(tmp_path)
+    assert path == checkpoint_path(tmp_path, 100) and state["step"] == 100
+    checkpoint_path(tmp_path, 100).write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="no readable checkpoint"):
+        resolve_checkpoint(tmp_path)
+    with pytest.raises(ConfigError, match="unreadable"):
+        resolve_checkpoint(latest)
+    with pytest.raises(ConfigError, match="no checkpoint found"):
+        resolve_checkpoint(tmp_path / "missing")
+
+
+def test_crash_while_writing_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch):
+    save_checkpoint(checkpoint_path(tmp_path, 100), _state(100))
+
+    def dies_half_way(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError):
+        save_checkpoint(checkpoint_path(tmp_path, 200), _state(200))
+    assert list_checkpoints(tmp_path / "checkpoints") == [checkpoint_path(tmp_path, 100)]
+    assert resolve_checkpoint(tmp_path)[1]["step"] == 100
+
+
+def test_keeps_only_the_newest_checkpoints(tmp_path: Path):
+    for step in (1, 2, 3):
+        save_checkpoint(checkpoint_path(tmp_path, step), _state(step), keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step_000000002.pt", "step_000000003.pt"]
+
+
+def _train(*overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "recipes" / "train.py"), *TINY, *overrides], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A long run stopped with SIGTERM once its first episode is logged (still in the random seed steps)."""
+    run_dir = tmp_path_factory.mktemp("sigterm") / "run"
+    proc = _train(f"hydra.run.dir={run_dir}", "steps=1000000", "seed_steps=100000", "checkpoint_freq=0")
+    deadline = time.time() + 300
+    while not (run_dir / "train.csv").is_file():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the run never logged an episode"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    return run_dir, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(interrupted_run):
+    run_dir, proc = interrupted_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "interrupted at step" in proc.stdout and "Traceback" not in proc.stderr
+    path, state = resolve_checkpoint(run_dir)
+    assert state["step"] >= 200 and len(state["replay_buffer"]) > 0
+
+
+def test_resume_with_another_model_is_a_one_line_error(interrupted_run):
+    run_dir, _ = interrupted_run
+    proc = _train(f"resume={run_dir}", "model.mlp_dim=64", "steps=1000000")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in err and "model.mlp_dim=32 (config: 64)" in err
+    assert len(err.strip().splitlines()) == 1
