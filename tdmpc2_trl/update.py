@@ -133,7 +133,7 @@ class TDMPC2Update:
                 raise NonFiniteUpdateError(
                     f"{self.consecutive_skips} consecutive updates had a non-finite loss or gradient "
                     f"(last: total_loss={float(wm_out['total_loss']):.4g}, loss_policy="
-                    f"{float(pi_out['loss_policy']):.4g}); check the observations/rewards or lower lr")
+                    f"{pi_out['loss_policy'].detach().item():.4g}); check the observations/rewards or lower lr")
         metrics = wm_out.exclude("latents").update(pi_out)
         metrics.set("skipped_updates", torch.tensor(float(self.skipped_updates)))
         return metrics.apply(lambda v: v.detach())
