@@ -1,6 +1,7 @@
 """TD-MPC2 maths as free functions: two-hot in symlog space, the squashed Gaussian, RunningScale, discount."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -39,7 +40,13 @@ class Bins:
         return (self.vmax - self.vmin) / (self.num_bins - 1)
 
     def support(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        return torch.linspace(self.vmin, self.vmax, self.num_bins, device=device, dtype=dtype)
+        """The bin centres (cached per device and dtype: decoding runs in the planner's inner loop)."""
+        return _support(self, torch.device(device) if device is not None else torch.device("cpu"), dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _support(bins: Bins, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.linspace(bins.vmin, bins.vmax, bins.num_bins, device=device, dtype=dtype)
 
 
 def two_hot(x: torch.Tensor, bins: Bins) -> torch.Tensor:
