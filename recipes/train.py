@@ -131,8 +131,10 @@ def train(c: dict[str, Any]) -> None:
             if step >= seed_steps:
                 n_updates = seed_steps if not burst_done else max(1, round(data.numel() * c["utd_ratio"]))
                 burst_done = True
-                for _ in range(n_updates):
+                for i in range(n_updates):
                     metrics = updater(sample_batch(buffer)).to_dict()
+                    if n_updates > 1 and i % 10 == 0:  # TD-MPC2's initial burst: show that it is moving
+                        bar.set_postfix_str(f"initial updates {i}/{n_updates}")
             for episode_reward in finished_returns(data):
                 last_return = episode_reward
                 elapsed = time.perf_counter() - t_start
