@@ -118,11 +118,20 @@ class Policy(nn.Module):
             mean, raw = self.head(h).chunk(2, dim=-1)
         return mean, squashed_log_std(raw, self.log_std_min, self.log_std_max)
 
+    @staticmethod
+    def pre_tanh_sample(mean: torch.Tensor, log_std: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """``mean + std·ε``: the Gaussian sample that ``tanh`` squashes into the action."""
+        return mean + eps * log_std.exp()
+
+    def sample(self, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The action ``tanh(mean + std·ε)`` for a given ``ε`` (the planner records its noise)."""
+        return torch.tanh(self.pre_tanh_sample(*self.mean_and_log_std(z), eps))
+
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Returns ``(action, loc, log_std, log_prob, scaled_entropy)``; ``action = tanh(mean + std·ε)``."""
         mean, log_std = self.mean_and_log_std(z)
         eps = torch.randn_like(mean)
-        pre_tanh = mean + eps * log_std.exp()
+        pre_tanh = self.pre_tanh_sample(mean, log_std, eps)
         gauss_log_prob = gaussian_log_prob(eps, log_std)
         log_prob = gauss_log_prob - tanh_log_det(pre_tanh)
         scaled_entropy = -self.action_dim * gauss_log_prob

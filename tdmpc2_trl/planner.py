@@ -283,9 +283,8 @@ class TDMPC2Planner(MPCPlannerBase):
         return z_next, reward, term
 
     def _pi_sample(self, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """π's sampled action ``tanh(μ + σ·ε)`` with the given ε (the policy's own formula)."""
-        mu, log_std = self.world_model.policy.module.mean_and_log_std(z)
-        return torch.tanh(mu + eps * log_std.exp())
+        """π's sampled action ``tanh(μ + σ·ε)`` with the given ε."""
+        return self.world_model.policy.module.sample(z, eps)
 
     def _new_return(self, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
         ones = like.new_ones(batch, 1)
