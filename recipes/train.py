@@ -168,15 +168,17 @@ def train(c: dict[str, Any]) -> None:
 
 def check_compatible(state: dict[str, Any], c: dict[str, Any]) -> None:
     """The checkpoint must come from the same task, networks, horizon and number of envs as the config."""
-    saved = state["config"]
-    wanted = {"task": c["task"], "horizon": c["horizon"], "num_envs": c["num_envs"],
-              **{f"model.{k}": v for k, v in c["model"].items()}}
-    found = {"task": saved["task"], "horizon": saved["horizon"], "num_envs": saved["num_envs"],
-             **{f"model.{k}": v for k, v in saved["model"].items()}}
+    wanted, found = _run_identity(c), _run_identity(state["config"])
     diffs = [f"{k}={found.get(k)!r} (config: {v!r})" for k, v in wanted.items() if found.get(k) != v]
     if diffs:
         raise ConfigError(f"the checkpoint differs from the config in {', '.join(diffs)}; "
                           f"resume with the same settings or start a new run")
+
+
+def _run_identity(c: dict[str, Any]) -> dict[str, Any]:
+    """The settings a checkpoint is tied to: task, horizon, number of envs and every model setting."""
+    return {"task": c["task"], "horizon": c["horizon"], "num_envs": c["num_envs"],
+            **{f"model.{k}": v for k, v in c["model"].items()}}
 
 
 def finished_returns(data: TensorDictBase) -> list[float]:

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from .config import ModelConfig
 from .math import Bins, gaussian_log_prob, squashed_log_std, tanh_log_det, two_hot_inv
-from .nn import count_parameters, last_linear, mlp, normed_linear, relu_mlp, weight_init, zero_
+from .nn import count_parameters, last_linear, mlp, normed_blocks, relu_mlp, weight_init, zero_
 
 
 class StateActionNet(nn.Module):
@@ -158,7 +158,7 @@ class WorldModel(nn.Module):
         dynamics = StateActionNet(mlp(L + A, hidden, L, final="ln_simnorm", simnorm_dim=sim))
         reward = StateActionNet(mlp(L + A, hidden, cfg.num_bins))
         q_heads = [mlp(L + A, hidden, cfg.num_bins, dropout=cfg.q_dropout) for _ in range(cfg.num_q)]
-        policy = Policy(_trunk(L, hidden), M, A, cfg.policy_head == "split",
+        policy = Policy(nn.Sequential(*normed_blocks(L, hidden)), M, A, cfg.policy_head == "split",
                         cfg.log_std_min, cfg.log_std_max)
         termination: nn.Module | None = None
         self.termination_uses_action = cfg.termination == "seed"
@@ -246,9 +246,3 @@ class _HeadsLast(nn.Module):
 
     def forward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self.ensemble(z, a).movedim(0, -2)
-
-
-def _trunk(in_dim: int, hidden: list[int]) -> nn.Sequential:
-    """The policy trunk: Linear-LayerNorm-Mish blocks only (its heads are separate Linears)."""
-    dims = [in_dim, *hidden]
-    return nn.Sequential(*[layer for i, o in zip(dims[:-1], dims[1:]) for layer in normed_linear(i, o)])

@@ -60,6 +60,15 @@ def normed_linear(in_dim: int, out_dim: int, dropout: float = 0.0, act: nn.Modul
     return layers
 
 
+def normed_blocks(in_dim: int, hidden_dims: Sequence[int], dropout: float = 0.0) -> list[nn.Module]:
+    """Linear-LayerNorm-Mish blocks ``in_dim → hidden_dims[0] → …``; ``dropout`` after the first Linear only."""
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden_dims]
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers += normed_linear(d_in, d_out, dropout=dropout if i == 0 else 0.0)
+    return layers
+
+
 def mlp(
     in_dim: int,
     hidden_dims: Sequence[int],
@@ -75,11 +84,8 @@ def mlp(
     ``"ln_simnorm"`` (Linear → LayerNorm → SimNorm, dynamics and the official encoder).
     ``dropout`` applies after the first Linear only, as in TD-MPC2's Q heads.
     """
-    layers: list[nn.Module] = []
-    dims = [in_dim, *hidden_dims]
-    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
-        layers += normed_linear(d_in, d_out, dropout=dropout if i == 0 else 0.0)
-    layers.append(nn.Linear(dims[-1], out_dim))
+    layers = normed_blocks(in_dim, hidden_dims, dropout)
+    layers.append(nn.Linear(hidden_dims[-1] if hidden_dims else in_dim, out_dim))
     if final == "simnorm":
         layers.append(SimNorm(simnorm_dim))
     elif final == "ln_simnorm":
