@@ -17,7 +17,7 @@ from tdmpc2_trl.checkpoint import resolve_checkpoint
 from tdmpc2_trl.config import ConfigError
 from tdmpc2_trl.envs import make_env, task_info
 from tdmpc2_trl.evaluate import evaluate
-from tdmpc2_trl.factory import make_discount, make_planner, make_world_model, resolve_device, to_dict
+from tdmpc2_trl.factory import make_autocast_dtype, make_discount, make_planner, make_world_model, resolve_device, to_dict
 
 
 def run(cfg: dict) -> dict:
@@ -32,7 +32,9 @@ def run(cfg: dict) -> dict:
     world_model.load_state_dict(state["world_model"])
     discount = make_discount(c, info)
     env = make_env(c["task"], seed=cfg["seed"], num_envs=int(cfg["episodes"]), device=device)
-    planner = make_planner(c, world_model, env.action_spec_unbatched, discount)
+    precision = cfg.get("precision") or c.get("precision", "fp32")
+    planner = make_planner(c, world_model, env.action_spec_unbatched, discount,
+                           make_autocast_dtype({"precision": precision}, device))
     env.append_transform(planner.primer())
     returns = evaluate(env, planner, info.episode_length)
     env.close()

@@ -28,8 +28,9 @@ from tdmpc2_trl.data import add, make_replay_buffer, next_traj_offset, sample_ba
 from tdmpc2_trl.envs import make_env, task_info
 from tdmpc2_trl.evaluate import evaluate
 from tdmpc2_trl.factory import (
-    make_discount, make_loss, make_planner, make_updater, make_world_model, resolve_device, to_dict,
+    make_autocast_dtype, make_discount, make_loss, make_planner, make_updater, make_world_model, resolve_device, to_dict,
 )
+from tdmpc2_trl.precision import precision_name
 from tdmpc2_trl.runlog import RunLogger
 from tdmpc2_trl.update import NonFiniteUpdateError
 
@@ -76,9 +77,10 @@ def train(c: dict[str, Any]) -> None:
     discount = make_discount(c, info)
     world_model = make_world_model(c, info, device)
     loss = make_loss(c, world_model, discount)
-    updater = make_updater(c, loss)
+    autocast_dtype = make_autocast_dtype(c, device)
+    updater = make_updater(c, loss, autocast_dtype)
     env = make_env(c["task"], seed=c["seed"], num_envs=num_envs, device=device)
-    planner = make_planner(c, world_model, env.action_spec_unbatched, discount)
+    planner = make_planner(c, world_model, env.action_spec_unbatched, discount, autocast_dtype)
     env.append_transform(planner.primer())
     eval_env = make_env(c["task"], seed=c["seed"] + 10_000, num_envs=int(c["eval_episodes"]), device=device,
                         transforms=[planner.primer()])
@@ -103,6 +105,8 @@ def train(c: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(c), run_dir / "config.yaml")
     logger = RunLogger(run_dir, c, c["logger"])
+    print(f"run {run_dir}: task={c['task']} model={c['model']['name']} device={device} "
+          f"precision={precision_name(autocast_dtype)} threads={torch.get_num_threads()}")
 
     def checkpoint() -> Path:
         state = {

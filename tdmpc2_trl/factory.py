@@ -16,6 +16,7 @@ from .loss import TDMPC2Loss
 from .math import discount_from_episode_length
 from .modules import WorldModel
 from .planner import TDMPC2Planner
+from .precision import resolve_precision
 from .update import TDMPC2Update, make_optimizers
 
 
@@ -49,16 +50,23 @@ def make_loss(cfg: Mapping[str, Any], world_model: WorldModel, discount: float) 
     )
 
 
-def make_updater(cfg: Mapping[str, Any], loss: TDMPC2Loss) -> TDMPC2Update:
+def make_autocast_dtype(cfg: Mapping[str, Any], device: torch.device) -> torch.dtype | None:
+    """``precision=auto|fp32|bf16`` → the autocast dtype (auto: bf16 where its matmuls are faster, else fp32)."""
+    return resolve_precision(str(cfg.get("precision", "fp32")), device)
+
+
+def make_updater(cfg: Mapping[str, Any], loss: TDMPC2Loss, autocast_dtype: torch.dtype | None = None) -> TDMPC2Update:
     wm_optim, pi_optim = make_optimizers(loss, lr=cfg["lr"], enc_lr_scale=cfg["enc_lr_scale"])
-    return TDMPC2Update(loss, wm_optim, pi_optim, grad_clip_norm=cfg["grad_clip_norm"], tau=cfg["tau"])
+    return TDMPC2Update(loss, wm_optim, pi_optim, grad_clip_norm=cfg["grad_clip_norm"], tau=cfg["tau"],
+                        autocast_dtype=autocast_dtype)
 
 
-def make_planner(cfg: Mapping[str, Any], world_model: WorldModel, action_spec, discount: float) -> TDMPC2Planner:
+def make_planner(cfg: Mapping[str, Any], world_model: WorldModel, action_spec, discount: float,
+                 autocast_dtype: torch.dtype | None = None) -> TDMPC2Planner:
     p = cfg["planner"]
     return TDMPC2Planner(
         world_model, action_spec, discount=discount, horizon=int(cfg["horizon"]), num_samples=p["num_samples"],
         num_pi_trajs=p["num_pi_trajs"], num_elites=p["num_elites"], iterations=p["iterations"],
         temperature=p["temperature"], min_std=p["min_std"], max_std=p["max_std"], mpc=p["mpc"],
-        compile_step=bool(p.get("compile", False)),
+        compile_step=bool(p.get("compile", False)), autocast_dtype=autocast_dtype,
     )

@@ -68,7 +68,8 @@ def two_hot(x: torch.Tensor, bins: Bins) -> torch.Tensor:
 def two_hot_inv(logits: torch.Tensor, bins: Bins) -> torch.Tensor:
     """Decode logits ``[..., num_bins]`` to a scalar ``[..., 1]``: symexp of the softmax-weighted support."""
     probs = torch.softmax(logits, dim=-1)
-    return symexp(probs @ bins.support(logits.device, probs.dtype).unsqueeze(-1))
+    # A product and a sum, not ``probs @ support``: autocast would run that matmul (and round the value) in bf16.
+    return symexp((probs * bins.support(logits.device, probs.dtype)).sum(-1, keepdim=True))
 
 
 def soft_ce(logits: torch.Tensor, target: torch.Tensor, bins: Bins) -> torch.Tensor:

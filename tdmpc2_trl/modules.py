@@ -116,6 +116,7 @@ class Policy(nn.Module):
             mean, raw = self.mean_head(h), self.log_std_head(h)
         else:
             mean, raw = self.head(h).chunk(2, dim=-1)
+        mean, raw = mean.float(), raw.float()  # fp32 even under bf16 autocast
         return mean, squashed_log_std(raw, self.log_std_min, self.log_std_max)
 
     @staticmethod
@@ -195,21 +196,23 @@ class WorldModel(nn.Module):
     def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self.dynamics.module(z, a)
 
+    # Head outputs are cast to fp32: under bf16 autocast the last Linear returns bf16, and softmax/two-hot
+    # decoding and the losses are computed in fp32 (``.float()`` is free when they already are).
     def reward_logits(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.reward.module(z, a)
+        return self.reward.module(z, a).float()
 
     def termination_logit(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         if self.termination is None:
             raise RuntimeError("this world model has no termination head (non-episodic task, official preset)")
         net = self.termination.module
-        return net(z, a) if self.termination_uses_action else net(z)
+        return (net(z, a) if self.termination_uses_action else net(z)).float()
 
     def pi(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.policy.module(z)
 
     def q_logits(self, z, a, heads=None, params=None) -> torch.Tensor:
         """Logits of the chosen heads (all by default), heads first: ``[num_heads, ..., num_bins]``."""
-        return self.q_ensemble(z, a, heads=heads, params=params)
+        return self.q_ensemble(z, a, heads=heads, params=params).float()
 
     def q_value(self, z: torch.Tensor, a: torch.Tensor, reduce: str = "avg", params=None) -> torch.Tensor:
         """TD-MPC2's ``Q(z, a, 'min'|'avg')``: decode 2 randomly chosen heads (only those are evaluated)."""

@@ -20,8 +20,17 @@ class SimNorm(nn.Module):
         shape = x.shape
         if shape[-1] % self.simplex_dim:
             raise ValueError(f"SimNorm needs a last dim divisible by {self.simplex_dim}, got {shape[-1]}")
-        x = x.unflatten(-1, (-1, self.simplex_dim))
-        return torch.softmax(x, dim=-1).flatten(-2)
+        x = x.unflatten(-1, (-1, self.simplex_dim)).float()  # fp32 even under bf16 autocast
+        if torch.compiler.is_compiling():
+            return torch.softmax(x, dim=-1).flatten(-2)
+        # Eager: ATen's softmax over a last dim of 8 is ~3x slower on CPU than these four ops (0.8 vs 2.7 ms on
+        # [512, 64, 8]); without autograd the temporaries are reused in place.
+        shifted = x - x.amax(dim=-1, keepdim=True)
+        if torch.is_grad_enabled() and x.requires_grad:
+            e = shifted.exp()
+            return (e / e.sum(dim=-1, keepdim=True)).flatten(-2)
+        e = shifted.exp_()
+        return e.div_(e.sum(dim=-1, keepdim=True)).flatten(-2)
 
     def extra_repr(self) -> str:
         return f"simplex_dim={self.simplex_dim}"

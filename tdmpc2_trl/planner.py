@@ -25,6 +25,7 @@ from torchrl.modules.planners import MPCPlannerBase
 from .math import two_hot_inv
 from .modules import WorldModel
 from .nn import eval_mode
+from .precision import autocast
 
 __all__ = ["TDMPC2Planner", "PlannerNoise", "RecordedNoise", "is_exploring"]
 
@@ -163,6 +164,7 @@ class TDMPC2Planner(MPCPlannerBase):
         max_std: float = 2.0,
         mpc: bool = True,
         compile_step: bool = False,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         action_dim = world_model.action_dim
         if action_spec is not None and action_spec.shape[-1] != action_dim:
@@ -182,6 +184,7 @@ class TDMPC2Planner(MPCPlannerBase):
         self.iterations, self.temperature = iterations, temperature
         self.min_std, self.max_std, self.mpc = min_std, max_std, mpc
         self.compile_step = compile_step  # torch.compile the imagined transition (compiled lazily, on first use)
+        self.autocast_dtype = autocast_dtype  # bf16: matmuls under autocast (see precision.py); None: fp32
 
     # ---- TorchRL plumbing ----
     def primer(self) -> TensorDictPrimer:
@@ -218,7 +221,7 @@ class TDMPC2Planner(MPCPlannerBase):
         ``explore`` defaults to ``is_exploring()``; ``noise`` to fresh draws from the global RNG.
         """
         explore = is_exploring() if explore is None else explore
-        with eval_mode(self.world_model):
+        with eval_mode(self.world_model), autocast(obs.device, self.autocast_dtype):
             z = self.world_model.encode(obs)
             if not self.mpc:
                 return self._policy_action(z, explore)

@@ -14,6 +14,7 @@ from torch import nn
 from torchrl.objectives import SoftUpdate
 
 from .loss import TDMPC2Loss
+from .precision import autocast
 
 __all__ = ["make_optimizers", "world_model_param_groups", "NonFiniteUpdateError", "TDMPC2Update"]
 
@@ -82,8 +83,10 @@ class TDMPC2Update:
     """
 
     def __init__(self, loss: TDMPC2Loss, wm_optim: torch.optim.Optimizer, pi_optim: torch.optim.Optimizer,
-                 grad_clip_norm: float = 20.0, tau: float = 0.01, max_consecutive_skips: int = 100) -> None:
+                 grad_clip_norm: float = 20.0, tau: float = 0.01, max_consecutive_skips: int = 100,
+                 autocast_dtype: torch.dtype | None = None) -> None:
         self.loss = loss
+        self.autocast_dtype = autocast_dtype  # bf16: forward matmuls under autocast; backward and Adam stay fp32
         self.max_consecutive_skips = max_consecutive_skips
         self.consecutive_skips = 0
         self.skipped_updates = 0
@@ -108,14 +111,16 @@ class TDMPC2Update:
 
     def world_model_step(self, batch: TensorDictBase) -> tuple[TensorDictBase, bool]:
         """Backward of the summed world-model terms, clip, step. Returns the loss output plus ``total_loss``."""
-        out = self.loss.world_model_loss(batch)
+        with autocast(batch.get("observation").device, self.autocast_dtype):
+            out = self.loss.world_model_loss(batch)
         total = sum(v for k, v in out.items() if k.startswith("loss_"))
         grad_norm, stepped = self._step(total, self.wm_optim, self._wm_params)
         return out.set("total_loss", total.detach()).set("grad_norm", grad_norm), stepped
 
     def policy_step(self, latents: torch.Tensor) -> tuple[TensorDictBase, bool]:
         """Backward of ``loss_policy`` into the policy only, clip, step."""
-        out = self.loss.policy_loss(latents)
+        with autocast(latents.device, self.autocast_dtype):
+            out = self.loss.policy_loss(latents)
         grad_norm, stepped = self._step(out.get("loss_policy"), self.pi_optim, self._pi_params)
         return out.set("pi_grad_norm", grad_norm), stepped
 

@@ -24,6 +24,23 @@ def test_simnorm_groups_of_8_sum_to_one_and_match_softmax():
     torch.testing.assert_close(y[0, :8], e / e.sum())
 
 
+def test_simnorm_paths_equal_softmax_with_and_without_grad():
+    x = torch.randn(5, 64) * 30  # large logits: the max shift must keep exp finite
+    ref = torch.softmax(x.view(5, 8, 8), -1).view(5, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(SimNorm(8)(x.clone()), ref)
+    xg = x.clone().requires_grad_()
+    out = SimNorm(8)(xg)
+    torch.testing.assert_close(out, ref)
+    w = torch.randn(5, 64)
+    (out * w).sum().backward()
+    xr = x.clone().requires_grad_()
+    (torch.softmax(xr.view(5, 8, 8), -1).view(5, 64) * w).sum().backward()
+    torch.testing.assert_close(xg.grad, xr.grad)
+    # bf16 input (autocast) comes out in fp32
+    assert SimNorm(8)(x.bfloat16()).dtype == torch.float32
+
+
 def test_symlog_symexp_values():
     x = torch.tensor([-math.e + 1, 0.0, 9.0])
     torch.testing.assert_close(symlog(x), torch.tensor([-1.0, 0.0, math.log(10.0)]))
