@@ -75,6 +75,31 @@ def resolve_checkpoint(path_or_run_dir: str | Path) -> tuple[Path, dict[str, Any
     raise ConfigError(f"no readable checkpoint in {path}: {'; '.join(errors)}")
 
 
+def training_state(*, step: int, burst_done: bool, config: dict[str, Any], task: dict[str, Any], world_model,
+                   loss, updater, buffer) -> dict[str, Any]:
+    """Everything a resumed run needs: networks, target Q and RunningScale (``loss``), both Adam states
+    (``updater``), the replay buffer, the torch/numpy/python RNG states, the step counter and the burst flag.
+
+    Not included: the env's episode in flight (gymnasium/dm_control envs have no generic state API), so a resumed
+    run starts a fresh episode; its partial trajectory stays in the buffer and ends there.
+    """
+    return {
+        "step": step, "burst_done": burst_done, "config": config, "task": task,
+        "world_model": world_model.state_dict(), "loss": loss.state_dict(), "updater": updater.state_dict(),
+        "replay_buffer": buffer.state_dict(), "rng": rng_state(),
+    }
+
+
+def restore_training_state(state: dict[str, Any], *, world_model, loss, updater, buffer) -> tuple[int, bool]:
+    """Load a ``training_state`` into freshly built objects (updater built first); returns ``(step, burst_done)``."""
+    world_model.load_state_dict(state["world_model"])
+    loss.load_state_dict(state["loss"])
+    updater.load_state_dict(state["updater"])
+    buffer.load_state_dict(state["replay_buffer"])
+    set_rng_state(state["rng"])
+    return int(state["step"]), bool(state["burst_done"])
+
+
 def rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 

@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tdmpc2_trl.checkpoint import checkpoint_path, list_checkpoints, resolve_checkpoint, save_checkpoint
+from omegaconf import OmegaConf
+from torchrl.collectors import Collector
+
+from tdmpc2_trl.checkpoint import (
+    checkpoint_path, list_checkpoints, resolve_checkpoint, restore_training_state, save_checkpoint, training_state,
+)
 from tdmpc2_trl.config import ConfigError
+from tdmpc2_trl.data import add, make_replay_buffer, sample_batch
+from tdmpc2_trl.envs import make_env, task_info
+from tdmpc2_trl.factory import make_discount, make_loss, make_updater, make_world_model, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -98,3 +106,58 @@ def test_resume_with_another_model_is_a_one_line_error(interrupted_run):
     assert proc.returncode == 2
     assert "Traceback" not in err and "model.mlp_dim=32 (config: 64)" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def _recipe_config(**overrides) -> dict:
+    """configs/config.yaml with the 1m preset (tiny sizes), resolved without Hydra's run-time keys."""
+    cfg = OmegaConf.load(ROOT / "configs" / "config.yaml")
+    for key in ("defaults", "hydra", "run_dir"):
+        del cfg[key]
+    cfg.model = OmegaConf.load(ROOT / "configs" / "model" / "1m.yaml")
+    cfg.merge_with(OmegaConf.from_dotlist([
+        "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2", "batch_size=8",
+        "precision=fp32", *[f"{k}={v}" for k, v in overrides.items()]]))
+    return to_dict(cfg)
+
+
+def _training_objects(c: dict, info, seed: int):
+    torch.manual_seed(seed)
+    world_model = make_world_model(c, info, torch.device("cpu"))
+    loss = make_loss(c, world_model, make_discount(c, info))
+    updater = make_updater(c, loss)
+    buffer = make_replay_buffer(capacity=300, batch_size=c["batch_size"], horizon=c["horizon"])
+    return dict(world_model=world_model, loss=loss, updater=updater, buffer=buffer)
+
+
+def _updates(objs: dict, n: int) -> None:
+    for _ in range(n):
+        objs["updater"](sample_batch(objs["buffer"]))
+
+
+def test_resume_restores_every_piece_of_training_state_bit_identically(tmp_path: Path):
+    """Updates after a checkpoint round trip equal updates without one: networks, target Q, RunningScale, both
+    Adam states, the buffer and the RNG streams (the next sampled batches) all come back exactly."""
+    c, info = _recipe_config(), task_info("Pendulum-v1")
+    straight = _training_objects(c, info, seed=0)
+    env = make_env("Pendulum-v1", seed=0)
+    collector = Collector(env, None, frames_per_batch=1, total_frames=250)
+    for data in collector:
+        add(straight["buffer"], data)
+    collector.shutdown()
+    _updates(straight, 5)
+    path = save_checkpoint(checkpoint_path(tmp_path, 250), training_state(
+        step=250, burst_done=True, config=c, task=info.__dict__, **straight))
+    _updates(straight, 5)  # the uninterrupted run goes on
+
+    resumed = _training_objects(c, info, seed=123)  # different init and RNG: everything must come from the file
+    step, burst_done = restore_training_state(resolve_checkpoint(path)[1], **resumed)
+    assert (step, burst_done) == (250, True)
+    _updates(resumed, 5)
+
+    for name in ("world_model", "loss"):
+        a, b = straight[name].state_dict(), resumed[name].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    for optim in ("wm_optim", "pi_optim"):
+        a, b = (getattr(o["updater"], optim).state_dict()["state"] for o in (straight, resumed))
+        assert all(torch.equal(a[i][k], b[i][k]) for i in a for k in a[i]), optim
+    assert len(resumed["buffer"]) == 250
