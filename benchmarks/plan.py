@@ -15,6 +15,7 @@ from torchrl.envs import ExplorationType, set_exploration_type
 from _common import count_flops, time_calls, timing_fields
 from tdmpc2_trl.modules import WorldModel
 from tdmpc2_trl.planner import TDMPC2Planner
+from tdmpc2_trl.precision import PRECISIONS, precision_name, resolve_precision
 from tdmpc2_trl.presets import load_model_config
 
 
@@ -34,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--episodic", action="store_true", help="world model with a termination head in use")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="bf16: matmuls under autocast; auto: bf16 where it is fast here (precision.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="TDMPC2Planner(compile_step=True); warm up with >= 2 calls")
     return p.parse_args(argv)
@@ -45,7 +48,8 @@ def build(args: argparse.Namespace) -> tuple[TDMPC2Planner, TensorDict]:
     wm = WorldModel(cfg, args.obs_dim, args.action_dim, episodic=args.episodic).to(args.device)
     planner = TDMPC2Planner(wm, discount=0.99, horizon=args.horizon, num_samples=args.samples,
                             num_pi_trajs=args.pi_trajs, num_elites=args.elites, iterations=args.iterations,
-                            compile_step=args.compile)
+                            compile_step=args.compile,
+                            autocast_dtype=resolve_precision(args.precision, torch.device(args.device)))
     B = args.envs
     td = TensorDict(observation=torch.randn(B, args.obs_dim), planner_mean=torch.zeros(B, args.horizon, args.action_dim),
                     batch_size=[B], device=args.device)
@@ -73,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         "pi_trajs": args.pi_trajs, "elites": args.elites, "iterations": args.iterations,
         "episodic": args.episodic, "compile": args.compile,
         "device": args.device, "threads": torch.get_num_threads(),
+        "precision": precision_name(resolve_precision(args.precision, torch.device(args.device))),
         "iters": args.iters, "warmup": args.warmup,
         **timing_fields(ms, flops, "call"),
     }

@@ -15,6 +15,7 @@ from tensordict import TensorDict
 from _common import count_flops, time_calls, timing_fields
 from tdmpc2_trl.loss import TDMPC2Loss
 from tdmpc2_trl.modules import WorldModel
+from tdmpc2_trl.precision import PRECISIONS, precision_name, resolve_precision
 from tdmpc2_trl.presets import load_model_config
 from tdmpc2_trl.update import TDMPC2Update, make_optimizers
 
@@ -31,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--episodic", action="store_true", help="train the termination head too")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="bf16: matmuls under autocast; auto: bf16 where it is fast here (precision.py)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -42,7 +45,8 @@ def build(args: argparse.Namespace) -> tuple[TDMPC2Update, TensorDict]:
     loss = TDMPC2Loss(wm, discount=0.99)
     with warnings.catch_warnings():  # SoftUpdate reads the target before it registers itself (TorchRL quirk)
         warnings.simplefilter("ignore")
-        updater = TDMPC2Update(loss, *make_optimizers(loss))
+        updater = TDMPC2Update(loss, *make_optimizers(loss),
+                               autocast_dtype=resolve_precision(args.precision, torch.device(args.device)))
     B, H, D, A = args.batch, args.horizon, args.obs_dim, args.action_dim
     batch = TensorDict(
         observation=torch.randn(B, H, D), action=torch.rand(B, H, A) * 2 - 1,
@@ -65,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "update", "model": args.model, "horizon": args.horizon, "batch": args.batch,
         "obs_dim": args.obs_dim, "action_dim": args.action_dim, "episodic": args.episodic,
         "device": args.device, "threads": torch.get_num_threads(),
+        "precision": precision_name(resolve_precision(args.precision, torch.device(args.device))),
         "iters": args.iters, "warmup": args.warmup,
         **timing_fields(ms, flops, "update"),
     }

@@ -31,6 +31,7 @@ class ModelConfig:
     log_std_min: float = -10.0
     log_std_max: float = 2.0
     horizon: int = 10  # the preset's default planning/training horizon (the recipe's `horizon` reads it)
+    num_channels: int = 32  # conv channels of the pixel encoder (obs=rgb; TD-MPC2: 32)
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> "ModelConfig":
@@ -57,5 +58,7 @@ class ModelConfig:
             raise ConfigError(f"model.num_enc_layers={self.num_enc_layers}: the encoder needs at least 2 layers")
         if self.num_q < 2:
             raise ConfigError(f"model.num_q={self.num_q}: TD-MPC2 needs at least 2 Q heads")
+        if self.num_channels < 1:
+            raise ConfigError(f"model.num_channels={self.num_channels} must be >= 1")
         if self.num_bins < 2:
             raise ConfigError(f"model.num_bins={self.num_bins}: two-hot regression needs at least 2 bins")

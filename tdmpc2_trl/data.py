@@ -56,7 +56,8 @@ class SliceReplayBuffer(TensorDictReplayBuffer):
             data = data.reshape(-1, data.shape[-1])
         if self.num_envs not in (None, data.shape[0]):
             raise ConfigError(f"the replay buffer holds {self.num_envs} env columns but got a batch of "
-                              f"{data.shape[0]} envs: keep num_envs fixed for a buffer (and across a resume)")
+                              f"{data.shape[0]} envs: keep num_envs (times collector.workers) fixed for a buffer "
+                              f"(and across a resume)")
         return super().extend(data, **kwargs)
 
     def _set_index_in_td(self, tensordict: TensorDictBase, index: torch.Tensor) -> None:

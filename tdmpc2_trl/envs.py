@@ -5,12 +5,18 @@ the env's bounds) and the episode bookkeeping keys ``step_count``, ``is_init`` a
 (``StepCounter``, ``InitTracker``, ``RewardSum``). DMControl tasks use action repeat 2, as in TD-MPC2: a
 1000-step episode is 500 agent decisions, and each decision's reward is the sum over the repeated steps.
 
-State-based tasks need no rendering, so ``MUJOCO_GL`` is left alone. dm_control 1.0.50 needs ``mujoco<4``.
+``obs="rgb"`` (DMControl only) replaces the state vector by TD-MPC2's pixels: a 64×64 render of the task camera
+after each action-repeated step (TorchRL's ``PixelRenderTransform``, ``ToTensorImage``), the last 3 frames stacked on
+channels (``CatFrames``, the first frame repeated after a reset): ``observation`` uint8 ``[9, 64, 64]``.
+Rendering is headless (``render.configure_gl``: EGL, else OSMesa); state-based envs render only for videos.
+dm_control 1.0.50 needs ``mujoco<4``.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
+import importlib
 import re
 import warnings
 from dataclasses import dataclass
@@ -18,16 +24,21 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torchrl.envs import (
-    ActionScaling, CatTensors, Compose, DoubleToFloat, EnvBase, FrameSkipTransform, InitTracker, RewardSum, SerialEnv,
-    StepCounter, Transform, TransformedEnv,
+    ActionScaling, CatFrames, CatTensors, Compose, DoubleToFloat, EnvBase, ExcludeTransform, FrameSkipTransform,
+    InitTracker, RewardSum, SerialEnv, StepCounter, ToTensorImage, Transform, TransformedEnv,
 )
+from torchrl.record.recorder import PixelRenderTransform
 
 from .config import ConfigError
+from .pixels import FRAME_STACK, PIXEL_SIZE, pixel_obs_shape
+from .render import RenderableDMControlEnv, configure_gl
 
 if TYPE_CHECKING:
     from gymnasium.envs.registration import EnvSpec
 
-__all__ = ["KNOWN_DMC_TASKS", "TaskInfo", "make_env", "task_info"]
+__all__ = ["KNOWN_DMC_TASKS", "OBS_TYPES", "TaskInfo", "make_env", "task_info"]
+
+OBS_TYPES = ("state", "rgb")
 
 DMC_ACTION_REPEAT = 2
 DMC_PHYSICS_STEPS = 1000  # control steps of every DMControl suite episode, before action repeat
@@ -55,16 +66,26 @@ class TaskInfo:
     family: str  # "dmc" | "gym"
     episode_length: int  # agent decisions per episode, after action repeat (TD-MPC2's discount reads it)
     episodic: bool  # episodes can terminate before the time limit
-    obs_dim: int
+    obs_dim: int  # size of the state vector (obs="rgb": of the state the pixels replace)
     action_dim: int
     action_repeat: int = 1
+    obs: str = "state"  # "state" | "rgb"
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """The agent's observation shape: ``(obs_dim,)``, or ``(9, 64, 64)`` for stacked RGB frames."""
+        return (self.obs_dim,) if self.obs == "state" else pixel_obs_shape()
 
 
 # ---------------------------------------------------------------- task names
 
 
 def _import_dmc_suite():
-    """dm_control's suite module; its import probes GLFW, which warns on a headless machine (harmless here)."""
+    """dm_control's suite module; its import probes GLFW, which warns on a headless machine (harmless here).
+
+    The GL backend is chosen first (``configure_gl``): dm_control reads ``MUJOCO_GL`` once, when it is imported.
+    """
+    configure_gl()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*DISPLAY environment variable is missing")
         from dm_control import suite
@@ -105,10 +126,16 @@ def _unknown_task(task: str) -> ConfigError:
 
 
 def _gym_spec(task: str) -> "EnvSpec":
-    """The gymnasium registry entry of ``task``; ``ConfigError`` if it is not registered."""
+    """The gymnasium registry entry of ``task``; ``ConfigError`` if it is not registered.
+
+    ``module:EnvId`` (gymnasium's own syntax) imports ``module`` first, so a user's env can register itself.
+    """
     import gymnasium as gym
 
     try:
+        if ":" in task:
+            module, task = task.split(":", 1)
+            importlib.import_module(module)
         return gym.spec(task)
     except Exception:  # gymnasium raises NameNotFound / VersionNotFound / NamespaceNotFound / Error
         raise _unknown_task(task) from None
@@ -127,20 +154,22 @@ def _gym_episodic(task: str) -> bool:
 
 
 def _raw_dmc_env(domain: str, name: str) -> EnvBase:
-    _import_dmc_suite()  # quiet GLFW probe before torchrl imports dm_control
-    from torchrl.envs import DMControlEnv
-
-    return DMControlEnv(domain, name)
+    _import_dmc_suite()  # GL backend and quiet GLFW probe before torchrl imports dm_control
+    return RenderableDMControlEnv(domain, name)
 
 
-def _raw_gym_env(task: str) -> EnvBase:
+def _raw_gym_env(task: str, render: bool = False) -> EnvBase:
     from torchrl.envs import GymEnv
 
     _gym_spec(task)
+    kwargs = {}
+    if render:  # frames for videos: gymnasium's own renderer (MuJoCo tasks use MUJOCO_GL too)
+        configure_gl()
+        kwargs["render_mode"] = "rgb_array"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # gymnasium's notices for older versions of an id
-            return GymEnv(task)
+            return GymEnv(task, **kwargs)
     except ImportError as err:  # e.g. box2d or mujoco missing (gymnasium's DependencyNotInstalled is one)
         raise ConfigError(f"task {task!r} needs a package that is not installed: {err}") from None
 
@@ -165,23 +194,46 @@ def _observation_transforms(task: str, env: EnvBase) -> list[Transform]:
     return [CatTensors(keys, "observation", del_keys=True)]
 
 
-def _single_env(task: str, seed: int | None = None) -> TransformedEnv:
-    """One env with a float ``observation`` vector, actions in [-1, 1] and (DMControl) action repeat.
+def _check_obs(task: str, obs: str) -> None:
+    if obs not in OBS_TYPES:
+        raise ConfigError(f"obs={obs!r} must be one of {', '.join(OBS_TYPES)}")
+    if obs == "rgb" and _split_dmc(task) is None:
+        raise ConfigError(f"obs=rgb needs a DMControl task (e.g. cartpole-swingup), got {task!r}")
+
+
+def _pixel_transforms(env: EnvBase) -> list[Transform]:
+    """TD-MPC2's pixels (after action repeat): render, HWC → CHW uint8, drop the state, stack the last 3 frames."""
+    state_keys = [k for k in env.observation_spec.keys(True, True) if k != "observation"]
+    return [
+        PixelRenderTransform(out_keys=["pixels"], height=PIXEL_SIZE, width=PIXEL_SIZE),
+        ToTensorImage(from_int=False, dtype=torch.uint8, in_keys=["pixels"], out_keys=["observation"]),
+        ExcludeTransform(*state_keys, "pixels"),
+        CatFrames(N=FRAME_STACK, dim=-3, in_keys=["observation"]),
+    ]
+
+
+def _single_env(task: str, seed: int | None = None, obs: str = "state", render: bool = False) -> TransformedEnv:
+    """One env with a float ``observation`` vector (or stacked uint8 frames), actions in [-1, 1] and (DMControl)
+    action repeat. ``render=True`` lets a gymnasium env render frames for videos (DMControl envs always can).
 
     Order matters: ``FrameSkipTransform`` replays the action through the transforms *before* it, so
-    ``ActionScaling`` sits after it (an action is rescaled once, then repeated).
+    ``ActionScaling`` sits after it (an action is rescaled once, then repeated) and so do the pixel transforms
+    (one render per agent step).
     """
+    _check_obs(task, obs)
     dmc = _split_dmc(task)
-    env = _raw_dmc_env(*dmc) if dmc is not None else _raw_gym_env(task)
+    env = _raw_dmc_env(*dmc) if dmc is not None else _raw_gym_env(task, render)
     try:
         _check_continuous(task, env)
-        transforms = _observation_transforms(task, env) + [DoubleToFloat()]
+        transforms = (_observation_transforms(task, env) if obs == "state" else []) + [DoubleToFloat()]
     except ConfigError:
         env.close()
         raise
     if dmc is not None:
         transforms.append(FrameSkipTransform(DMC_ACTION_REPEAT))
     transforms.append(ActionScaling())
+    if obs == "rgb":
+        transforms += _pixel_transforms(env)
     env = TransformedEnv(env, Compose(*transforms))
     if seed is not None:
         env.set_seed(seed)
@@ -192,8 +244,12 @@ def _single_env(task: str, seed: int | None = None) -> TransformedEnv:
 
 
 @functools.cache
-def task_info(task: str) -> TaskInfo:
-    """Episode length, episodic flag and sizes of a task (builds one env once to read its specs)."""
+def task_info(task: str, obs: str = "state") -> TaskInfo:
+    """Episode length, episodic flag and sizes of a task (builds one state-based env once to read its specs)."""
+    if obs != "state":
+        info = task_info(task)  # unknown names fail here first
+        _check_obs(task, obs)
+        return dataclasses.replace(info, obs=obs)
     dmc = _split_dmc(task)
     env = _single_env(task)
     try:
@@ -209,20 +265,21 @@ def task_info(task: str) -> TaskInfo:
 
 
 def make_env(task: str, *, seed: int = 0, num_envs: int = 1, device: torch.device | str = "cpu",
-             transforms: Sequence[Transform] = ()) -> TransformedEnv:
+             transforms: Sequence[Transform] = (), obs: str = "state", render: bool = False) -> TransformedEnv:
     """The agent's env, batch size ``[]`` for one copy or ``[num_envs]`` for a ``SerialEnv`` of copies.
 
     Copy ``i`` is seeded with ``seed + i``. The bookkeeping transforms and ``transforms`` wrap the whole batch
-    (they handle partial resets per env); the obs/action transforms live inside each copy.
+    (they handle partial resets per env); the obs/action transforms live inside each copy. ``obs``: ``"state"``
+    or ``"rgb"`` (stacked frames, DMControl); ``render``: gymnasium envs can render frames for videos.
     """
     if num_envs < 1:
         raise ConfigError(f"num_envs={num_envs} must be >= 1")
-    info = task_info(task)
+    info = task_info(task, obs)
     bookkeeping = [StepCounter(max_steps=info.episode_length), InitTracker(), RewardSum(), *transforms]
     if num_envs == 1:
-        env = _single_env(task, seed)  # one flat Compose: no nested TransformedEnv
+        env = _single_env(task, seed, obs, render)  # one flat Compose: no nested TransformedEnv
         for transform in bookkeeping:
             env.append_transform(transform)
         return env.to(torch.device(device))
-    copies = [functools.partial(_single_env, task, seed + i) for i in range(num_envs)]
+    copies = [functools.partial(_single_env, task, seed + i, obs, render) for i in range(num_envs)]
     return TransformedEnv(SerialEnv(num_envs, copies), Compose(*bookkeeping), device=torch.device(device))

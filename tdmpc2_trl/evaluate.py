@@ -5,12 +5,24 @@ import torch
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from .video import EpisodeRecorder
+
 
 @torch.no_grad()
-def evaluate(env: EnvBase, policy, max_steps: int) -> list[float]:
-    """Return of the first episode of each of the env's batch entries (no exploration noise)."""
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
-        rollout = env.rollout(max_steps=max_steps, policy=policy, break_when_any_done=False, auto_cast_to_device=True)
+def evaluate(env: EnvBase, policy, max_steps: int, recorder: EpisodeRecorder | None = None) -> list[float]:
+    """Return of the first episode of each of the env's batch entries (no exploration noise).
+
+    ``recorder``: an ``EpisodeRecorder`` among the env's transforms; it records the first env's episode.
+    """
+    if recorder is not None:
+        recorder.start()
+    try:
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            rollout = env.rollout(max_steps=max_steps, policy=policy, break_when_any_done=False,
+                                  auto_cast_to_device=True)
+    finally:
+        if recorder is not None:
+            recorder.stop()
     rollout = rollout.reshape(-1, rollout.shape[-1]) if rollout.ndim > 1 else rollout.unsqueeze(0)
     reward = rollout["next", "reward"].squeeze(-1)  # [K, T]
     done = rollout["next", "done"].squeeze(-1)

@@ -15,6 +15,7 @@ from .envs import TaskInfo
 from .loss import TDMPC2Loss
 from .math import discount_from_episode_length
 from .modules import WorldModel
+from .pixels import RandomShift
 from .planner import TDMPC2Planner
 from .precision import resolve_precision
 from .update import TDMPC2Update, make_optimizers
@@ -39,14 +40,16 @@ def make_discount(cfg: Mapping[str, Any], info: TaskInfo) -> float:
 
 def make_world_model(cfg: Mapping[str, Any], info: TaskInfo, device: torch.device) -> WorldModel:
     model_cfg = ModelConfig.from_dict({**cfg["model"], "horizon": int(cfg["horizon"])})
-    return WorldModel(model_cfg, info.obs_dim, info.action_dim, episodic=info.episodic).to(device)
+    return WorldModel(model_cfg, info.obs_shape, info.action_dim, episodic=info.episodic).to(device)
 
 
 def make_loss(cfg: Mapping[str, Any], world_model: WorldModel, discount: float) -> TDMPC2Loss:
+    """The loss; pixel models get the random-shift augmentation (``aug_pad`` pixels, TD-MPC2: 3)."""
+    augment = RandomShift(int(cfg.get("aug_pad", 3))) if world_model.pixels else None
     return TDMPC2Loss(
         world_model, discount, rho=cfg["rho"], consistency_coef=cfg["consistency_coef"],
         reward_coef=cfg["reward_coef"], value_coef=cfg["value_coef"], termination_coef=cfg["termination_coef"],
-        entropy_coef=cfg["entropy_coef"], scale_tau=cfg["tau"],
+        entropy_coef=cfg["entropy_coef"], scale_tau=cfg["tau"], augment=augment,
     )
 
 

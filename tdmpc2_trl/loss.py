@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.utils import NestedKey
+from torch import nn
 from torch.nn import functional as F
 from torchrl.objectives import LossModule
 
@@ -51,6 +52,9 @@ class TDMPC2Loss(LossModule):
         consistency_coef, reward_coef, value_coef, termination_coef: loss weights (20, 0.1, 0.1, 1).
         entropy_coef: weight of the policy's scaled entropy bonus (1e-4).
         scale_tau: lerp rate of the ``RunningScale`` that normalises Q in the policy loss (0.01).
+        augment: applied to the observations the world-model loss encodes (``obs_0`` and every next observation),
+            e.g. ``pixels.RandomShift`` for pixel observations; ``None`` (state observations): none. Planning and
+            ``td_target`` see the raw observations.
 
     ``world_model_loss(batch)`` returns the weighted ``loss_*`` terms (their sum is the world-model objective),
     diagnostics and the detached rollout ``latents [B, H+1, L]``; ``policy_loss(latents)`` returns ``loss_policy``;
@@ -83,6 +87,7 @@ class TDMPC2Loss(LossModule):
     qvalue_network_params: TensorDictParams
     target_qvalue_network_params: TensorDictParams
     scale: RunningScale
+    augment: nn.Module | None
 
     def __init__(
         self,
@@ -96,6 +101,7 @@ class TDMPC2Loss(LossModule):
         termination_coef: float = 1.0,
         entropy_coef: float = 1e-4,
         scale_tau: float = 0.01,
+        augment: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self._in_keys: list[NestedKey] | None = None
@@ -107,6 +113,7 @@ class TDMPC2Loss(LossModule):
         self.consistency_coef, self.reward_coef = float(consistency_coef), float(reward_coef)
         self.value_coef, self.termination_coef = float(value_coef), float(termination_coef)
         self.entropy_coef = float(entropy_coef)
+        self.augment = augment
 
     # ---- TorchRL key plumbing ----
     def _forward_value_estimator_keys(self, **kwargs) -> None:
@@ -181,11 +188,14 @@ class TDMPC2Loss(LossModule):
                            reward: torch.Tensor, terminated: torch.Tensor) -> dict[str, torch.Tensor]:
         """``world_model_loss`` on plain tensors."""
         wm, horizon = self.world_model, action.shape[-2]
+        obs_0 = obs.select(obs.ndim - len(wm.obs_shape) - 1, 0)  # the first step of each slice
+        if self.augment is not None:
+            obs_0, next_obs = self.augment(obs_0), self.augment(next_obs)
         with torch.no_grad():
             next_z = wm.encode(next_obs)
             td_target = self._td_target_from_latents(next_z, reward, terminated)
 
-        zs = self._rollout(wm.encode(obs[..., 0, :]), action)
+        zs = self._rollout(wm.encode(obs_0), action)
         z, z_next = zs[..., :-1, :], zs[..., 1:, :]
         w = rho_weights(self.rho, horizon, zs.device)
 

@@ -56,7 +56,9 @@ def two_hot(x: torch.Tensor, bins: Bins) -> torch.Tensor:
     point; with evenly spaced bins one ``floor`` does it (numerically identical, checked in the tests).
     """
     pos = (symlog(x.squeeze(-1)).clamp(bins.vmin, bins.vmax) - bins.vmin) / bins.width
-    low = pos.floor().clamp(max=bins.num_bins - 2)
+    # A NaN target keeps a valid bin index (NaN.long() is out of range) and NaN weights, so the loss is NaN and
+    # the update is skipped rather than crashing the run.
+    low = pos.nan_to_num(0.0).floor().clamp(0, bins.num_bins - 2)
     upper_weight = (pos - low).unsqueeze(-1)
     low = low.long().unsqueeze(-1)
     out = torch.zeros(*pos.shape, bins.num_bins, device=x.device, dtype=x.dtype)

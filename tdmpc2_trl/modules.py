@@ -14,6 +14,8 @@ hot paths so no TensorDict bookkeeping runs inside the MPPI or the unrolled loss
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Sequence
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -24,6 +26,7 @@ from torch.nn import functional as F
 from .config import ModelConfig
 from .math import Bins, gaussian_log_prob, squashed_log_std, tanh_log_det, two_hot_inv
 from .nn import count_parameters, last_linear, mlp, normed_blocks, relu_mlp, weight_init, zero_
+from .pixels import PixelEncoder
 
 
 class StateActionNet(nn.Module):
@@ -142,20 +145,33 @@ class Policy(nn.Module):
 class WorldModel(nn.Module):
     """Every TD-MPC2 network for one task, built from a ``ModelConfig`` and the env's obs/action sizes.
 
+    ``obs_dim`` is a state vector's size, or a pixel observation's ``(C, H, W)`` shape: then the encoder is TD-MPC2's
+    conv encoder (``pixels.PixelEncoder``, ``cfg.num_channels`` channels) instead of the MLP.
+
     Attributes ``encoder``, ``dynamics``, ``reward``, ``termination`` (or ``None``), ``qvalue`` and ``policy`` are
     ``TensorDictModule``s (keys in the module docstring). The target Q copy lives in the loss (TorchRL style).
     """
 
-    def __init__(self, cfg: ModelConfig, obs_dim: int, action_dim: int, episodic: bool = False) -> None:
+    def __init__(self, cfg: ModelConfig, obs_dim: int | Sequence[int], action_dim: int,
+                 episodic: bool = False) -> None:
         super().__init__()
         cfg.validate()
-        self.cfg, self.obs_dim, self.action_dim, self.episodic = cfg, obs_dim, action_dim, episodic
+        self.obs_shape = tuple(int(d) for d in obs_dim) if isinstance(obs_dim, Sequence) else (int(obs_dim),)
+        self.pixels = len(self.obs_shape) == 3
+        self.obs_dim = math.prod(self.obs_shape)  # values per observation
+        self.cfg, self.action_dim, self.episodic = cfg, action_dim, episodic
         self.bins = Bins(cfg.num_bins, cfg.vmin, cfg.vmax)
         L, M, A = cfg.latent_dim, cfg.mlp_dim, action_dim
         hidden = [M] * cfg.num_mlp_layers
         sim = cfg.simnorm_dim
 
-        encoder = mlp(obs_dim, [cfg.enc_dim] * (cfg.num_enc_layers - 1), L, final=cfg.encoder_final, simnorm_dim=sim)
+        if self.pixels:
+            encoder: nn.Module = PixelEncoder(self.obs_shape, cfg.num_channels, L, sim)
+        elif len(self.obs_shape) == 1:
+            encoder = mlp(self.obs_dim, [cfg.enc_dim] * (cfg.num_enc_layers - 1), L, final=cfg.encoder_final,
+                          simnorm_dim=sim)
+        else:
+            raise ValueError(f"observations must be vectors or (C, H, W) images, got shape {self.obs_shape}")
         dynamics = StateActionNet(mlp(L + A, hidden, L, final="ln_simnorm", simnorm_dim=sim))
         reward = StateActionNet(mlp(L + A, hidden, cfg.num_bins))
         q_heads = [mlp(L + A, hidden, cfg.num_bins, dropout=cfg.q_dropout) for _ in range(cfg.num_q)]

@@ -125,9 +125,9 @@ class RecordedNoise(PlannerNoise):
 class _SpecEnv(ModelBasedEnvBase):
     """A spec-only, batch-unlocked env: what ``MPCPlannerBase`` needs for its keys and action spec. Never stepped."""
 
-    def __init__(self, obs_dim: int, action_dim: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, obs_shape: tuple[int, ...], action_dim: int, device: torch.device | str = "cpu") -> None:
         super().__init__(TensorDictModule(nn.Identity(), ["observation"], ["observation"]), device=device)
-        self.observation_spec = Composite(observation=Unbounded((obs_dim,), device=device))
+        self.observation_spec = Composite(observation=Unbounded(obs_shape, device=device))
         self.action_spec = Bounded(-1.0, 1.0, (action_dim,), device=device)
         self.reward_spec = Unbounded((1,), device=device)
 
@@ -138,11 +138,11 @@ class _SpecEnv(ModelBasedEnvBase):
 class TDMPC2Planner(MPCPlannerBase):
     """TD-MPC2's MPPI over a ``WorldModel``, batched over the environments of the input tensordict.
 
-    Reads ``"observation"`` ``[*B, D]`` and ``"planner_mean"`` ``[*B, H, A]`` (zeros when absent), writes ``"action"``
-    ``[*B, A]`` in [-1, 1] and ``("next", "planner_mean")``, the warm start of the next call. ``mpc=False`` acts with the
-    policy prior alone. Exploration noise is added unless TorchRL's exploration type is a deterministic one.
-    ``compile_step=True`` runs the per-step transition through ``torch.compile`` (one graph per distinct row count; the
-    first calls take tens of seconds on CPU).
+    Reads ``"observation"`` ``[*B, *obs_shape]`` and ``"planner_mean"`` ``[*B, H, A]`` (zeros when absent), writes
+    ``"action"`` ``[*B, A]`` in [-1, 1] and ``("next", "planner_mean")``, the warm start of the next call.
+    ``mpc=False`` acts with the policy prior alone. Exploration noise is added unless TorchRL's exploration type is a
+    deterministic one. ``compile_step=True`` runs the per-step transition through ``torch.compile`` (one graph per
+    distinct row count; the first calls take tens of seconds on CPU).
 
     ``MPCPlannerBase`` registers its spec env twice; that env holds no parameters here, so the planner's state_dict is
     the world model's. Checkpoint the world model itself (the loss and the planner share it).
@@ -175,7 +175,7 @@ class TDMPC2Planner(MPCPlannerBase):
         if horizon < 1 or iterations < 1:
             raise ValueError(f"horizon ({horizon}) and iterations ({iterations}) must be positive")
         device = next(world_model.parameters()).device
-        super().__init__(_SpecEnv(world_model.obs_dim, action_dim, device))
+        super().__init__(_SpecEnv(world_model.obs_shape, action_dim, device))
         self.in_keys = ["observation", MEAN_KEY]  # declared so that collectors ship the warm start to the policy
         self.out_keys = ["action", ("next", MEAN_KEY)]
         self.world_model = world_model
@@ -206,17 +206,18 @@ class TDMPC2Planner(MPCPlannerBase):
 
     def _act_td(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
         obs = td.get("observation")
-        batch = obs.shape[:-1]
+        obs_ndim = len(self.world_model.obs_shape)
+        batch = obs.shape[:obs.ndim - obs_ndim]
         prev = td.get(MEAN_KEY, None)
         prev = None if prev is None else prev.reshape(-1, self.horizon, self.action_dim)
-        action, mean = self.act(obs.reshape(-1, obs.shape[-1]), prev)
+        action, mean = self.act(obs.reshape(-1, *obs.shape[obs.ndim - obs_ndim:]), prev)
         return action.reshape(*batch, self.action_dim), mean.reshape(*batch, self.horizon, self.action_dim)
 
     # ---- tensor API ----
     @torch.no_grad()
     def act(self, obs: torch.Tensor, prev_mean: torch.Tensor | None = None,
             noise: PlannerNoise | None = None, explore: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Plan for ``obs`` ``[B, D]``; returns ``(action [B, A], plan mean [B, H, A])``.
+        """Plan for ``obs`` ``[B, *obs_shape]``; returns ``(action [B, A], plan mean [B, H, A])``.
 
         ``explore`` defaults to ``is_exploring()``; ``noise`` to fresh draws from the global RNG.
         """

@@ -1,4 +1,5 @@
-"""Run logs: ``eval.csv`` and ``train.csv`` in the run directory, always; wandb (offline by default) on top.
+"""Run logs: ``eval.csv`` and ``train.csv`` in the run directory, always; wandb (offline by default) on top,
+with the evaluation videos (``videos/*.mp4``, written by ``video.write_video``) when they are recorded.
 
 Written by hand because TorchRL's ``CSVLogger`` writes one file per scalar, while users and scripts rely on a
 single ``eval.csv`` with the columns ``step,episode_reward`` (and ``train.csv`` with one row per log step).
@@ -74,6 +75,13 @@ class RunLogger:
     def log_train(self, step: int, metrics: Mapping[str, float]) -> None:
         self.train_table.append({"step": step, **metrics})
         self._wandb({f"train/{k}": v for k, v in metrics.items()}, step)
+
+    def log_video(self, step: int, path: Path) -> None:
+        """An mp4 already written to ``path`` (in the run directory) → wandb as ``eval/video``."""
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.experiment.log({"eval/video": wandb.Video(str(path), format="mp4")}, step=step)
 
     def _wandb(self, values: Mapping[str, float], step: int) -> None:
         if self.wandb is not None:

@@ -1,6 +1,7 @@
 """Print every network of a preset and its trainable parameter count.
 
     python -m tdmpc2_trl.summary model=seed obs_dim=18 action_dim=4
+    python -m tdmpc2_trl.summary model=5m obs=rgb action_dim=1     # pixel observations (9, 64, 64): conv encoder
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 
 from .config import ConfigError, ModelConfig
 from .modules import WorldModel
+from .pixels import pixel_obs_shape
 from .presets import config_dir
 
 _TITLES = {
@@ -26,7 +28,8 @@ _TITLES = {
 
 def format_summary(model: WorldModel) -> str:
     counts = model.parameter_counts()
-    lines = [f"TD-MPC2 model '{model.cfg.name}': obs dim {model.obs_dim}, action dim {model.action_dim}", ""]
+    obs = f"obs shape {model.obs_shape}" if model.pixels else f"obs dim {model.obs_dim}"
+    lines = [f"TD-MPC2 model '{model.cfg.name}': {obs}, action dim {model.action_dim}", ""]
     for i, (name, title) in enumerate(_TITLES.items(), 1):
         module = getattr(model, name)
         lines.append(f"{i}. {title}")
@@ -49,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
             cfg = compose(config_name="summary", overrides=argv)
         model_cfg = ModelConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
-        model = WorldModel(model_cfg, int(cfg.obs_dim), int(cfg.action_dim), episodic=bool(cfg.episodic))
+        if cfg.obs not in ("state", "rgb"):
+            raise ConfigError(f"obs={cfg.obs!r} must be state or rgb")
+        obs_shape = pixel_obs_shape() if cfg.obs == "rgb" else int(cfg.obs_dim)
+        model = WorldModel(model_cfg, obs_shape, int(cfg.action_dim), episodic=bool(cfg.episodic))
     except (HydraException, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

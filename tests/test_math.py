@@ -41,6 +41,11 @@ def test_simnorm_paths_equal_softmax_with_and_without_grad():
     assert SimNorm(8)(x.bfloat16()).dtype == torch.float32
 
 
+def test_two_hot_of_nan_is_nan_not_a_crash():
+    out = two_hot(torch.tensor([[float("nan")], [0.0]]), BINS)
+    assert out[0].sum().isnan() and out[1].sum() == 1  # the NaN reaches the loss, whose update is skipped
+
+
 def test_symlog_symexp_values():
     x = torch.tensor([-math.e + 1, 0.0, 9.0])
     torch.testing.assert_close(symlog(x), torch.tensor([-1.0, 0.0, math.log(10.0)]))

@@ -85,10 +85,23 @@ def test_dmc_family(tmp_path: Path):
     assert len(evals) == 1 and 0 <= float(evals[0]["episode_reward"]) <= 500
 
 
+def test_unwritable_run_dir_gives_one_line_error(tmp_path: Path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    proc = run("train.py", *TINY, f"hydra.run.dir={blocker / 'run'}", check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert f"cannot write the run directory {blocker / 'run'}" in proc.stderr
+
+
 @pytest.mark.parametrize("override,needle", [
     ("task=NoSuchTask-v0", "unknown task"),
     ("model=huge", "model"),
     ("steps=0", "steps=0"),
+    ("steps=abc", "steps='abc' must be an integer"),
+    ("lr=-1", "lr=-1.0 must be > 0"),
+    ("planner.iterations=0", "planner.iterations=0 must be a positive integer"),
+    ("stepz=10", "Could not override 'stepz'"),
 ])
 def test_bad_input_gives_one_line_error(tmp_path: Path, override: str, needle: str):
     proc = run("train.py", *TINY, f"hydra.run.dir={tmp_path / 'bad'}", override, check=False)

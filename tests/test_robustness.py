@@ -161,3 +161,15 @@ def test_resume_restores_every_piece_of_training_state_bit_identically(tmp_path:
         a, b = (getattr(o["updater"], optim).state_dict()["state"] for o in (straight, resumed))
         assert all(torch.equal(a[i][k], b[i][k]) for i in a for k in a[i]), optim
     assert len(resumed["buffer"]) == 250
+
+
+def test_non_finite_observation_is_reported_with_its_step(tmp_path: Path):
+    """An env that returns NaN once: the run says at which step, skips the poisoned updates and finishes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "train.py"), *TINY, "task=nan_pendulum:NaNPendulum-v0",
+         f"hydra.run.dir={tmp_path / 'run'}", "steps=260", "seed_steps=200", "eval_freq=0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "non-finite observation at step 150" in proc.stdout + proc.stderr
+    assert resolve_checkpoint(tmp_path / "run")[1]["step"] == 260

@@ -1,0 +1,102 @@
+"""End-to-end training throughput: env steps/s of the recipe's loop (collect with the planner, add, one update).
+
+Example: python benchmarks/train_loop.py --task Pendulum-v1 --model 1m --envs 1 --steps 50 --threads 1
+The buffer is first filled with ``--fill`` random steps (no timing); then each timed iteration collects one batch of
+``--envs`` env steps with the planner and runs ``utd × envs`` updates, as ``recipes/train.py`` does after its seed
+phase. Prints one JSON line: env steps/s, and the median ms of the collect (plan + env) and update parts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import warnings
+
+import torch
+from torchrl.collectors import Collector
+from torchrl.envs.utils import ExplorationType
+
+from tdmpc2_trl.data import add, make_replay_buffer, sample_batch
+from tdmpc2_trl.envs import make_env, task_info
+from tdmpc2_trl.factory import make_discount, make_loss, make_planner, make_updater, make_world_model
+from tdmpc2_trl.precision import PRECISIONS, precision_name, resolve_precision
+from tdmpc2_trl.presets import load_model_config
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="Pendulum-v1")
+    p.add_argument("--model", default="1m", help="model preset (seed, 1m, 5m, ...)")
+    p.add_argument("--horizon", type=int, default=None, help="default: the preset's")
+    p.add_argument("--envs", type=int, default=1, help="envs planned for together (num_envs)")
+    p.add_argument("--steps", type=int, default=50, help="timed loop iterations")
+    p.add_argument("--fill", type=int, default=300, help="random steps put in the buffer first")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--compile", action="store_true", help="planner.compile=true")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def recipe_config(args: argparse.Namespace) -> dict:
+    """The subset of configs/config.yaml that the factory functions read, at the recipe's defaults."""
+    model = load_model_config(args.model)
+    return {
+        "model": {**model.__dict__}, "horizon": args.horizon or model.horizon, "discount": None,
+        "rho": 0.5, "consistency_coef": 20.0, "reward_coef": 0.1, "value_coef": 0.1, "termination_coef": 1.0,
+        "entropy_coef": 1e-4, "tau": 0.01, "lr": 3e-4, "enc_lr_scale": 1.0, "grad_clip_norm": 20.0,
+        "planner": {"mpc": True, "num_samples": 512, "num_pi_trajs": 24, "num_elites": 64, "iterations": 6,
+                    "temperature": 0.5, "min_std": 0.05, "max_std": 2.0, "compile": args.compile},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    c, info, cpu = recipe_config(args), task_info(args.task), torch.device("cpu")
+    dtype = resolve_precision(args.precision, cpu)
+    discount = make_discount(c, info)
+    world_model = make_world_model(c, info, cpu)
+    loss = make_loss(c, world_model, discount)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        updater = make_updater(c, loss, dtype)
+    env = make_env(args.task, seed=args.seed, num_envs=args.envs)
+    planner = make_planner(c, world_model, env.action_spec_unbatched, discount, dtype)
+    env.append_transform(planner.primer())
+    buffer = make_replay_buffer(capacity=args.fill + args.envs * (args.steps + 1), batch_size=args.batch,
+                                horizon=c["horizon"])
+    collector = Collector(env, planner, frames_per_batch=args.envs, total_frames=-1,
+                          init_random_frames=args.fill, exploration_type=ExplorationType.RANDOM)
+    it = iter(collector)
+    while len(buffer) < args.fill:
+        add(buffer, next(it))
+    collect_ms, update_ms, t0 = [], [], time.perf_counter()
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        add(buffer, next(it))
+        collect_ms.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        for _ in range(args.envs):
+            updater(sample_batch(buffer))
+        update_ms.append((time.perf_counter() - t) * 1e3)
+    elapsed = time.perf_counter() - t0
+    collector.shutdown()
+    result = {
+        "benchmark": "train_loop", "task": args.task, "model": args.model, "horizon": c["horizon"], "envs": args.envs,
+        "batch": args.batch, "precision": precision_name(dtype), "compile": args.compile,
+        "threads": torch.get_num_threads(), "steps": args.steps,
+        "env_steps_per_s": round(args.steps * args.envs / elapsed, 3),
+        "collect_median_ms": round(statistics.median(collect_ms), 1),
+        "update_median_ms": round(statistics.median(update_ms), 1),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The training collector: one process (``collector.workers=1``), K worker processes, or K Ray actors.
+
+``make_collector`` returns a TorchRL collector whose batches the recipe adds to the replay buffer as they come:
+
+- ``workers=1, backend=local``: TorchRL's ``Collector`` over the recipe's env, in the training process.
+- ``workers=K>1, backend=local``: ``MultiSyncCollector`` with K spawned processes, each stepping ``num_envs`` envs
+  with its own copy of the planner; weights reach the workers through shared memory (``push_weights``).
+- ``backend=ray``: ``RayCollector`` with K Ray actors (a local Ray instance, or the cluster at
+  ``collector.ray_address``); weights are sent through Ray's object store.
+
+Both multi-worker collectors are synchronous: each batch holds one step of every env of every worker, so the
+replay buffer (``data.py``) gets ``K * num_envs`` columns that always hold the same envs, and a slice down a
+column never leaves one env. ``WorkerBatch`` flattens the ``[K, num_envs, T]`` (``[K, T]`` for one env per
+worker) batch to ``[K * num_envs, T]`` and makes trajectory ids unique across workers (Ray actors number their
+trajectories independently), so no slice can join two trajectories.
+
+Worker ``w``'s env copies get seeds ``seed + w * num_envs + i``: K workers of N envs use the seeds of one
+process with ``num_envs = K * N``.
+"""
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Mapping, Sequence
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.collectors import BaseCollector, Collector, MultiSyncCollector
+from torchrl.envs import EnvBase, Transform
+from torchrl.envs.utils import ExplorationType
+
+from .config import ConfigError
+from .envs import make_env
+from .planner import TDMPC2Planner
+
+__all__ = ["WorkerBatch", "WorkerEnv", "check_collector_config", "collector_settings", "make_collector",
+           "push_weights"]
+
+TRAJ_KEY = ("collector", "traj_ids")
+BACKENDS = ("local", "ray")
+RAY_CONNECT_TIMEOUT = timedelta(minutes=10)  # see _make_ray_collector
+
+
+def collector_settings(c: Mapping[str, Any]) -> tuple[int, str, str | None]:
+    """``(workers, backend, ray_address)`` of a recipe config (defaults where the ``collector`` group is absent)."""
+    group = c.get("collector") or {}
+    return int(group.get("workers", 1)), str(group.get("backend", "local")), group.get("ray_address")
+
+
+def check_collector_config(c: Mapping[str, Any]) -> None:
+    """One-line ``ConfigError`` for a bad ``collector`` group (and for ``backend=ray`` without Ray installed)."""
+    workers, backend, _ = collector_settings(c)
+    if workers < 1:
+        raise ConfigError(f"collector.workers={workers} must be a positive integer")
+    if backend not in BACKENDS:
+        raise ConfigError(f"collector.backend={backend!r} must be one of {', '.join(BACKENDS)}")
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("collector.backend=ray needs Ray, which is not installed: pip install -e .[ray]")
+
+
+@dataclass(frozen=True)
+class WorkerEnv:
+    """Picklable env factory of worker ``worker``: ``num_envs`` copies of ``task`` seeded from
+    ``seed + worker * num_envs``.
+
+    Called in a worker process it also seeds that process's torch RNG (the planner's noise and the random seed
+    steps) and sets its torch threads; called in the process that built it, it only builds the env.
+    """
+
+    task: str
+    seed: int
+    worker: int
+    num_envs: int
+    device: str = "cpu"
+    transforms: tuple[Transform, ...] = ()
+    threads: int = 1
+    obs: str = "state"
+    parent_pid: int = field(default_factory=os.getpid)
+
+    @property
+    def env_seed(self) -> int:
+        return self.seed + self.worker * self.num_envs
+
+    def __call__(self) -> EnvBase:
+        if os.getpid() != self.parent_pid:
+            torch.manual_seed(self.env_seed)
+            torch.set_num_threads(self.threads)
+        return make_env(self.task, seed=self.env_seed, num_envs=self.num_envs, device=self.device,
+                        transforms=[t.clone() for t in self.transforms], obs=self.obs)
+
+
+@dataclass(frozen=True)
+class WorkerBatch:
+    """Collector post-processing: ``[K, num_envs, T]`` or ``[K, T]`` → ``[K * num_envs, T]`` (worker-major
+    columns), trajectory id ``i`` of worker ``w`` → ``i * K + w``: unique across workers, stable over time."""
+
+    workers: int
+
+    def __call__(self, data: TensorDictBase) -> TensorDictBase:
+        if data.batch_size[0] != self.workers:
+            raise ValueError(f"expected a batch stacked over {self.workers} workers, got shape {tuple(data.shape)}")
+        data = data.clone(False)  # shallow: the collector's buffers keep their ids
+        data.names = None
+        ids = data.get(TRAJ_KEY)
+        worker = torch.arange(self.workers, device=ids.device).view(-1, *[1] * (ids.ndim - 1))
+        data.set(TRAJ_KEY, ids * self.workers + worker)
+        return data.reshape(-1, data.shape[-1]) if data.ndim > 2 else data
+
+
+class _MultiSyncCollector(MultiSyncCollector):
+    """``MultiSyncCollector`` whose ``shutdown`` also stops its weight-sync scheme.
+
+    TorchRL 0.14.1 leaves the ``SharedMemWeightSyncScheme`` to ``__del__``; at interpreter exit its final
+    ``Queue.put`` must start a feeder thread, which can no longer start, and the process hangs. ``make_collector``
+    also registers ``shutdown`` with ``atexit``, which runs while threads can still start.
+    """
+
+    def shutdown(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().shutdown(*args, **kwargs)
+        finally:
+            for scheme in (getattr(self, "_weight_sync_schemes", None) or {}).values():
+                scheme.shutdown()
+
+
+class _RayWorker(Collector):
+    """TorchRL's ``Collector`` with a one-line repr: Ray prefixes every log line of an actor with its repr."""
+
+    def __repr__(self) -> str:
+        return "TDMPC2RayWorker"
+
+
+def make_collector(c: Mapping[str, Any], env: EnvBase, planner: TDMPC2Planner, *, total_frames: int,
+                   init_random_frames: int, device: torch.device | str = "cpu") -> BaseCollector:
+    """The collector the config asks for (see the module docstring), yielding ``total_frames`` env steps, the
+    first ``init_random_frames`` of them with uniformly random actions.
+
+    ``env`` (the recipe's env, with ``planner.primer()`` appended) is stepped only by the single-process
+    ``Collector``; workers build their own envs from ``c["task"]``, ``c["seed"]``, ``c["num_envs"]`` and
+    ``c["obs"]``.
+    """
+    check_collector_config(c)
+    workers, backend, address = collector_settings(c)
+    num_envs = int(c["num_envs"])
+    if backend == "local" and workers == 1:
+        return Collector(
+            env, planner, frames_per_batch=num_envs, total_frames=total_frames,
+            init_random_frames=init_random_frames, exploration_type=ExplorationType.RANDOM,
+        )
+    threads = int(c.get("threads") or 1)
+    env_fns = [WorkerEnv(c["task"], int(c["seed"]), w, num_envs, str(device), (planner.primer(),), threads,
+                         str(c.get("obs", "state"))) for w in range(workers)]
+    common = dict(frames_per_batch=workers * num_envs, total_frames=total_frames,
+                  init_random_frames=init_random_frames, exploration_type=ExplorationType.RANDOM,
+                  postproc=WorkerBatch(workers))
+    if backend == "local":
+        collector = _MultiSyncCollector(
+            env_fns, planner, device=device, num_threads=torch.get_num_threads(), num_sub_threads=threads,
+            cat_results="stack", **common,
+        )
+        atexit.register(collector.shutdown)  # an error that skips the caller's shutdown must not hang the exit
+        return collector
+    return _make_ray_collector(env_fns, planner, address, device, common)
+
+
+def _make_ray_collector(env_fns: Sequence[WorkerEnv], planner: TDMPC2Planner, address: str | None,
+                        device: torch.device | str, common: dict[str, Any]) -> BaseCollector:
+    """``RayCollector`` with one ``Collector`` actor per env factory; starts Ray (or joins ``address``)."""
+    from torchrl.collectors.distributed import RayCollector
+    from torchrl.weight_update import _ray as ray_weight_sync
+
+    # TorchRL 0.14.1 gives the weight-sync rendezvous 60 s, and that includes starting a fresh Ray worker process
+    # (its ConnectionInfo actor): too short on a busy machine. The constant is read when the collector connects.
+    ray_weight_sync._DIST_TIMEOUT = max(ray_weight_sync._DIST_TIMEOUT, RAY_CONNECT_TIMEOUT)
+
+    workers = len(env_fns)
+    if address is None:  # a new local instance (never a running one), a CPU per worker even on fewer cores
+        init = {"address": "local", "num_cpus": max(workers, os.cpu_count() or 1), "include_dashboard": False}
+    else:
+        init = {"address": address}
+    remote = {"num_cpus": 1}
+    if torch.device(device).type == "cuda":
+        remote["num_gpus"] = 1 / workers
+    try:
+        collector = RayCollector(
+            list(env_fns), planner, collector_class=_RayWorker, num_collectors=workers, sync=True, device=device,
+            ray_init_config=init, remote_configs=remote, **common,
+        )
+    except ConnectionError as err:  # ray.init's answer to an unreachable (or token-protected) cluster
+        raise ConfigError(f"collector.ray_address={address}: {err} (a cluster with token authentication also "
+                          f"needs RAY_AUTH_MODE=token and its token here)") from None
+    collector.update_policy_weights_(planner)  # connects the weight-sync channel before the first batch
+    return collector
+
+
+def push_weights(collector: BaseCollector, planner: TDMPC2Planner) -> None:
+    """Send the planner's current weights to the collector's workers (the single-process ``Collector`` runs
+    the training process's planner itself and needs nothing)."""
+    if type(collector) is not Collector:
+        collector.update_policy_weights_(planner)

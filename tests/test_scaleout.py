@@ -1,0 +1,134 @@
+"""collector.workers / collector.backend: several collector processes (or Ray actors) feeding one replay buffer."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from tensordict import TensorDict
+
+from tdmpc2_trl.collectors import WorkerBatch, check_collector_config, make_collector, push_weights
+from tdmpc2_trl.config import ConfigError
+from tdmpc2_trl.data import add, make_replay_buffer, sample_batch
+from tdmpc2_trl.envs import make_env, task_info
+from tdmpc2_trl.factory import make_discount, make_planner, make_world_model
+
+from test_recipes import TINY, read_csv, run, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "InvertedPendulum-v5"  # random play ends an episode within a few dozen steps: many trajectory boundaries
+
+
+def tiny_config(*overrides: str) -> dict[str, Any]:
+    """The recipe config (Hydra-composed) with the 1m preset shrunk by TINY, as the recipe's ``train`` gets it."""
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        cfg = OmegaConf.to_container(compose("config", overrides=["model=1m", *TINY, *overrides]))
+    cfg.pop("run_dir")  # ${hydra:...}: only known inside a Hydra run
+    return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+
+
+def test_collector_config_errors(monkeypatch):
+    check_collector_config({})  # no collector group: one local worker
+    with pytest.raises(ConfigError, match="collector.workers=0"):
+        check_collector_config({"collector": {"workers": 0}})
+    with pytest.raises(ConfigError, match="collector.backend='mpi'"):
+        check_collector_config({"collector": {"backend": "mpi"}})
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install -e \.\[ray\]"):
+        check_collector_config({"collector": {"backend": "ray"}})
+
+
+def test_worker_batch_flattens_workers_and_makes_ids_unique():
+    ids = torch.tensor([[[0], [1]], [[0], [1]], [[2], [3]]])  # 3 workers x 2 envs x T=1, ids clash across workers
+    data = TensorDict({("collector", "traj_ids"): ids, "x": torch.arange(6).view(3, 2, 1)}, [3, 2, 1])
+    out = WorkerBatch(3)(data)
+    assert out.shape == (6, 1)
+    assert out["x"].flatten().tolist() == list(range(6))  # worker-major columns
+    assert out["collector", "traj_ids"].flatten().tolist() == [0, 3, 1, 4, 8, 11]
+    assert data["collector", "traj_ids"].equal(ids)  # the collector's own batch is untouched
+    one_env = TensorDict({("collector", "traj_ids"): torch.tensor([[5], [5]])}, [2, 1])  # 2 workers x T=1
+    assert WorkerBatch(2)(one_env)["collector", "traj_ids"].flatten().tolist() == [10, 11]
+
+
+def _saturate_policy(planner, sign: float) -> None:
+    """Make π's action ``sign`` (±1) whatever the state: zero weights, a large mean and the smallest std."""
+    head = planner.world_model.policy.module.head
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-20.0)
+        head.bias[: planner.action_dim] = 20.0 * sign
+
+
+def test_two_workers_fill_the_buffer_without_crossing_trajectories_and_get_new_weights():
+    torch.manual_seed(0)
+    c = tiny_config(f"task={TASK}", "num_envs=2", "collector.workers=2", "planner.mpc=false")
+    info = task_info(TASK)
+    world_model = make_world_model(c, info, torch.device("cpu"))
+    env = make_env(TASK, seed=0, num_envs=1)
+    planner = make_planner(c, world_model, env.action_spec_unbatched, make_discount(c, info))
+    env.append_transform(planner.primer())
+    buffer = make_replay_buffer(capacity=1000, batch_size=64, horizon=3)
+    rows = 60  # batches that go to the buffer: 20 with random actions, then 40 from the planner
+    collector = make_collector(c, env, planner, total_frames=4 * (rows + 2), init_random_frames=4 * 20)
+    signs = {rows - 1: 1.0, rows: -1.0}  # after these batches, push weights that make every action +1, then -1
+    sign = None
+    try:
+        for i, data in enumerate(collector):
+            assert data.shape == (4, 1)  # 2 workers x 2 envs, one step each
+            if sign is not None:
+                assert (data["action"] == sign).all()  # the workers act with the weights just pushed
+            if i < rows:
+                add(buffer, data)
+            if i in signs:
+                sign = signs[i]
+                _saturate_policy(planner, sign)
+                push_weights(collector, planner)
+    finally:
+        collector.shutdown()
+        env.close()
+    assert len(buffer) == 4 * rows and buffer.num_envs == 4
+    stored = buffer.storage[:]
+    columns = [set(stored["collector", "traj_ids"][:, j].tolist()) for j in range(4)]
+    assert all(a.isdisjoint(b) for k, a in enumerate(columns) for b in columns[k + 1:])  # ids unique per column
+    assert all(len(ids) >= 2 for ids in columns)  # episodes ended and restarted in every column
+    for _ in range(50):
+        batch = sample_batch(buffer)
+        traj = batch["collector", "traj_ids"]
+        assert (traj == traj[:, :1]).all()  # one trajectory per slice
+        steps = batch["step_count"].squeeze(-1)
+        assert (steps[:, 1:] - steps[:, :-1] == 1).all()  # consecutive steps
+        torch.testing.assert_close(batch["next", "observation"][:, :-1], batch["observation"][:, 1:])
+
+
+def test_train_with_two_workers(tmp_path: Path):
+    run_dir = train(tmp_path, "model=1m", "task=Pendulum-v1", "collector.workers=2", "steps=440", "seed_steps=400",
+                    "eval_freq=0", "eval_episodes=2", "checkpoint_freq=0", "threads=1")
+    assert (run_dir / "config.yaml").is_file()
+    assert OmegaConf.load(run_dir / "config.yaml").collector.workers == 2
+    assert [int(r["step"]) for r in read_csv(run_dir / "eval.csv")] == [440]
+    assert len(read_csv(run_dir / "train.csv")) == 2  # one 200-step episode per worker ended at step 400
+    assert [p.name for p in (run_dir / "checkpoints").glob("*.pt")] == ["step_000000440.pt"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install -e .[ray])")
+def test_train_with_ray_backend(tmp_path: Path):
+    run_dir = train(tmp_path, "model=1m", "task=Pendulum-v1", "collector.backend=ray", "collector.workers=2",
+                    "steps=440", "seed_steps=400", "eval_freq=0", "eval_episodes=2", "checkpoint_freq=0", "threads=1")
+    assert [int(r["step"]) for r in read_csv(run_dir / "eval.csv")] == [440]
+    assert len(read_csv(run_dir / "train.csv")) == 2
+    assert [p.name for p in (run_dir / "checkpoints").glob("*.pt")] == ["step_000000440.pt"]
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("collector.workers=0", "collector.workers=0"),
+    ("collector.backend=mpi", "collector.backend='mpi'"),
+])
+def test_bad_collector_settings_give_one_line_error(tmp_path: Path, override: str, needle: str):
+    proc = run("train.py", *TINY, f"hydra.run.dir={tmp_path / 'bad'}", override, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr
