@@ -252,7 +252,8 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except OSError as err:  # a full disk or a directory that went away mid-run: say which file, no traceback
-        print(f"error: cannot write {err.filename or 'the run directory'}: {err.strerror or err}", file=sys.stderr)
+        where = f"cannot write {err.filename}: " if err.filename else ""  # ConnectionError etc. name no file
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
         sys.exit(2)
 
 
