@@ -17,6 +17,7 @@ from tdmpc2_trl.data import make_replay_buffer
 from tdmpc2_trl.envs import task_info
 from tdmpc2_trl.factory import make_discount, make_planner, make_world_model
 from tdmpc2_trl.planner import RecordedNoise
+from tdmpc2_trl.precision import autocast
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.no_grad():
         prior = {}
         for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            with autocast(cpu, dtype):
                 prior[name] = world_model.pi(world_model.encode(obs))[1]
     diff = (actions["bf16"] - actions["fp32"]).abs()
     result = {

@@ -64,15 +64,15 @@ def _number(c: dict[str, Any], key: str, kind: type) -> int | float:
 def check_config(c: dict[str, Any]) -> None:
     for key in ("steps", "num_envs", "batch_size", "horizon", "eval_episodes", "planner.num_samples",
                 "planner.num_elites", "planner.iterations"):
-        if _number(c, key, int) < 1:
-            raise ConfigError(f"{key}={_number(c, key, int)} must be a positive integer")
+        if (value := _number(c, key, int)) < 1:
+            raise ConfigError(f"{key}={value} must be a positive integer")
     for key in ("eval_freq", "checkpoint_freq", "seed", "planner.num_pi_trajs"):
-        if _number(c, key, int) < 0:
-            raise ConfigError(f"{key}={_number(c, key, int)} must be >= 0 (0 disables the periodic action)"
+        if (value := _number(c, key, int)) < 0:
+            raise ConfigError(f"{key}={value} must be >= 0 (0 disables the periodic action)"
                               if key.endswith("freq") else f"{key} must be >= 0")
     for key in ("lr", "utd_ratio", "tau", "grad_clip_norm", "rho", "planner.temperature"):
-        if not _number(c, key, float) > 0:
-            raise ConfigError(f"{key}={_number(c, key, float)} must be > 0")
+        if not (value := _number(c, key, float)) > 0:
+            raise ConfigError(f"{key}={value} must be > 0")
     for key in ("seed_steps", "buffer_size", "discount", "threads"):
         if c.get(key) is not None:
             _number(c, key, float if key == "discount" else int)
