@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="bf16: matmuls under autocast; auto: bf16 where it is fast here (precision.py)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--compile", action="store_true", help="TDMPC2Planner(compile_step=True); warm up with >= 2 calls")
+    p.add_argument("--compile", action="store_true", help="TDMPC2Planner(compile_value=True); warm up with >= 2 calls")
     return p.parse_args(argv)
 
 
@@ -48,7 +48,7 @@ def build(args: argparse.Namespace) -> tuple[TDMPC2Planner, TensorDict]:
     wm = WorldModel(cfg, args.obs_dim, args.action_dim, episodic=args.episodic).to(args.device)
     planner = TDMPC2Planner(wm, discount=0.99, horizon=args.horizon, num_samples=args.samples,
                             num_pi_trajs=args.pi_trajs, num_elites=args.elites, iterations=args.iterations,
-                            compile_step=args.compile,
+                            compile_value=args.compile,
                             autocast_dtype=resolve_precision(args.precision, torch.device(args.device)))
     B = args.envs
     td = TensorDict(observation=torch.randn(B, args.obs_dim), planner_mean=torch.zeros(B, args.horizon, args.action_dim),

@@ -25,8 +25,9 @@ from tdmpc2_trl.video import EpisodeRecorder, video_path, write_video
 def run(cfg: dict) -> dict:
     path, state = resolve_checkpoint(cfg["checkpoint"])
     c = state["config"]
-    if cfg["mpc"] is not None:
-        c["planner"]["mpc"] = bool(cfg["mpc"])
+    for key in ("mpc", "compile"):  # null: as trained
+        if cfg.get(key) is not None:
+            c["planner"][key] = bool(cfg[key])
     device = resolve_device(cfg["device"])
     torch.manual_seed(cfg["seed"])
     info = task_info(c["task"], c.get("obs", "state"))

@@ -11,6 +11,7 @@ draws (``noise.env(b)``); the tests use that to check that batching does not cha
 """
 from __future__ import annotations
 
+import warnings
 
 import torch
 from tensordict import TensorDictBase
@@ -30,6 +31,30 @@ from .precision import autocast
 __all__ = ["TDMPC2Planner", "PlannerNoise", "RecordedNoise", "is_exploring"]
 
 MEAN_KEY = "planner_mean"
+COMPILED_KEY = "_compiled_value"
+
+
+class _EagerOnFailure:
+    """Calls ``compiled``; if it fails to compile, warns once and calls ``eager`` from then on.
+
+    Only the first call for each input shape (each new graph) is guarded; later errors propagate as usual.
+    """
+
+    def __init__(self, compiled, eager) -> None:
+        self.compiled, self.eager, self.seen_shapes = compiled, eager, set()
+
+    def __call__(self, z: torch.Tensor, *args):
+        if z.shape in self.seen_shapes:
+            return self.compiled(z, *args)
+        try:
+            out = self.compiled(z, *args)
+        except Exception as err:  # dynamo/inductor wrap failures in several types (BackendCompilerFailed, ...)
+            warnings.warn(f"torch.compile of the planner failed ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                          f"planning without it (planner.compile=false silences this)", RuntimeWarning)
+            self.compiled = self.eager
+            out = self.eager(z, *args)
+        self.seen_shapes.add(z.shape)
+        return out
 
 
 def is_exploring() -> bool:
@@ -141,8 +166,10 @@ class TDMPC2Planner(MPCPlannerBase):
     Reads ``"observation"`` ``[*B, *obs_shape]`` and ``"planner_mean"`` ``[*B, H, A]`` (zeros when absent), writes
     ``"action"`` ``[*B, A]`` in [-1, 1] and ``("next", "planner_mean")``, the warm start of the next call.
     ``mpc=False`` acts with the policy prior alone. Exploration noise is added unless TorchRL's exploration type is a
-    deterministic one. ``compile_step=True`` runs the per-step transition through ``torch.compile`` (one graph per
-    distinct row count; the first calls take tens of seconds on CPU).
+    deterministic one. ``compile_value=True`` runs each iteration's value estimate (the H imagined steps, π(z_H) and
+    the two Q heads) through ``torch.compile`` as one graph, which fuses every LayerNorm/Mish/cast between the
+    matmuls: 1.8x faster on CPU (5m preset, bf16). One graph per distinct batch size; the first call compiles for
+    30-70 s. Where compilation fails (no C++ compiler, no Triton) it warns once and plans eagerly.
 
     ``MPCPlannerBase`` registers its spec env twice; that env holds no parameters here, so the planner's state_dict is
     the world model's. Checkpoint the world model itself (the loss and the planner share it).
@@ -163,7 +190,7 @@ class TDMPC2Planner(MPCPlannerBase):
         min_std: float = 0.05,
         max_std: float = 2.0,
         mpc: bool = True,
-        compile_step: bool = False,
+        compile_value: bool = False,
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
         action_dim = world_model.action_dim
@@ -183,7 +210,7 @@ class TDMPC2Planner(MPCPlannerBase):
         self.num_samples, self.num_pi_trajs, self.num_elites = num_samples, num_pi_trajs, num_elites
         self.iterations, self.temperature = iterations, temperature
         self.min_std, self.max_std, self.mpc = min_std, max_std, mpc
-        self.compile_step = compile_step  # torch.compile the imagined transition (compiled lazily, on first use)
+        self.compile_value = compile_value  # torch.compile _value (compiled lazily, on first use)
         self.autocast_dtype = autocast_dtype  # bf16: matmuls under autocast (see precision.py); None: fp32
 
     # ---- TorchRL plumbing ----
@@ -250,7 +277,7 @@ class TDMPC2Planner(MPCPlannerBase):
         std = torch.full_like(mean, self.max_std)
         for i in range(self.iterations):
             sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * noise.candidates(i)).clamp(-1, 1)
-            value = self._value(z_samples, sampled, prior, i, noise)
+            value = self._value_fn()(z_samples, sampled, prior, noise.terminal(i), noise.heads(i))
             actions = sampled if prior is None else torch.cat([prior["actions"], sampled], 1)
             elite_actions, score = self._elites(actions, value)
             mean, std = self._update(elite_actions, score)
@@ -261,18 +288,18 @@ class TDMPC2Planner(MPCPlannerBase):
         return action.clamp(-1, 1), mean
 
     # ---- imagined rollouts ----
-    def _step_fn(self):
-        """``_step``, compiled on first use when ``compile_step=True`` (kept out of pickles and state_dicts)."""
-        if not self.compile_step:
-            return self._step
-        fn = self.__dict__.get("_compiled_step")
+    def _value_fn(self):
+        """``_value``, compiled on first use when ``compile_value=True`` (kept out of pickles and state_dicts)."""
+        if not self.compile_value:
+            return self._value
+        fn = self.__dict__.get(COMPILED_KEY)
         if fn is None:
-            fn = self.__dict__["_compiled_step"] = torch.compile(self._step, dynamic=False)
+            fn = self.__dict__[COMPILED_KEY] = _EagerOnFailure(torch.compile(self._value, dynamic=False), self._value)
         return fn
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.pop("_compiled_step", None)
+        state.pop(COMPILED_KEY, None)
         return state
 
     def _step(self, z: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -306,7 +333,7 @@ class TDMPC2Planner(MPCPlannerBase):
         B, P, A = z.shape[0], self.num_pi_trajs, self.action_dim
         zp = z.repeat_interleave(P, dim=0)
         ret = self._new_return(B * P, z)
-        actions, step = [], self._step_fn()
+        actions, step = [], self._step
         for t in range(self.horizon):
             a = self._pi_sample(zp, noise.prior(t).reshape(B * P, A))
             zp, reward, term = step(zp, a)
@@ -318,20 +345,21 @@ class TDMPC2Planner(MPCPlannerBase):
 
     def _rollout(self, z: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Imagine ``actions`` ``[M, H, A]`` from ``z`` ``[M, L]``: return ``G``, ``discount`` (γ^H), ``alive``, ``z`` (z_H)."""
-        ret, step = self._new_return(z.shape[0], z), self._step_fn()
+        ret, step = self._new_return(z.shape[0], z), self._step
         for t in range(actions.shape[1]):
             z, reward, term = step(z, actions[:, t])
             self._accumulate(ret, reward, term)
         ret["z"] = z
         return ret
 
-    def _bootstrap(self, ret: dict[str, torch.Tensor], batch: int, i: int, noise: PlannerNoise) -> torch.Tensor:
+    def _bootstrap(self, ret: dict[str, torch.Tensor], batch: int, eps: torch.Tensor,
+                   heads: torch.Tensor) -> torch.Tensor:
         """Values ``[B, N]``: ``G + γ^H (1 - term) avg2 Q(z_H, π(z_H))``, NaN → 0 (rows of ``ret`` are env-major)."""
         wm = self.world_model
         z_H = ret["z"]
-        eps = noise.terminal(i)[:, :z_H.shape[0] // batch]
+        eps = eps[:, :z_H.shape[0] // batch]
         a_H = self._pi_sample(z_H, eps.reshape(z_H.shape[0], self.action_dim))
-        q = two_hot_inv(wm.q_logits(z_H, a_H, heads=noise.heads(i)), wm.bins).mean(0)
+        q = two_hot_inv(wm.q_logits(z_H, a_H, heads=heads), wm.bins).mean(0)
         value = ret["G"] + ret["discount"] * ret["alive"] * q
         return value.nan_to_num(0).view(batch, -1)
 
@@ -345,19 +373,19 @@ class TDMPC2Planner(MPCPlannerBase):
         noise = PlannerNoise(self, B, z.device, z.dtype) if noise is None else noise
         with torch.no_grad(), eval_mode(self.world_model):
             ret = self._rollout(z.repeat_interleave(N, dim=0), actions.reshape(B * N, H, A))
-            return self._bootstrap(ret, B, i, noise)
+            return self._bootstrap(ret, B, noise.terminal(i), noise.heads(i))
 
-    def _value(self, z: torch.Tensor, sampled: torch.Tensor, prior: dict[str, torch.Tensor] | None, i: int,
-               noise: PlannerNoise) -> torch.Tensor:
+    def _value(self, z: torch.Tensor, sampled: torch.Tensor, prior: dict[str, torch.Tensor] | None,
+               eps: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
         """Values ``[B, N]`` of the prior (slots ``:P``, already rolled) and the sampled ``[B, N-P, H, A]`` candidates."""
         B, M, H, A = sampled.shape
         ret = self._rollout(z, sampled.reshape(B * M, H, A))
         if prior is None:
-            return self._bootstrap(ret, B, i, noise)
+            return self._bootstrap(ret, B, eps, heads)
         P = self.num_pi_trajs
         merged = {k: torch.cat([prior[k].view(B, P, -1), ret[k].view(B, M, -1)], 1).view(B * (P + M), -1)
                   for k in ("G", "discount", "alive", "z")}
-        return self._bootstrap(merged, B, i, noise)
+        return self._bootstrap(merged, B, eps, heads)
 
     # ---- MPPI update ----
     def _elites(self, actions: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ from torchrl.envs import (ActionScaling, Compose, DoubleToFloat, ExplorationType
 
 from tdmpc2_trl.math import two_hot, two_hot_inv
 from tdmpc2_trl.modules import WorldModel
-from tdmpc2_trl.planner import RecordedNoise, TDMPC2Planner
+from tdmpc2_trl.planner import COMPILED_KEY, RecordedNoise, TDMPC2Planner
 from tdmpc2_trl.presets import load_model_config
 
 OBS, ACT, LAT = 3, 2, 16
@@ -247,12 +247,54 @@ def test_collector_over_serial_env_carries_the_plan_mean():
 
 
 def test_planner_pickles_for_worker_processes():
-    """Multi-process collectors pickle the policy; a compiled step (when compile_step=True) is left behind."""
+    """Multi-process collectors pickle the policy; a compiled value function (compile_value=True) is left behind."""
     import pickle
 
     wm = tiny_world_model()
-    planner = TDMPC2Planner(wm, discount=0.9, compile_step=True, **SMALL)
-    planner.__dict__["_compiled_step"] = lambda z, a: None  # stands in for torch.compile's (unpicklable) wrapper
+    planner = TDMPC2Planner(wm, discount=0.9, compile_value=True, **SMALL)
+    planner.__dict__[COMPILED_KEY] = lambda *args: None  # stands in for torch.compile's (unpicklable) wrapper
     clone = pickle.loads(pickle.dumps(planner))
-    assert "_compiled_step" not in clone.__dict__ and "_compiled_step" in planner.__dict__
+    assert COMPILED_KEY not in clone.__dict__ and COMPILED_KEY in planner.__dict__
     assert set(clone.state_dict()) == {f"world_model.{k}" for k in wm.state_dict()}
+
+
+def _value_inputs(planner: TDMPC2Planner, batch: int):
+    """One iteration's inputs of ``_value``: latents, sampled actions, the rolled prior and recorded draws."""
+    noise = RecordedNoise(planner, batch, generator=torch.Generator().manual_seed(1))
+    z = planner.world_model.encode(torch.randn(batch, OBS))
+    prior = planner._policy_prior(z, noise)
+    M = planner.num_samples - planner.num_pi_trajs
+    sampled = torch.rand(batch, M, planner.horizon, ACT) * 2 - 1
+    return z.repeat_interleave(M, 0), sampled, prior, noise.terminal(0), noise.heads(0)
+
+
+@torch.no_grad()
+def test_compiled_value_estimate_equals_eager():
+    """compile_value=True: the compiled value estimate (rollout, π(z_H), 2 Q heads) gives the eager values."""
+    wm = tiny_world_model("1m", episodic=True)
+    randomize_heads(wm)
+    wm.eval()
+    planner = TDMPC2Planner(wm, discount=0.9, compile_value=True, **SMALL)
+    args = _value_inputs(planner, batch=2)
+    compiled = planner._value_fn()
+    torch.testing.assert_close(compiled(*args), planner._value(*args), rtol=1e-4, atol=1e-4)
+    assert planner._value_fn() is compiled
+
+
+@torch.no_grad()
+def test_compile_failure_falls_back_to_eager_with_one_warning():
+    wm = tiny_world_model()
+    randomize_heads(wm)
+    wm.eval()  # no Q dropout: eager calls are repeatable
+    planner = TDMPC2Planner(wm, discount=0.9, compile_value=True, **SMALL)
+    fn = planner._value_fn()
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler\ndetails")
+
+    fn.compiled = broken
+    args = _value_inputs(planner, batch=2)
+    with pytest.warns(RuntimeWarning, match="torch.compile of the planner failed .*no C\\+\\+ compiler"):
+        out = fn(*args)
+    torch.testing.assert_close(out, planner._value(*args))
+    torch.testing.assert_close(fn(*args), out)  # eager from now on, no second warning needed
