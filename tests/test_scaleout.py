@@ -132,3 +132,18 @@ def test_bad_collector_settings_give_one_line_error(tmp_path: Path, override: st
     proc = run("train.py", *TINY, f"hydra.run.dir={tmp_path / 'bad'}", override, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr
+
+
+def test_worker_envs_follow_obs_rgb():
+    """collector.workers>1 with obs=rgb: each worker builds the pixel env, not the state one."""
+    c = tiny_config("task=cartpole-swingup", "obs=rgb", "collector.workers=2")
+    info = task_info(c["task"], c["obs"])
+    planner = make_planner(c, make_world_model(c, info, torch.device("cpu")), None, 0.99)
+    collector = make_collector(c, make_env(c["task"], obs="rgb"), planner, total_frames=4, init_random_frames=4)
+    try:
+        batch = next(iter(collector))
+    finally:
+        collector.shutdown()
+    assert batch.shape == (2, 1)
+    assert batch["observation"].shape == (2, 1, 9, 64, 64) and batch["observation"].dtype == torch.uint8
+    assert batch["observation"].float().std() > 0  # rendered frames, not zeros
