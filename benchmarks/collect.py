@@ -92,7 +92,7 @@ def measure(args: argparse.Namespace, workers: int, envs: int) -> dict:
         "steps_per_s": round(timed / elapsed, 2), "ms_per_batch": round(elapsed / (timed / per_batch) * 1e3, 1),
         "setup_s": round(setup_s, 1), "threads": args.threads, "device": str(device),
         "precision": precision_name(autocast_dtype), "samples": c["planner"]["num_samples"],
-        "iterations": c["planner"]["iterations"],
+        "iterations": c["planner"]["iterations"], "compile": c["planner"]["compile"],
     }
 
 

@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="bf16: matmuls under autocast; auto: bf16 where it is fast here (precision.py)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--compile", action="store_true", help="TDMPC2Planner(compile_value=True); warm up with >= 2 calls")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="TDMPC2Planner(compile_value=...), as planner.compile (default on; warm up with >= 2 calls)")
     return p.parse_args(argv)
 
 
