@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--episodic", action="store_true", help="train the termination head too")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="bf16: matmuls under autocast; auto: bf16 where it is fast here (precision.py)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)

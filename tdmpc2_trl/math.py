@@ -40,7 +40,10 @@ class Bins:
         return (self.vmax - self.vmin) / (self.num_bins - 1)
 
     def support(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        """The bin centres (cached per device and dtype: decoding runs in the planner's inner loop)."""
+        """The bin centres (cached per device and dtype in eager code: decoding runs in the planner's inner loop;
+        a compiled graph builds them itself, a constant it folds)."""
+        if torch.compiler.is_compiling():
+            return torch.linspace(self.vmin, self.vmax, self.num_bins, device=device, dtype=dtype)
         return _support(self, torch.device(device) if device is not None else torch.device("cpu"), dtype)
 
 

@@ -72,8 +72,12 @@ def test_resume_continues_from_saved_step(pendulum_run: Path, tmp_path: Path):
 
 
 def test_num_envs_2(tmp_path: Path):
-    run_dir = train(tmp_path, "task=Pendulum-v1", "num_envs=2", "steps=440", "seed_steps=400", "eval_freq=0",
-                    "eval_episodes=2", "checkpoint_freq=0")
+    """Two envs planned for at once, through the default compiled planner (the other tests plan eagerly)."""
+    run_dir = tmp_path / "run"
+    compiled = [o for o in TINY if o != "planner.compile=false"] + ["planner.compile=true"]
+    proc = run("train.py", *compiled, f"hydra.run.dir={run_dir}", "task=Pendulum-v1", "num_envs=2", "steps=440",
+               "seed_steps=400", "eval_freq=0", "eval_episodes=2", "checkpoint_freq=0")
+    assert "torch.compile of the planner failed" not in proc.stderr
     assert [int(r["step"]) for r in read_csv(run_dir / "eval.csv")] == [440]
     assert len(read_csv(run_dir / "train.csv")) == 2  # two 200-step episodes ended at once (one per env)
 
