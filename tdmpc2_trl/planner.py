@@ -333,10 +333,10 @@ class TDMPC2Planner(MPCPlannerBase):
         B, P, A = z.shape[0], self.num_pi_trajs, self.action_dim
         zp = z.repeat_interleave(P, dim=0)
         ret = self._new_return(B * P, z)
-        actions, step = [], self._step
+        actions = []
         for t in range(self.horizon):
             a = self._pi_sample(zp, noise.prior(t).reshape(B * P, A))
-            zp, reward, term = step(zp, a)
+            zp, reward, term = self._step(zp, a)
             self._accumulate(ret, reward, term)
             actions.append(a)
         ret["actions"] = torch.stack(actions, 1).view(B, P, self.horizon, A)
@@ -345,9 +345,9 @@ class TDMPC2Planner(MPCPlannerBase):
 
     def _rollout(self, z: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Imagine ``actions`` ``[M, H, A]`` from ``z`` ``[M, L]``: return ``G``, ``discount`` (γ^H), ``alive``, ``z`` (z_H)."""
-        ret, step = self._new_return(z.shape[0], z), self._step
+        ret = self._new_return(z.shape[0], z)
         for t in range(actions.shape[1]):
-            z, reward, term = step(z, actions[:, t])
+            z, reward, term = self._step(z, actions[:, t])
             self._accumulate(ret, reward, term)
         ret["z"] = z
         return ret
