@@ -19,7 +19,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--rows", type=int, nargs="+", default=[512, 12288],
-                   help="rows of x (512: one env's candidates; 12288: 24 of them, e.g. 16 envs x 512 x 1.5)")
+                   help="rows of x (512: one env's 512 candidates; 12288: 24 envs' candidates in one call)")
     p.add_argument("--dims", type=int, nargs="+", default=[512], help="square W sizes (the networks' widths)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--iters", type=int, default=30)

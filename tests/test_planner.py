@@ -1,4 +1,6 @@
 """TD-MPC2's MPPI planner: known optimum, warm start, batching, termination mask, TorchRL wiring."""
+import warnings
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -297,4 +299,6 @@ def test_compile_failure_falls_back_to_eager_with_one_warning():
     with pytest.warns(RuntimeWarning, match="torch.compile of the planner failed .*no C\\+\\+ compiler"):
         out = fn(*args)
     torch.testing.assert_close(out, planner._value(*args))
-    torch.testing.assert_close(fn(*args), out)  # eager from now on, no second warning needed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # eager from now on: no second warning
+        torch.testing.assert_close(fn(*args), out)
