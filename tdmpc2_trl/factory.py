@@ -58,18 +58,37 @@ def make_autocast_dtype(cfg: Mapping[str, Any], device: torch.device) -> torch.d
     return resolve_precision(str(cfg.get("precision", "fp32")), device)
 
 
+# Official TD-MPC2 training defaults where the seed is silent; they apply to the official presets only.
+OFFICIAL_PRESETS = ("1m", "5m", "19m", "48m", "317m")
+OFFICIAL_ENC_LR_SCALE = 0.3  # tdmpc2/config.yaml enc_lr_scale
+LARGE_ACTION_DIM, LARGE_ACTION_EXTRA_ITERATIONS = 20, 2  # tdmpc2/tdmpc2.py: iterations += 2 if action_dim >= 20
+
+
+def enc_lr_scale(cfg: Mapping[str, Any]) -> float:
+    """``enc_lr_scale`` if set, else the preset's: 0.3 for the official presets, 1.0 (the seed's single lr) else."""
+    if cfg.get("enc_lr_scale") is not None:
+        return float(cfg["enc_lr_scale"])
+    return OFFICIAL_ENC_LR_SCALE if cfg["model"].get("name") in OFFICIAL_PRESETS else 1.0
+
+
+def planner_iterations(cfg: Mapping[str, Any], action_dim: int) -> int:
+    """``planner.iterations``, plus 2 for an official preset on an action of >= 20 dimensions (as TD-MPC2)."""
+    large = cfg["model"].get("name") in OFFICIAL_PRESETS and action_dim >= LARGE_ACTION_DIM
+    return int(cfg["planner"]["iterations"]) + (LARGE_ACTION_EXTRA_ITERATIONS if large else 0)
+
+
 def make_updater(cfg: Mapping[str, Any], loss: TDMPC2Loss, autocast_dtype: torch.dtype | None = None) -> TDMPC2Update:
-    wm_optim, pi_optim = make_optimizers(loss, lr=cfg["lr"], enc_lr_scale=cfg["enc_lr_scale"])
+    wm_optim, pi_optim = make_optimizers(loss, lr=cfg["lr"], enc_lr_scale=enc_lr_scale(cfg))
     return TDMPC2Update(loss, wm_optim, pi_optim, grad_clip_norm=cfg["grad_clip_norm"], tau=cfg["tau"],
                         autocast_dtype=autocast_dtype)
 
 
 def make_planner(cfg: Mapping[str, Any], world_model: WorldModel, action_spec, discount: float,
                  autocast_dtype: torch.dtype | None = None) -> TDMPC2Planner:
-    p = cfg["planner"]
+    p, iterations = cfg["planner"], planner_iterations(cfg, world_model.action_dim)
     return TDMPC2Planner(
         world_model, action_spec, discount=discount, horizon=int(cfg["horizon"]), num_samples=p["num_samples"],
-        num_pi_trajs=p["num_pi_trajs"], num_elites=p["num_elites"], iterations=p["iterations"],
+        num_pi_trajs=p["num_pi_trajs"], num_elites=p["num_elites"], iterations=iterations,
         temperature=p["temperature"], min_std=p["min_std"], max_std=p["max_std"], mpc=p["mpc"],
         compile_value=bool(p.get("compile", False)), autocast_dtype=autocast_dtype,
     )

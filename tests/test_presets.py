@@ -1,0 +1,70 @@
+"""Official TD-MPC2 training defaults of the official presets: encoder lr scale 0.3 and +2 MPPI iterations when the
+action has >= 20 dimensions; the seed preset keeps one learning rate and the configured iterations."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tdmpc2_trl.envs import TaskInfo
+from tdmpc2_trl.factory import make_loss, make_planner, make_updater, make_world_model
+from tdmpc2_trl.presets import config_dir
+
+OFFICIAL = ["1m", "5m", "19m", "48m", "317m"]
+TINY = ["model.latent_dim=16", "model.enc_dim=16", "model.mlp_dim=16", "planner.compile=false"]
+
+
+def recipe_config(*overrides: str) -> dict[str, Any]:
+    """The training recipe's config (configs/config.yaml) as train.py resolves it, without Hydra's run keys."""
+    with initialize_config_dir(str(config_dir()), version_base=None):
+        cfg = OmegaConf.to_container(compose("config", overrides=[*TINY, *overrides]))
+    cfg.pop("run_dir")
+    return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+
+
+def task(action_dim: int) -> TaskInfo:
+    return TaskInfo("made-up", "gym", 100, False, obs_dim=5, action_dim=action_dim)
+
+
+def encoder_lr(c: dict[str, Any]) -> float:
+    loss = make_loss(c, make_world_model(c, task(2), torch.device("cpu")), 0.99)
+    groups = {g["name"]: g["lr"] for g in make_updater(c, loss).wm_optim.param_groups}
+    assert groups["dynamics_reward_termination_q"] == pytest.approx(float(c["lr"]))
+    return groups["encoder"]
+
+
+def iterations(c: dict[str, Any], action_dim: int) -> int:
+    return make_planner(c, make_world_model(c, task(action_dim), torch.device("cpu")), None, 0.99).iterations
+
+
+@pytest.mark.parametrize("preset", OFFICIAL)
+def test_official_presets_scale_the_encoder_lr_by_0_3(preset: str):
+    assert encoder_lr(recipe_config(f"model={preset}")) == pytest.approx(3e-4 * 0.3)
+
+
+def test_seed_preset_keeps_one_learning_rate():
+    assert encoder_lr(recipe_config()) == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize("preset,scale", [("5m", 1.0), ("seed", 0.3)])
+def test_enc_lr_scale_override_wins(preset: str, scale: float):
+    assert encoder_lr(recipe_config(f"model={preset}", f"enc_lr_scale={scale}", "lr=1e-3")) == pytest.approx(
+        1e-3 * scale)
+
+
+@pytest.mark.parametrize("preset", OFFICIAL)
+def test_official_presets_add_two_iterations_from_20_action_dims(preset: str):
+    c = recipe_config(f"model={preset}")
+    assert [iterations(c, a) for a in (1, 19, 20, 38)] == [6, 6, 8, 8]
+
+
+def test_extra_iterations_add_to_the_configured_ones():
+    assert iterations(recipe_config("model=1m", "planner.iterations=3"), 21) == 5
+
+
+def test_seed_preset_keeps_the_configured_iterations():
+    c = recipe_config()
+    assert [iterations(c, a) for a in (4, 20, 38)] == [6, 6, 6]
