@@ -32,6 +32,7 @@ from torchrl.collectors import BaseCollector, Collector, MultiSyncCollector
 from torchrl.envs import EnvBase, Transform
 from torchrl.envs.utils import ExplorationType
 
+from . import _compat
 from .config import ConfigError
 from .envs import make_env
 from .planner import TDMPC2Planner
@@ -113,7 +114,7 @@ class WorkerBatch:
 class _MultiSyncCollector(MultiSyncCollector):
     """``MultiSyncCollector`` whose ``shutdown`` also stops its weight-sync scheme.
 
-    TorchRL 0.14.1 leaves the ``SharedMemWeightSyncScheme`` to ``__del__``; at interpreter exit its final
+    TorchRL (0.14.1, nightly) leaves the ``SharedMemWeightSyncScheme`` to ``__del__``; at interpreter exit its final
     ``Queue.put`` must start a feeder thread, which can no longer start, and the process hangs. ``make_collector``
     also registers ``shutdown`` with ``atexit``, which runs while threads can still start.
     """
@@ -122,8 +123,7 @@ class _MultiSyncCollector(MultiSyncCollector):
         try:
             super().shutdown(*args, **kwargs)
         finally:
-            for scheme in (getattr(self, "_weight_sync_schemes", None) or {}).values():
-                scheme.shutdown()
+            _compat.shutdown_weight_sync(self)
 
 
 class _RayWorker(Collector):
@@ -170,11 +170,9 @@ def _make_ray_collector(env_fns: Sequence[WorkerEnv], planner: TDMPC2Planner, ad
                         device: torch.device | str, common: dict[str, Any]) -> BaseCollector:
     """``RayCollector`` with one ``Collector`` actor per env factory; starts Ray (or joins ``address``)."""
     from torchrl.collectors.distributed import RayCollector
-    from torchrl.weight_update import _ray as ray_weight_sync
 
-    # TorchRL 0.14.1 gives the weight-sync rendezvous 60 s, and that includes starting a fresh Ray worker process
-    # (its ConnectionInfo actor): too short on a busy machine. The constant is read when the collector connects.
-    ray_weight_sync._DIST_TIMEOUT = max(ray_weight_sync._DIST_TIMEOUT, RAY_CONNECT_TIMEOUT)
+    # TorchRL's 60 s weight-sync rendezvous includes starting a fresh Ray worker process: too short when busy
+    _compat.raise_ray_weight_sync_timeout(RAY_CONNECT_TIMEOUT)
 
     workers = len(env_fns)
     if address is None:  # a new local instance (never a running one), a CPU per worker even on fewer cores

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.samplers import SliceSampler
 
+from . import _compat
 from .config import ConfigError
 
 __all__ = ["SliceReplayBuffer", "add", "make_replay_buffer", "next_traj_offset", "sample_batch"]
@@ -32,10 +33,11 @@ STEP_KEY = "step_count"
 EXCLUDED_KEYS = ("planner_mean", ("next", "planner_mean"))
 
 
-class SliceReplayBuffer(TensorDictReplayBuffer):
+class SliceReplayBuffer(_compat.NoIndexWriteback, TensorDictReplayBuffer):
     """``TensorDictReplayBuffer`` over a ``[rows, num_envs]`` storage that accepts ``[T]`` or ``[num_envs, T]``.
 
-    ``horizon`` is the slice length (``sample_batch`` reshapes to ``[B, horizon]``).
+    ``horizon`` is the slice length (``sample_batch`` reshapes to ``[B, horizon]``). ``extend`` does not write the
+    storage index into the batch (``NoIndexWriteback``: TorchRL fails to reshape it for ``[num_envs, 1]`` batches).
     """
 
     def __init__(self, *, horizon: int, **kwargs: Any) -> None:
@@ -60,40 +62,21 @@ class SliceReplayBuffer(TensorDictReplayBuffer):
                               f"(and across a resume)")
         return super().extend(data, **kwargs)
 
-    def _set_index_in_td(self, tensordict: TensorDictBase, index: torch.Tensor) -> None:
-        # TorchRL 0.14.1 writes the storage index back into the extended batch and fails to reshape it for
-        # [num_envs, 1] batches on 2-d storages; that entry is only informative, so it is skipped.
-        return None
-
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         storage = self.storage
         if isinstance(storage, LazyMemmapStorage) and not storage.initialized:
             # allocate the memory maps under scratch_dir first; otherwise TorchRL loads into anonymous temp maps
-            saved = _saved_storage(state_dict)
+            saved = _compat.saved_storage(state_dict)
             if saved is not None:
-                storage._init(saved[0])
+                _compat.allocate_storage(storage, saved[0])
         super().load_state_dict(state_dict)
-        self._restore_last_cursor()
+        # the sampler cuts trajectories at the last written row of a full ring buffer, which TorchRL does not
+        # save (else one trajectory longer than the buffer would look continuous across the overwrite point)
+        _compat.restore_last_cursor(self)
 
     def loads(self, path: str | Path) -> None:
         super().loads(path)
-        self._restore_last_cursor()
-
-    def _restore_last_cursor(self) -> None:
-        # The sampler cuts trajectories at the last written row of a full ring buffer; TorchRL saves the
-        # writer's cursor but not that row, so restore it (else one trajectory longer than the buffer would
-        # look continuous across the overwrite point).
-        storage = self.storage
-        if storage.initialized and storage._is_full:
-            storage._set_last_cursor((int(self._writer._cursor) - 1) % storage.shape[0])
-
-
-def _saved_storage(state_dict: dict[str, Any]) -> TensorDictBase | None:
-    """The stored TensorDict of a buffer ``state_dict`` (by reference), or ``None`` if it was empty."""
-    saved = state_dict["_storage"]
-    if not saved.get("initialized") or not saved["_storage"]:
-        return None
-    return TensorDict().load_state_dict(saved["_storage"], strict=False)
+        _compat.restore_last_cursor(self)
 
 
 def make_replay_buffer(*, capacity: int, batch_size: int, horizon: int, storage: str = "memory",

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchrl.objectives import LossModule
 
+from . import _compat
 from .math import RunningScale, soft_ce, two_hot_inv
 from .modules import QEnsemble, WorldModel
 from .nn import eval_mode
@@ -147,7 +148,7 @@ class TDMPC2Loss(LossModule):
         Read from ``_modules`` directly: ``LossModule.__getattr__`` warns on every access made before a target
         updater exists, which includes building the optimisers and the ``SoftUpdate`` itself.
         """
-        return self._modules["target_qvalue_network_params"]["params"]
+        return _compat.target_params(self, "target_qvalue_network_params")["params"]
 
     # ---- the objective ----
     def _read(self, batch: TensorDictBase) -> tuple[torch.Tensor, ...]:

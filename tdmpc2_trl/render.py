@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torchrl.envs import DMControlEnv
 
+from . import _compat
 from .config import ConfigError
 
 __all__ = ["DMC_CAMERAS", "RenderableDMControlEnv", "configure_gl", "rendering_error"]
@@ -60,7 +61,7 @@ class RenderableDMControlEnv(DMControlEnv):
 
     def render(self, height: int = 64, width: int = 64) -> torch.Tensor:
         try:
-            frame = self._env.physics.render(height=height, width=width, camera_id=self.camera_id)
+            frame = _compat.wrapped_env(self).physics.render(height=height, width=width, camera_id=self.camera_id)
         except Exception as err:  # dm_control raises RuntimeError / ImportError / GL errors here
             raise rendering_error(err) from err
         return torch.from_numpy(np.ascontiguousarray(frame))

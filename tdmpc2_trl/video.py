@@ -22,6 +22,7 @@ from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, Transform
 from torchrl.envs.batched_envs import BatchedEnvBase
 
+from . import _compat
 from .config import ConfigError
 from .render import RenderableDMControlEnv, rendering_error
 
@@ -39,9 +40,9 @@ def _first_raw_env(env: EnvBase) -> EnvBase:
     """The innermost env of the first copy: through ``TransformedEnv`` layers and ``SerialEnv``/``ParallelEnv``."""
     while True:
         if isinstance(env, BatchedEnvBase):
-            if not hasattr(env, "_envs"):
+            if _compat.batched_env_copies(env) is None:
                 raise ConfigError("video recording needs a serial batched env (the first copy renders in-process)")
-            env = env._envs[0]
+            env = _compat.batched_env_copies(env)[0]
         elif hasattr(env, "base_env"):
             env = env.base_env
         else:
@@ -53,7 +54,7 @@ def frame_source(env: EnvBase, size: int) -> Callable[[], np.ndarray]:
     raw = _first_raw_env(env)
     if isinstance(raw, RenderableDMControlEnv):
         return lambda: raw.render(height=size, width=size).numpy()
-    gym_env = getattr(raw, "_env", None)
+    gym_env = _compat.wrapped_env(raw)
     if getattr(gym_env, "render_mode", None) != "rgb_array":
         raise ConfigError(f"cannot record videos of {type(raw).__name__}: build the env with make_env(render=True)")
 
