@@ -194,12 +194,18 @@ def test_scan_allows_own_privates_and_foreign_modules():
 
 
 def torchrl_subclasses() -> list[type]:
-    """Classes defined in this package (``_compat`` excepted) with a TorchRL/tensordict base class."""
+    """Classes defined in this package (``_compat`` excepted) with a TorchRL/tensordict base class; a module
+    whose optional third-party dependency is not installed is left to the source scan."""
     found = []
     for info in pkgutil.walk_packages(tdmpc2_trl.__path__, "tdmpc2_trl."):
         if info.name == "tdmpc2_trl._compat":
             continue
-        module = importlib.import_module(info.name)
+        try:
+            module = importlib.import_module(info.name)
+        except ModuleNotFoundError as err:
+            if (err.name or "").split(".")[0] in (*TORCHRL_PACKAGES, "tdmpc2_trl"):
+                raise
+            continue
         for cls in vars(module).values():
             if inspect.isclass(cls) and cls.__module__ == info.name and any(
                     base.__module__.split(".")[0] in TORCHRL_PACKAGES for base in cls.__mro__[1:]):
