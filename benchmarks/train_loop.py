@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fill", type=int, default=300, help="random steps put in the buffer first")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="planner.compile (default on)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="planner.compile and compile_update (default on)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -47,6 +47,7 @@ def recipe_config(args: argparse.Namespace) -> dict:
         "model": {**model.__dict__}, "horizon": args.horizon or model.horizon, "discount": None,
         "rho": 0.5, "consistency_coef": 20.0, "reward_coef": 0.1, "value_coef": 0.1, "termination_coef": 1.0,
         "entropy_coef": 1e-4, "tau": 0.01, "lr": 3e-4, "enc_lr_scale": 1.0, "grad_clip_norm": 20.0,
+        "compile_update": args.compile,
         "planner": {"mpc": True, "num_samples": 512, "num_pi_trajs": 24, "num_elites": 64, "iterations": 6,
                     "temperature": 0.5, "min_std": 0.05, "max_std": 2.0, "compile": args.compile},
     }

@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="bf16: matmuls under autocast; auto: bf16 where it is fast here (precision.py)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="compile_update: the loss terms through torch.compile (default on, as the recipe)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -42,7 +44,7 @@ def build(args: argparse.Namespace) -> tuple[TDMPC2Update, TensorDict]:
     torch.manual_seed(args.seed)
     cfg = load_model_config(args.model)
     wm = WorldModel(cfg, args.obs_dim, args.action_dim, episodic=args.episodic).to(args.device)
-    loss = TDMPC2Loss(wm, discount=0.99)
+    loss = TDMPC2Loss(wm, discount=0.99).compile_terms(args.compile)
     with warnings.catch_warnings():  # SoftUpdate reads the target before it registers itself (TorchRL quirk)
         warnings.simplefilter("ignore")
         updater = TDMPC2Update(loss, *make_optimizers(loss),
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     updater, batch = build(args)
-    time_calls(lambda: updater(batch), args.warmup, args.device)
+    time_calls(lambda: updater(batch), max(args.warmup, 3 if args.compile else 0), args.device)  # + compilation
     ms = time_calls(lambda: updater(batch), args.iters, args.device)
     flops = count_flops(lambda: updater(batch))
     result = {
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         "obs_dim": args.obs_dim, "action_dim": args.action_dim, "episodic": args.episodic,
         "device": args.device, "threads": torch.get_num_threads(),
         "precision": precision_name(resolve_precision(args.precision, torch.device(args.device))),
-        "iters": args.iters, "warmup": args.warmup,
+        "compile": args.compile, "iters": args.iters, "warmup": args.warmup,
         **timing_fields(ms, flops, "update"),
     }
     print(json.dumps(result), flush=True)

@@ -78,7 +78,9 @@ def planner_iterations(cfg: Mapping[str, Any], action_dim: int) -> int:
 
 
 def make_updater(cfg: Mapping[str, Any], loss: TDMPC2Loss, autocast_dtype: torch.dtype | None = None) -> TDMPC2Update:
+    """Both Adams and the update; ``compile_update`` runs the loss terms through ``torch.compile``."""
     wm_optim, pi_optim = make_optimizers(loss, lr=cfg["lr"], enc_lr_scale=enc_lr_scale(cfg))
+    loss.compile_terms(bool(cfg["compile_update"]))
     return TDMPC2Update(loss, wm_optim, pi_optim, grad_clip_norm=cfg["grad_clip_norm"], tau=cfg["tau"],
                         autocast_dtype=autocast_dtype)
 

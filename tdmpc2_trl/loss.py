@@ -15,6 +15,7 @@ The Q ensemble is registered TorchRL's way (``convert_to_functional``): ``qvalue
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
@@ -24,6 +25,7 @@ from torch.nn import functional as F
 from torchrl.objectives import LossModule
 
 from . import _compat
+from .compiling import compile_or_eager
 from .math import RunningScale, soft_ce, two_hot_inv
 from .modules import QEnsemble, WorldModel
 from .nn import eval_mode
@@ -115,6 +117,33 @@ class TDMPC2Loss(LossModule):
         self.value_coef, self.termination_coef = float(value_coef), float(termination_coef)
         self.entropy_coef = float(entropy_coef)
         self.augment = augment
+        self.__dict__["_compiled_terms"] = None
+
+    # ---- compilation ----
+    def compile_terms(self, enabled: bool = True) -> "TDMPC2Loss":
+        """Run the world-model and policy terms through ``torch.compile`` (each one forward graph and one backward
+        graph, every LayerNorm/Mish/softmax/cast fused between the matmuls); eager again with ``enabled=False``.
+
+        The random choices that inductor cannot lower well (the Q-head pairs) are drawn outside the graphs, so the
+        compiled terms compute the same function of the same draws. A graph that fails to compile warns once and
+        runs eagerly. The compiled callables are not pickled.
+        """
+        hint = "compile_update=false silences this"
+        self.__dict__["_compiled_terms"] = {
+            "world_model": compile_or_eager(self._world_model_terms, "the world-model loss", hint),
+            "policy": compile_or_eager(self._policy_terms, "the policy loss", hint),
+        } if enabled else None
+        return self
+
+    @property
+    def _terms_fns(self) -> dict[str, Callable[..., dict[str, torch.Tensor]]]:
+        compiled = self.__dict__.get("_compiled_terms")
+        return compiled or {"world_model": self._world_model_terms, "policy": self._policy_terms}
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_compiled_terms"] = None
+        return state
 
     # ---- TorchRL key plumbing ----
     def _forward_value_estimator_keys(self, **kwargs) -> None:
@@ -159,20 +188,21 @@ class TDMPC2Loss(LossModule):
         )
 
     @torch.no_grad()
-    def _td_target_from_latents(self, next_z: torch.Tensor, reward: torch.Tensor,
-                                terminated: torch.Tensor) -> torch.Tensor:
+    def _td_target_from_latents(self, next_z: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
+                                heads: torch.Tensor) -> torch.Tensor:
         wm = self.world_model
         action = wm.pi(next_z)[0]
         # TD-MPC2 computes targets with the model in eval mode (its update ends with model.eval()): no dropout.
         with eval_mode(wm.q_ensemble):
-            q = wm.q_value(next_z, action, "min", params=self.target_q_params)
+            q = wm.q_value(next_z, action, "min", params=self.target_q_params, heads=heads)
         return reward + self.discount * (1 - terminated.to(q.dtype)) * q
 
     @torch.no_grad()
     def td_target(self, batch: TensorDictBase) -> torch.Tensor:
         """``r + γ·(1 − terminated)·min2 Q_target(z', π(z'))`` with ``z' = encode(next obs)``: ``[B, H, 1]``."""
         _, _, next_obs, reward, terminated = self._read(batch)
-        return self._td_target_from_latents(self.world_model.encode(next_obs), reward, terminated)
+        heads = self.world_model.random_heads(next_obs.device)
+        return self._td_target_from_latents(self.world_model.encode(next_obs), reward, terminated, heads)
 
     def _rollout(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Latents ``z_0..z_H`` ``[B, H+1, L]`` from ``z_0 [B, L]`` and the actions ``[B, H, A]``."""
@@ -183,18 +213,20 @@ class TDMPC2Loss(LossModule):
 
     def world_model_loss(self, batch: TensorDictBase) -> TensorDictBase:
         """Consistency, reward, value and termination terms (coefficients applied) plus diagnostics and latents."""
-        return TensorDict(self._world_model_terms(*self._read(batch)))
+        inputs = self._read(batch)
+        return TensorDict(self._terms_fns["world_model"](*inputs, self.world_model.random_heads(inputs[0].device)))
 
     def _world_model_terms(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor,
-                           reward: torch.Tensor, terminated: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``world_model_loss`` on plain tensors."""
+                           reward: torch.Tensor, terminated: torch.Tensor,
+                           td_heads: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``world_model_loss`` on plain tensors; ``td_heads``: the 2 target Q heads of the TD target."""
         wm, horizon = self.world_model, action.shape[-2]
         obs_0 = obs.select(obs.ndim - len(wm.obs_shape) - 1, 0)  # the first step of each slice
         if self.augment is not None:
             obs_0, next_obs = self.augment(obs_0), self.augment(next_obs)
         with torch.no_grad():
             next_z = wm.encode(next_obs)
-            td_target = self._td_target_from_latents(next_z, reward, terminated)
+            td_target = self._td_target_from_latents(next_z, reward, terminated, td_heads)
 
         zs = self._rollout(wm.encode(obs_0), action)
         z, z_next = zs[..., :-1, :], zs[..., 1:, :]
@@ -244,12 +276,14 @@ class TDMPC2Loss(LossModule):
         Updates the ``RunningScale`` with the t=0 Q values, then
         ``loss = mean_t ρ^t · mean(−(entropy_coef · scaled_entropy + Q / scale))``.
         """
-        return TensorDict(self._policy_terms(latents.detach()))
+        heads = self.world_model.random_heads(latents.device)
+        return TensorDict(self._terms_fns["policy"](latents.detach(), heads))
 
-    def _policy_terms(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``policy_loss`` on a plain tensor."""
+    def _policy_terms(self, z: torch.Tensor, heads: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``policy_loss`` on a plain tensor; ``heads``: the 2 Q heads averaged."""
         action, _, log_std, log_prob, scaled_entropy = self.world_model.pi(z)
-        q = self.world_model.q_value(z, action, "avg", params=self.q_params.detach())  # grads reach the action only
+        # grads reach the action only
+        q = self.world_model.q_value(z, action, "avg", params=self.q_params.detach(), heads=heads)
         self.scale.update(q[..., 0, :])
         q_scaled = self.scale(q)
         per_step = _per_step_mean(-(self.entropy_coef * scaled_entropy + q_scaled))

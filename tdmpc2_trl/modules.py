@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import ModelConfig
+from .dropout import dropout
 from .math import Bins, gaussian_log_prob, squashed_log_std, tanh_log_det, two_hot_inv
 from .nn import count_parameters, last_linear, mlp, normed_blocks, relu_mlp, weight_init, zero_
 from .pixels import PixelEncoder
@@ -48,7 +49,8 @@ class QEnsemble(nn.Module):
 
     The heads run as batched matmuls over the stacked weights, layer by layer, rather than ``vmap`` of one head:
     under vmap LayerNorm, Mish and dropout decompose into many small elementwise ops (and ``to_module`` inside vmap
-    does not compile); here each layer is one ``matmul`` and ATen's native LayerNorm/Mish/dropout kernels.
+    does not compile); here each layer is one ``matmul`` and ATen's native LayerNorm/Mish kernels. Dropout draws its
+    mask from ``dropout.dropout_mask`` (exactly Bernoulli(p), ~1/100 of ``F.dropout``'s random draws at p = 0.01).
     """
 
     def __init__(self, heads: list[nn.Module]) -> None:
@@ -82,7 +84,7 @@ class QEnsemble(nn.Module):
                 x = F.layer_norm(x, layer.normalized_shape, eps=layer.eps)
                 x = torch.addcmul(p["bias"].unsqueeze(-2), x, p["weight"].unsqueeze(-2))
             elif isinstance(layer, nn.Dropout):
-                x = F.dropout(x, layer.p, self.training)
+                x = dropout(x, layer.p, self.training)
             else:  # parameter-free activations (Mish)
                 x = layer(x)
         return x.reshape(x.shape[0], *batch_shape, x.shape[-1])
@@ -230,9 +232,18 @@ class WorldModel(nn.Module):
         """Logits of the chosen heads (all by default), heads first: ``[num_heads, ..., num_bins]``."""
         return self.q_ensemble(z, a, heads=heads, params=params).float()
 
-    def q_value(self, z: torch.Tensor, a: torch.Tensor, reduce: str = "avg", params=None) -> torch.Tensor:
-        """TD-MPC2's ``Q(z, a, 'min'|'avg')``: decode 2 randomly chosen heads (only those are evaluated)."""
-        heads = torch.randperm(self.cfg.num_q, device=z.device)[:2]
+    def random_heads(self, device: torch.device | None = None) -> torch.Tensor:
+        """TD-MPC2's choice of 2 distinct Q heads (``randperm(num_q)[:2]``)."""
+        return torch.randperm(self.cfg.num_q, device=device)[:2]
+
+    def q_value(self, z: torch.Tensor, a: torch.Tensor, reduce: str = "avg", params=None,
+                heads: torch.Tensor | None = None) -> torch.Tensor:
+        """TD-MPC2's ``Q(z, a, 'min'|'avg')``: decode 2 randomly chosen heads (only those are evaluated).
+
+        ``heads`` gives the choice (``random_heads()``); compiled callers draw it outside the graph (inductor's
+        lowering of ``randperm(2)[:2]`` fails).
+        """
+        heads = self.random_heads(z.device) if heads is None else heads
         q = two_hot_inv(self.q_logits(z, a, heads=heads, params=params), self.bins)
         if reduce == "min":
             return q.min(0).values

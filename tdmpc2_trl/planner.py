@@ -11,8 +11,6 @@ draws (``noise.env(b)``); the tests use that to check that batching does not cha
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
@@ -23,6 +21,7 @@ from torchrl.envs.model_based import ModelBasedEnvBase
 from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules.planners import MPCPlannerBase
 
+from .compiling import compile_or_eager
 from .math import two_hot_inv
 from .modules import WorldModel
 from .nn import eval_mode
@@ -32,29 +31,6 @@ __all__ = ["TDMPC2Planner", "PlannerNoise", "RecordedNoise", "is_exploring"]
 
 MEAN_KEY = "planner_mean"
 COMPILED_KEY = "_compiled_value"
-
-
-class _EagerOnFailure:
-    """Calls ``compiled``; if it fails to compile, warns once and calls ``eager`` from then on.
-
-    Only the first call for each input shape (each new graph) is guarded; later errors propagate as usual.
-    """
-
-    def __init__(self, compiled, eager) -> None:
-        self.compiled, self.eager, self.seen_shapes = compiled, eager, set()
-
-    def __call__(self, z: torch.Tensor, *args):
-        if z.shape in self.seen_shapes:
-            return self.compiled(z, *args)
-        try:
-            out = self.compiled(z, *args)
-        except Exception as err:  # dynamo/inductor wrap failures in several types (BackendCompilerFailed, ...)
-            warnings.warn(f"torch.compile of the planner failed ({type(err).__name__}: {str(err).splitlines()[0]}); "
-                          f"planning without it (planner.compile=false silences this)", RuntimeWarning)
-            self.compiled = self.eager
-            out = self.eager(z, *args)
-        self.seen_shapes.add(z.shape)
-        return out
 
 
 def is_exploring() -> bool:
@@ -294,7 +270,8 @@ class TDMPC2Planner(MPCPlannerBase):
             return self._value
         fn = self.__dict__.get(COMPILED_KEY)
         if fn is None:
-            fn = self.__dict__[COMPILED_KEY] = _EagerOnFailure(torch.compile(self._value, dynamic=False), self._value)
+            fn = self.__dict__[COMPILED_KEY] = compile_or_eager(self._value, "the planner",
+                                                                "planner.compile=false silences this")
         return fn
 
     def __getstate__(self) -> dict:

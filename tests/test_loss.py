@@ -345,3 +345,38 @@ def test_non_finite_batch_skips_the_update_and_persistent_faults_stop():
     updater(bad)
     with pytest.raises(NonFiniteUpdateError, match="3 consecutive updates"):
         updater(bad)
+
+
+# ---------------------------------------------------------------- compiled terms
+def _terms_and_grads(loss: TDMPC2Loss, batch: TensorDict, seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    loss.zero_grad(set_to_none=True)
+    wm_out = loss.world_model_loss(batch)
+    sum(v for k, v in wm_out.items() if k.startswith("loss_")).backward()
+    pi_out = loss.policy_loss(wm_out["latents"])
+    pi_out["loss_policy"].backward()
+    out = {k: v.detach().clone() for k, v in {**wm_out.to_dict(), **pi_out.to_dict()}.items()}
+    out.update({f"grad.{n}": p.grad.clone() for n, p in loss.named_parameters() if p.grad is not None})
+    return out
+
+
+def test_compiled_terms_equal_eager_terms_and_gradients():
+    """compile_terms(): same loss values and gradients as eager for the same random draws.
+
+    Inductor's own RNG differs from eager's; ``fallback_random`` makes it call ATen's random ops in order, and
+    with Q dropout off the draws (π's noise, the head pairs) are then the same.
+    """
+    torch.manual_seed(0)
+    loss = TDMPC2Loss(WorldModel(tiny_cfg(q_dropout=0.0), OBS, ACT, episodic=True), GAMMA)
+    batch = make_batch()
+    loss.scale.value.fill_(5.0)  # above the tiny model's Q range: the policy step lerps it down
+    eager = _terms_and_grads(loss, batch, seed=5)
+    loss.scale.value.fill_(5.0)
+    loss.compile_terms()
+    with torch._inductor.config.patch(fallback_random=True):
+        compiled = _terms_and_grads(loss, batch, seed=5)
+    assert eager["q_scale"] < 5.0  # RunningScale moved, and (below) moved the same way when compiled
+    assert eager.keys() == compiled.keys()
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert loss.compile_terms(False)._terms_fns["world_model"] == loss._world_model_terms

@@ -14,7 +14,7 @@ from tdmpc2_trl.factory import make_loss, make_planner, make_updater, make_world
 from tdmpc2_trl.presets import config_dir
 
 OFFICIAL = ["1m", "5m", "19m", "48m", "317m"]
-TINY = ["model.latent_dim=16", "model.enc_dim=16", "model.mlp_dim=16", "planner.compile=false"]
+TINY = ["model.latent_dim=16", "model.enc_dim=16", "model.mlp_dim=16", "planner.compile=false", "compile_update=false"]
 
 
 def recipe_config(*overrides: str) -> dict[str, Any]:

@@ -1,0 +1,42 @@
+"""``torch.compile`` with an eager fallback: a missing compiler or an unsupported op costs speed, never the run."""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["EagerOnFailure", "compile_or_eager"]
+
+
+def _shapes(args: tuple[Any, ...]) -> tuple:
+    return tuple(a.shape if isinstance(a, torch.Tensor) else None for a in args)
+
+
+class EagerOnFailure:
+    """Calls ``compiled``; if it fails to compile, warns once (naming ``what``) and calls ``eager`` from then on.
+
+    Only the first call for each set of input shapes (each new graph) is guarded; later errors propagate as usual.
+    """
+
+    def __init__(self, compiled: Callable, eager: Callable, what: str, hint: str = "") -> None:
+        self.compiled, self.eager, self.what, self.hint, self.seen_shapes = compiled, eager, what, hint, set()
+
+    def __call__(self, *args):
+        key = _shapes(args)
+        if key in self.seen_shapes:
+            return self.compiled(*args)
+        try:
+            out = self.compiled(*args)
+        except Exception as err:  # dynamo/inductor wrap failures in several types (BackendCompilerFailed, ...)
+            warnings.warn(f"torch.compile of {self.what} failed ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                          f"running it eagerly{f' ({self.hint})' if self.hint else ''}", RuntimeWarning)
+            self.compiled = self.eager
+            out = self.eager(*args)
+        self.seen_shapes.add(key)
+        return out
+
+
+def compile_or_eager(fn: Callable, what: str, hint: str = "") -> EagerOnFailure:
+    """``torch.compile(fn)`` (static shapes: one graph per input shape) that falls back to ``fn`` if it fails."""
+    return EagerOnFailure(torch.compile(fn, dynamic=False), fn, what, hint)
