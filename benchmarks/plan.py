@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import tdmpc2_trl  # noqa: F401  (before torch: OpenMP's passive wait, see tdmpc2_trl/__init__.py)
 import torch
 from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import tdmpc2_trl  # noqa: F401  (before torch: OpenMP's passive wait, see tdmpc2_trl/__init__.py)
 import torch
 
 from tdmpc2_trl.checkpoint import resolve_checkpoint

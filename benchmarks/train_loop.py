@@ -1,9 +1,11 @@
 """End-to-end training throughput: env steps/s of the recipe's loop (collect with the planner, add, one update).
 
 Example: python benchmarks/train_loop.py --task Pendulum-v1 --model 1m --envs 1 --steps 50 --threads 1
-The buffer is first filled with ``--fill`` random steps (no timing); then each timed iteration collects one batch of
-``--envs`` env steps with the planner and runs ``utd × envs`` updates, as ``recipes/train.py`` does after its seed
-phase. Prints one JSON line: env steps/s, and the median ms of the collect (plan + env) and update parts.
+The buffer is first filled with ``--fill`` random steps (no timing), then one planned step and three updates run
+untimed (they compile the planner and the update). Each timed iteration collects one batch of ``--envs`` env steps
+with the planner and runs ``envs`` updates, as ``recipes/train.py`` does after its seed phase. Prints one JSON line:
+env steps/s, the median ms of planning, of the rest of collecting (env step, transforms, collector), of sampling
+the buffer and of the updates, and ``outside_share``: the fraction of the loop's time spent outside plan and update.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import statistics
 import time
 import warnings
 
+import tdmpc2_trl  # noqa: F401  (before torch: OpenMP's passive wait, see tdmpc2_trl/__init__.py)
 import torch
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType
@@ -53,6 +56,16 @@ def recipe_config(args: argparse.Namespace) -> dict:
     }
 
 
+def _timed(fn, record: list[float]):
+    """``fn`` that appends its wall time (ms) to ``record`` on each call."""
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        record.append((time.perf_counter() - start) * 1e3)
+        return out
+    return timed
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -77,24 +90,35 @@ def main(argv: list[str] | None = None) -> dict:
     while len(buffer) < args.fill:
         add(buffer, next(it))
     add(buffer, next(it))  # one planned step, untimed: torch.compile compiles the planner here (planner.compile)
-    collect_ms, update_ms, t0 = [], [], time.perf_counter()
+    for _ in range(3):  # untimed: compile_update compiles the loss graphs here
+        updater(sample_batch(buffer))
+    plan_ms: list[float] = []
+    planner.forward = _timed(planner.forward, plan_ms)  # the collector calls the planner through forward
+    t_ms: dict[str, list[float]] = {"collect": [], "sample": [], "update": []}
+    t0 = time.perf_counter()
     for _ in range(args.steps):
         t = time.perf_counter()
         add(buffer, next(it))
-        collect_ms.append((time.perf_counter() - t) * 1e3)
-        t = time.perf_counter()
+        t_ms["collect"].append((time.perf_counter() - t) * 1e3)
         for _ in range(args.envs):
-            updater(sample_batch(buffer))
-        update_ms.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            batch = sample_batch(buffer)
+            t_ms["sample"].append((time.perf_counter() - t) * 1e3)
+            updater(batch)
+            t_ms["update"].append((time.perf_counter() - t) * 1e3 - t_ms["sample"][-1])
     elapsed = time.perf_counter() - t0
     collector.shutdown()
+    inside = (sum(plan_ms) + sum(t_ms["update"])) / 1e3
     result = {
         "benchmark": "train_loop", "task": args.task, "model": args.model, "horizon": c["horizon"], "envs": args.envs,
         "batch": args.batch, "precision": precision_name(dtype), "compile": args.compile,
         "threads": torch.get_num_threads(), "steps": args.steps,
         "env_steps_per_s": round(args.steps * args.envs / elapsed, 3),
-        "collect_median_ms": round(statistics.median(collect_ms), 1),
-        "update_median_ms": round(statistics.median(update_ms), 1),
+        "plan_median_ms": round(statistics.median(plan_ms), 1),
+        "collect_other_median_ms": round(statistics.median(c - p for c, p in zip(t_ms["collect"], plan_ms)), 1),
+        "sample_median_ms": round(statistics.median(t_ms["sample"]), 1),
+        "update_median_ms": round(statistics.median(t_ms["update"]), 1),
+        "outside_share": round(1 - inside / elapsed, 3),
     }
     print(json.dumps(result), flush=True)
     return result
