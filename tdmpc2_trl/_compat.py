@@ -1,4 +1,5 @@
-"""Every use of a private TorchRL internal, one small function (or mixin) each.
+"""Every use of a private TorchRL internal (and of the one ``nn.Module`` internal a TorchRL behaviour calls for),
+one small function or mixin each.
 
 The rest of the package uses TorchRL's and tensordict's public API only; ``tests/test_compat.py`` fails when a
 private name is touched anywhere else. Each wrapper names the TorchRL versions that need it and the upstream
