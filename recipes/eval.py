@@ -14,7 +14,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from tdmpc2_trl.checkpoint import resolve_checkpoint
+from tdmpc2_trl.checkpoint import os_error_line, resolve_checkpoint
 from tdmpc2_trl.config import ConfigError
 from tdmpc2_trl.envs import make_env, task_info
 from tdmpc2_trl.evaluate import evaluate
@@ -59,6 +59,9 @@ def main(cfg: DictConfig) -> None:
         result = run(to_dict(cfg))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:  # the video cannot be written (full disk, directory gone): the file, no traceback
+        print(os_error_line(err), file=sys.stderr)
         sys.exit(2)
     print(json.dumps(result))
 

@@ -10,32 +10,88 @@ from __future__ import annotations
 
 import signal
 import sys
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-import hydra
-import torch
-from omegaconf import DictConfig, OmegaConf
-from tensordict import TensorDictBase
-from tqdm import tqdm
 
-from tdmpc2_trl.checkpoint import (
-    checkpoint_path, resolve_checkpoint, restore_training_state, save_checkpoint, training_state,
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: stop, checkpoint what is done, exit 0. A ``BaseException`` (like ``KeyboardInterrupt``),
+    so that no library's ``except Exception`` (e.g. the planner's compile fallback) swallows it."""
+
+
+class _Stop:
+    """The first SIGINT/SIGTERM received and how many running blocks must finish before it acts. Signals that
+    arrive while the modules below import and Hydra composes the config wait until ``train`` takes over."""
+
+    signum: int = 0
+    deferred: int = 1
+
+
+def _on_signal(signum: int, frame) -> None:
+    """Record the signal; raise ``Interrupted`` now unless a block that must finish is running."""
+    first = not _Stop.signum
+    _Stop.signum = _Stop.signum or signum
+    if first and not _Stop.deferred:
+        raise Interrupted(signal.Signals(signum).name)
+
+
+signal.signal(signal.SIGINT, _on_signal)
+signal.signal(signal.SIGTERM, _on_signal)
+
+
+def stop_if_signalled() -> None:
+    """Raise ``Interrupted`` for a signal received earlier (during a deferred block, or swallowed by a library)."""
+    if _Stop.signum and not _Stop.deferred:
+        raise Interrupted(signal.Signals(_Stop.signum).name)
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """A block that a signal does not cut in half (one update, a batch's bookkeeping, a checkpoint write): the
+    signal acts when the block ends."""
+    _Stop.deferred += 1
+    try:
+        yield
+    finally:
+        _Stop.deferred -= 1
+    stop_if_signalled()
+
+
+def phase(name: str) -> None:
+    """Announce a phase of the run as the audit event ``tdmpc2_trl.phase`` (the fault-injection tests hook it)."""
+    sys.audit("tdmpc2_trl.phase", name)
+
+
+import shlex  # noqa: E402  (the signal handlers above are installed before the slow imports)
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import hydra  # noqa: E402
+import tdmpc2_trl  # noqa: E402,F401  (before torch: OpenMP's passive wait, see tdmpc2_trl/__init__.py)
+import torch  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from tensordict import TensorDictBase  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from tdmpc2_trl.checkpoint import (  # noqa: E402
+    atomic_file, checkpoint_path, os_error_line, resolve_checkpoint, restore_training_state, save_checkpoint,
+    training_state,
 )
-from tdmpc2_trl.collectors import check_collector_config, make_collector, push_weights
-from tdmpc2_trl.config import ConfigError
-from tdmpc2_trl.data import add, make_replay_buffer, next_traj_offset, sample_batch
-from tdmpc2_trl.envs import make_env, task_info
-from tdmpc2_trl.evaluate import evaluate
-from tdmpc2_trl.factory import (
+from tdmpc2_trl.collectors import check_collector_config, make_collector, push_weights  # noqa: E402
+from tdmpc2_trl.config import ConfigError  # noqa: E402
+from tdmpc2_trl.data import add, make_replay_buffer, next_traj_offset, sample_batch  # noqa: E402
+from tdmpc2_trl.envs import make_env, task_info  # noqa: E402
+from tdmpc2_trl.evaluate import evaluate  # noqa: E402
+from tdmpc2_trl.factory import (  # noqa: E402
     make_autocast_dtype, make_discount, make_loss, make_planner, make_updater, make_world_model, resolve_device, to_dict,
 )
-from tdmpc2_trl.precision import precision_name
-from tdmpc2_trl.runlog import RunLogger
-from tdmpc2_trl.update import NonFiniteUpdateError
-from tdmpc2_trl.video import EpisodeRecorder, video_path, write_video
+from tdmpc2_trl.precision import precision_name  # noqa: E402
+from tdmpc2_trl.runlog import RunLogger  # noqa: E402
+from tdmpc2_trl.update import NonFiniteUpdateError  # noqa: E402
+from tdmpc2_trl.video import EpisodeRecorder, video_path, write_video  # noqa: E402
 
 
 def _run_dir_for(resume: str | None, default: str) -> str:
@@ -81,112 +137,254 @@ def check_config(c: dict[str, Any]) -> None:
     check_collector_config(c)
 
 
-class Interrupted(Exception):
-    """Raised by the SIGTERM handler so the loop can checkpoint and exit cleanly."""
+@dataclass
+class Progress:
+    """Where a run stands. Saved in every checkpoint (``progress``), so that a resumed run does exactly the work
+    that was left: the updates its collected steps earned, an evaluation that a signal cut short."""
+
+    step: int = 0
+    burst_done: bool = False
+    owed_updates: int = 0  # updates earned by collected steps and not done yet (an interrupted burst)
+    eval_step: int = 0  # the step of the last logged evaluation (0: none yet)
+    ckpt_step: int = 0  # the step of the last checkpoint written or loaded
+    dirty: bool = False  # something changed since that checkpoint
+
+    def saved(self) -> dict[str, int]:
+        return {"owed_updates": self.owed_updates, "eval_step": self.eval_step}
+
+
+class Run:
+    """One training run: builds the TorchRL pieces, collects, updates, evaluates and checkpoints; on SIGINT or
+    SIGTERM at any point it saves what is done (``stop``), on a failed write it stops with the file's name."""
+
+    def __init__(self, c: dict[str, Any]) -> None:
+        self.c, self.run_dir, self.p = c, Path(c["run_dir"]), Progress()
+        self.collector = self.env = self.eval_env = self.logger = self.bar = None
+        self.metrics: dict[str, float] = {}
+
+    def build(self) -> bool:
+        """Everything before the first env step; ``False`` when a resumed run has nothing left to do."""
+        c = self.c
+        self.device = device = resolve_device(c["device"])
+        if c["threads"]:
+            torch.set_num_threads(int(c["threads"]))
+        self.info = info = task_info(c["task"], c.get("obs", "state"))
+        torch.manual_seed(c["seed"])
+        self.steps = int(c["steps"])
+        self.seed_steps = int(c["seed_steps"] or max(1000, 5 * info.episode_length))
+        capacity = int(c["buffer_size"] or min(1_000_000, self.steps))
+
+        # --- the TorchRL pieces, all sharing one world model ---
+        discount = make_discount(c, info)
+        self.world_model = make_world_model(c, info, device)
+        self.loss = make_loss(c, self.world_model, discount)
+        autocast_dtype = make_autocast_dtype(c, device)
+        self.updater = make_updater(c, self.loss, autocast_dtype)
+        self.env = make_env(c["task"], seed=c["seed"], num_envs=int(c["num_envs"]), device=device, obs=info.obs)
+        self.planner = make_planner(c, self.world_model, self.env.action_spec_unbatched, discount, autocast_dtype)
+        self.env.append_transform(self.planner.primer())
+        self.recorder = EpisodeRecorder(int(c["video_size"])) if c.get("save_video") else None  # videos/ of evals
+        self.eval_env = make_env(c["task"], seed=c["seed"] + 10_000, num_envs=int(c["eval_episodes"]), device=device,
+                                 transforms=[self.planner.primer(), *([self.recorder] if self.recorder else [])],
+                                 obs=info.obs, render=self.recorder is not None)
+        self.buffer = make_replay_buffer(capacity=capacity, batch_size=int(c["batch_size"]),
+                                         horizon=int(c["horizon"]), storage=c["buffer_storage"],
+                                         scratch_dir=self.run_dir / "buffer", device=device)
+        if c["resume"]:
+            self.restore(c["resume"])
+        self.traj_offset = next_traj_offset(self.buffer)  # the new collector restarts its trajectory ids at 0
+        if self.p.step >= self.steps and not self.pending_work():
+            print(f"nothing to do: the run is already at step {self.p.step} >= steps={self.steps}")
+            return False
+        self.start_logs(autocast_dtype)
+        if self.p.step < self.steps:  # collector.workers / collector.backend: collectors.py
+            self.collector = make_collector(c, self.env, self.planner, total_frames=self.steps - self.p.step,
+                                            init_random_frames=max(0, self.seed_steps - self.p.step), device=device)
+        return True
+
+    def restore(self, resume: str) -> None:
+        path, state = resolve_checkpoint(resume)
+        check_compatible(state, self.c)
+        step, burst_done = restore_training_state(state, world_model=self.world_model, loss=self.loss,
+                                                  updater=self.updater, buffer=self.buffer)
+        saved = state.get("progress", {})
+        self.p = Progress(step=step, burst_done=burst_done, owed_updates=int(saved.get("owed_updates", 0)),
+                          eval_step=int(saved.get("eval_step", step)), ckpt_step=step)
+        print(f"resumed from {path} at step {step}")
+
+    def pending_work(self) -> bool:
+        """Updates owed or the final evaluation not logged (a run stopped during its last steps)."""
+        return self.p.owed_updates > 0 or self.p.eval_step != self.p.step
+
+    def start_logs(self, autocast_dtype) -> None:
+        """config.yaml, the CSV logs (rows after the resumed step dropped: they are logged again) and the bar."""
+        c = self.c
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(self.run_dir)) from None
+        with atomic_file(self.run_dir / "config.yaml", "w") as f:
+            f.write(OmegaConf.to_yaml(OmegaConf.create(c)))
+        self.logger = RunLogger(self.run_dir, c, c["logger"])
+        if c["resume"]:
+            self.logger.rewind(self.p.step)
+        print(f"run {self.run_dir}: task={c['task']} model={c['model']['name']} device={self.device} "
+              f"precision={precision_name(autocast_dtype)} threads={torch.get_num_threads()}")
+        self.bar = tqdm(total=self.steps, initial=self.p.step, unit="step", dynamic_ncols=True,
+                        disable=not c["progress"])
+        self.t_start, self.step_start, self.last_return = time.perf_counter(), self.p.step, float("nan")
+
+    def train(self) -> None:
+        """Updates left from a resumed run, the collection loop, then the final evaluation and checkpoint."""
+        self.update()
+        self.periodic()  # an evaluation that a signal cut short
+        if self.collector is not None:
+            for data in self.collector:
+                with uninterrupted():
+                    self.record(data)
+                phase("seed" if self.p.step <= self.seed_steps else "loop")
+                self.update()
+                self.periodic()
+                stop_if_signalled()
+        self.bar.close()
+        if self.p.eval_step != self.p.step:  # unless the last periodic evaluation was at this very step
+            self.evaluate("final_eval")
+        path = self.checkpoint() if self.p.dirty else checkpoint_path(self.run_dir, self.p.step)
+        print(f"done: {self.p.step} env steps, checkpoint {path}")
+
+    def record(self, data: TensorDictBase) -> None:
+        """A collector batch: into the buffer, the step counter, the updates it earns, its finished episodes."""
+        p = self.p
+        add(self.buffer, data, self.traj_offset)
+        p.step += data.numel()
+        p.dirty = True
+        if not torch.isfinite(data["next", "observation"]).all():
+            self.bar.write(f"warning: the env returned a non-finite observation at step {p.step}")
+        if p.step >= self.seed_steps:  # TD-MPC2's initial burst: as many updates as seed steps, then utd_ratio
+            p.owed_updates += self.seed_steps if not p.burst_done else max(1, round(data.numel() * self.c["utd_ratio"]))
+            p.burst_done = True
+        for episode_reward in finished_returns(data):
+            self.last_return = episode_reward
+            elapsed = time.perf_counter() - self.t_start
+            self.logger.log_train(p.step, {"episode_reward": episode_reward, "elapsed_s": elapsed,
+                                           "steps_per_s": (p.step - self.step_start) / elapsed,
+                                           **_floats(self.metrics)})
+        self.bar.update(data.numel())
+        self.bar.set_postfix(ret=f"{self.last_return:.1f}", refresh=False)
+
+    def update(self) -> None:
+        """The updates owed, one at a time (a signal acts between two updates), then new weights to the workers."""
+        total = self.p.owed_updates
+        if not total:
+            return
+        for i in range(total):
+            phase("burst" if total > 1 else "update")
+            with uninterrupted():
+                self.metrics = self.updater(sample_batch(self.buffer)).to_dict()
+                self.p.owed_updates -= 1
+                self.p.dirty = True
+            if total > 1 and i % 10 == 0:  # TD-MPC2's initial burst: show that it is moving
+                self.bar.set_postfix_str(f"initial updates {i}/{total}")
+        if self.collector is not None:
+            push_weights(self.collector, self.planner)  # to the workers, if any
+
+    def periodic(self) -> None:
+        """The evaluation and the checkpoint that are due (every ``eval_freq`` / ``checkpoint_freq`` steps)."""
+        if self.due(self.c["eval_freq"], self.p.eval_step):
+            self.evaluate("eval")
+        if self.due(self.c["checkpoint_freq"], self.p.ckpt_step):
+            self.checkpoint()
+
+    def due(self, freq: int, last: int) -> bool:
+        """A periodic action (every ``freq`` steps, 0: never; last done at step ``last``) is due once the step
+        reaches the next multiple of ``freq``."""
+        return bool(freq) and self.p.step // int(freq) > last // int(freq)
+
+    def evaluate(self, name: str) -> None:
+        """``eval_episodes`` deterministic episodes; the video (if any) is written before the row is logged, so
+        an evaluation cut short by a signal is simply done again by the resumed run."""
+        phase(name)
+        step = self.p.step
+        write = self.bar.write if name == "eval" else print
+        returns = evaluate(self.eval_env, self.planner, self.info.episode_length, self.recorder,
+                           warn=lambda msg: write(f"warning: {msg}, in the evaluation at step {step}"))
+        stop_if_signalled()  # in case a library caught the signal's exception mid-rollout
+        mean = sum(returns) / len(returns)
+        video = None
+        if self.recorder is not None and self.recorder.frames:
+            video = write_video(video_path(self.run_dir, step), self.recorder.frames)
+        with uninterrupted():
+            self.logger.log_eval(step, mean)
+            if video is not None:
+                self.logger.log_video(step, video)
+            self.p.eval_step, self.p.dirty = step, True
+        write(f"eval @ {step}: mean return {mean:.1f} over {len(returns)} episodes")
+
+    def checkpoint(self) -> Path:
+        """Write the whole training state at the current step (a signal during the write waits for it)."""
+        p = self.p
+        with uninterrupted():
+            state = training_state(step=p.step, burst_done=p.burst_done, config=self.c, task=self.info.__dict__,
+                                   world_model=self.world_model, loss=self.loss, updater=self.updater,
+                                   buffer=self.buffer, progress=p.saved())
+            path = save_checkpoint(checkpoint_path(self.run_dir, p.step), state)
+            p.ckpt_step, p.dirty = p.step, False
+        return path
+
+    def stop(self) -> None:
+        """After SIGINT/SIGTERM: save what is done (unless the newest checkpoint already holds it), say how to
+        continue. Later signals wait: the process is stopping anyway."""
+        _Stop.deferred += 1
+        if self.bar is not None:
+            self.bar.close()
+        name, step = signal.Signals(_Stop.signum).name, self.p.step
+        if self.p.dirty:
+            where = f"checkpoint saved to {self.checkpoint()}"
+        elif self.p.ckpt_step:
+            where = f"checkpoint {checkpoint_path(self.run_dir, step)} holds everything so far"
+        else:
+            print(f"interrupted during start-up ({name}), before the first env step: nothing to save yet; "
+                  f"run the same command again")
+            return
+        print(f"interrupted at step {step} ({name}): {where}; continue with: {resume_command(self.run_dir)}")
+
+    def shutdown(self) -> None:
+        """Stop the collector's workers, close the envs and the logs (whatever was built)."""
+        if self.collector is not None:
+            self.collector.shutdown()
+        for env in (self.env, self.eval_env):
+            if env is not None and not env.is_closed:
+                env.close()
+        if self.logger is not None:
+            self.logger.close()
 
 
 def train(c: dict[str, Any]) -> None:
+    """Run the recipe: SIGINT/SIGTERM at any moment checkpoints and exits cleanly (``Run.stop``)."""
     check_config(c)
-    run_dir = Path(c["run_dir"])
-    device = resolve_device(c["device"])
-    if c["threads"]:
-        torch.set_num_threads(int(c["threads"]))
-    info = task_info(c["task"], c.get("obs", "state"))
-    torch.manual_seed(c["seed"])
-    steps, num_envs = int(c["steps"]), int(c["num_envs"])
-    seed_steps = int(c["seed_steps"] or max(1000, 5 * info.episode_length))
-    capacity = int(c["buffer_size"] or min(1_000_000, steps))
-
-    # --- the TorchRL pieces, all sharing one world model ---
-    discount = make_discount(c, info)
-    world_model = make_world_model(c, info, device)
-    loss = make_loss(c, world_model, discount)
-    autocast_dtype = make_autocast_dtype(c, device)
-    updater = make_updater(c, loss, autocast_dtype)
-    env = make_env(c["task"], seed=c["seed"], num_envs=num_envs, device=device, obs=info.obs)
-    planner = make_planner(c, world_model, env.action_spec_unbatched, discount, autocast_dtype)
-    env.append_transform(planner.primer())
-    recorder = EpisodeRecorder(int(c["video_size"])) if c.get("save_video") else None  # videos/ of evaluations
-    eval_env = make_env(c["task"], seed=c["seed"] + 10_000, num_envs=int(c["eval_episodes"]), device=device,
-                        transforms=[planner.primer(), *([recorder] if recorder else [])], obs=info.obs,
-                        render=recorder is not None)
-    buffer = make_replay_buffer(capacity=capacity, batch_size=int(c["batch_size"]), horizon=int(c["horizon"]),
-                                storage=c["buffer_storage"], scratch_dir=run_dir / "buffer", device=device)
-
-    step, burst_done = 0, False
-    if c["resume"]:
-        path, state = resolve_checkpoint(c["resume"])
-        check_compatible(state, c)
-        step, burst_done = restore_training_state(state, world_model=world_model, loss=loss, updater=updater,
-                                                  buffer=buffer)
-        print(f"resumed from {path} at step {step}")
-    traj_offset = next_traj_offset(buffer)  # the new collector restarts its trajectory ids at 0
-    if step >= steps:
-        print(f"nothing to do: the run is already at step {step} >= steps={steps}")
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(c), run_dir / "config.yaml")
-    logger = RunLogger(run_dir, c, c["logger"])
-    print(f"run {run_dir}: task={c['task']} model={c['model']['name']} device={device} "
-          f"precision={precision_name(autocast_dtype)} threads={torch.get_num_threads()}")
-
-    def checkpoint() -> Path:
-        state = training_state(step=step, burst_done=burst_done, config=c, task=info.__dict__,
-                               world_model=world_model, loss=loss, updater=updater, buffer=buffer)
-        return save_checkpoint(checkpoint_path(run_dir, step), state)
-
-    # collector.workers / collector.backend: one process, K worker processes or K Ray actors (collectors.py)
-    collector = make_collector(c, env, planner, total_frames=steps - step,
-                               init_random_frames=max(0, seed_steps - step), device=device)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    bar = tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True, disable=not c["progress"])
-    next_eval = _next_multiple(step, c["eval_freq"])
-    next_ckpt = _next_multiple(step, c["checkpoint_freq"])
-    metrics: dict[str, float] = {}
-    last_return, t_start, step_start = float("nan"), time.perf_counter(), step
+    run = Run(c)
+    _Stop.deferred -= 1  # from here on a signal stops the run
     try:
-        for data in collector:
-            add(buffer, data, traj_offset)
-            step += data.numel()
-            if not torch.isfinite(data["next", "observation"]).all():
-                bar.write(f"warning: the env returned a non-finite observation at step {step}")
-            if step >= seed_steps:
-                n_updates = seed_steps if not burst_done else max(1, round(data.numel() * c["utd_ratio"]))
-                burst_done = True
-                for i in range(n_updates):
-                    metrics = updater(sample_batch(buffer)).to_dict()
-                    if n_updates > 1 and i % 10 == 0:  # TD-MPC2's initial burst: show that it is moving
-                        bar.set_postfix_str(f"initial updates {i}/{n_updates}")
-                push_weights(collector, planner)  # to the workers, if any
-            for episode_reward in finished_returns(data):
-                last_return = episode_reward
-                elapsed = time.perf_counter() - t_start
-                logger.log_train(step, {"episode_reward": episode_reward, "elapsed_s": elapsed,
-                                        "steps_per_s": (step - step_start) / elapsed, **_floats(metrics)})
-            bar.update(data.numel())
-            bar.set_postfix(ret=f"{last_return:.1f}", refresh=False)
-            if next_eval and step >= next_eval:
-                _eval_and_log(eval_env, planner, info.episode_length, logger, step, bar, recorder)
-                next_eval = _next_multiple(step, c["eval_freq"])
-            if next_ckpt and step >= next_ckpt:
-                checkpoint()
-                next_ckpt = _next_multiple(step, c["checkpoint_freq"])
-    except (KeyboardInterrupt, Interrupted):
-        bar.close()
-        path = checkpoint()
-        print(f"interrupted at step {step}: checkpoint saved to {path}; continue with resume={run_dir}")
-        _shutdown(collector, env, eval_env, logger)
-        return
-    except NonFiniteUpdateError as err:
-        bar.close()
-        path = checkpoint()  # the skipped updates never reached the parameters: this checkpoint is sound
-        _shutdown(collector, env, eval_env, logger)
-        raise ConfigError(f"stopped at step {step}: {err} (checkpoint {path})") from None
-    bar.close()
-    _eval_and_log(eval_env, planner, info.episode_length, logger, step, None, recorder)
-    path = checkpoint()
-    print(f"done: {step} env steps, checkpoint {path}")
-    _shutdown(collector, env, eval_env, logger)
+        stop_if_signalled()
+        phase("startup")
+        if run.build():
+            run.train()
+    except BaseException as err:
+        if not _Stop.signum:
+            if isinstance(err, NonFiniteUpdateError):
+                path = run.checkpoint()  # the skipped updates never reached the parameters: this checkpoint is sound
+                raise ConfigError(f"stopped at step {run.p.step}: {err} (checkpoint {path})") from None
+            raise
+        run.stop()
+    finally:
+        _Stop.deferred += 1
+        run.shutdown()
+
+
+def resume_command(run_dir: Path) -> str:
+    """This process's command line with ``resume=<run_dir>`` instead of its run directory settings."""
+    kept = [a for a in sys.argv[1:] if not a.startswith(("resume=", "hydra.run.dir="))]
+    return shlex.join(["python", sys.argv[0], *kept, f"resume={run_dir}"])
 
 
 def check_compatible(state: dict[str, Any], c: dict[str, Any]) -> None:
@@ -212,36 +410,8 @@ def finished_returns(data: TensorDictBase) -> list[float]:
     return data["next", "episode_reward"].reshape(-1)[done].tolist()
 
 
-def _eval_and_log(eval_env, planner, max_steps: int, logger: RunLogger, step: int, bar,
-                  recorder: EpisodeRecorder | None = None) -> float:
-    returns = evaluate(eval_env, planner, max_steps, recorder)
-    mean = sum(returns) / len(returns)
-    logger.log_eval(step, mean)
-    if recorder is not None and recorder.frames:
-        logger.log_video(step, write_video(video_path(logger.run_dir, step), recorder.frames))
-    (bar.write if bar is not None else print)(f"eval @ {step}: mean return {mean:.1f} over {len(returns)} episodes")
-    return mean
-
-
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) or torch.is_tensor(v)}
-
-
-def _next_multiple(step: int, freq: int) -> int:
-    """The next step count that is a multiple of ``freq`` (0 when ``freq`` is 0: disabled)."""
-    return 0 if not freq else (step // freq + 1) * freq
-
-
-def _raise_interrupted(signum, frame) -> None:
-    raise Interrupted()
-
-
-def _shutdown(collector, env, eval_env, logger) -> None:
-    collector.shutdown()
-    for e in (env, eval_env):
-        if not e.is_closed:
-            e.close()
-    logger.close()
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
@@ -252,8 +422,7 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except OSError as err:  # a full disk or a directory that went away mid-run: say which file, no traceback
-        where = f"cannot write {err.filename}: " if err.filename else ""  # ConnectionError etc. name no file
-        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        print(os_error_line(err), file=sys.stderr)
         sys.exit(2)
 
 

@@ -7,8 +7,12 @@ single ``eval.csv`` with the columns ``step,episode_reward`` (and ``train.csv`` 
 from __future__ import annotations
 
 import csv
+import io
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Mapping
+
+from .checkpoint import atomic_file, named_os_error
 
 
 class CSVTable:
@@ -23,28 +27,60 @@ class CSVTable:
                 self.columns = next(csv.reader(f))
 
     def append(self, row: Mapping[str, Any]) -> None:
+        """Append one row (with the header if the file is new). A failed write raises an ``OSError`` naming the
+        file and takes the partial row back out, so the file never holds half a row."""
         added = [k for k in row if k not in self.columns]
         if added:
             self._widen(added)
         new_file = not self.path.is_file() or self.path.stat().st_size == 0
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns)
-            if new_file:
-                writer.writeheader()
-            writer.writerow({k: _fmt(row.get(k, "")) for k in self.columns})
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.columns)
+        if new_file:
+            writer.writeheader()
+        writer.writerow({k: _fmt(row.get(k, "")) for k in self.columns})
+        size = self.path.stat().st_size if self.path.is_file() else None
+        try:
+            with open(self.path, "a", newline="") as f:
+                f.write(text.getvalue())
+        except OSError as err:
+            self._truncate(size)
+            raise named_os_error(err, self.path) from None
 
-    def _widen(self, added: list[str]) -> None:
-        rows = []
-        if self.path.is_file() and self.path.stat().st_size > 0:
-            with open(self.path, newline="") as f:
-                rows = list(csv.DictReader(f))
-        self.columns = self.columns + added
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+    def _truncate(self, size: int | None) -> None:
+        """Back to ``size`` bytes (``None``: the file did not exist), as far as the file system still allows."""
+        with suppress(OSError):
+            if size is None:
+                self.path.unlink(missing_ok=True)
+            else:
+                with open(self.path, "r+b") as f:
+                    f.truncate(size)
+
+    def keep_until(self, step: int) -> int:
+        """Drop the rows logged after ``step`` (a run resumed from an older checkpoint logs them again);
+        returns how many were dropped."""
+        rows = self._rows()
+        kept = [r for r in rows if float(r.get("step") or 0) <= step]
+        if len(kept) < len(rows):
+            self._rewrite(kept)
+        return len(rows) - len(kept)
+
+    def _rows(self) -> list[dict[str, str]]:
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return []
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _rewrite(self, rows: list[Mapping[str, Any]]) -> None:
+        """Replace the file atomically with the header and ``rows``."""
+        with atomic_file(self.path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(rows)
-        tmp.replace(self.path)
+
+    def _widen(self, added: list[str]) -> None:
+        rows = self._rows()
+        self.columns = self.columns + added
+        self._rewrite(rows)
 
 
 def _fmt(value: Any) -> Any:
@@ -75,6 +111,11 @@ class RunLogger:
     def log_train(self, step: int, metrics: Mapping[str, float]) -> None:
         self.train_table.append({"step": step, **metrics})
         self._wandb({f"train/{k}": v for k, v in metrics.items()}, step)
+
+    def rewind(self, step: int) -> None:
+        """A run resumed at ``step``: forget the eval/train rows a crashed process logged after that step."""
+        for table in (self.eval_table, self.train_table):
+            table.keep_until(step)
 
     def log_video(self, step: int, path: Path) -> None:
         """An mp4 already written to ``path`` (in the run directory) → wandb as ``eval/video``."""

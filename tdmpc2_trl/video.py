@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from torchrl.envs import EnvBase, Transform
 from torchrl.envs.batched_envs import BatchedEnvBase
 
 from . import _compat
+from .checkpoint import named_os_error
 from .config import ConfigError
 from .render import RenderableDMControlEnv, rendering_error
 
@@ -118,17 +120,34 @@ def _first(td: TensorDictBase | None, key: str, default: bool) -> bool:
 
 
 def write_video(path: str | Path, frames: Sequence[np.ndarray | torch.Tensor], fps: int = VIDEO_FPS) -> Path:
-    """Write RGB frames ``[H, W, 3]`` uint8 to an H.264 mp4 (yuv420p, plays in browsers and wandb), atomically."""
-    import av
+    """Write RGB frames ``[H, W, 3]`` uint8 to an H.264 mp4 (yuv420p, plays in browsers and wandb), atomically.
 
+    A failed write (full disk, directory gone) raises an ``OSError`` naming ``path`` and leaves no partial file.
+    """
     if not frames:
         raise ValueError("no frames to write")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _encode(tmp, frames, fps)
+        tmp.replace(path)
+    except BaseException as err:  # a signal too: the partial file goes either way
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise named_os_error(err, path) from None
+        raise
+    return path
+
+
+def _encode(path: Path, frames: Sequence[np.ndarray | torch.Tensor], fps: int) -> None:
+    """Encode ``frames`` into the mp4 file ``path`` (H.264 where PyAV has it, else MPEG-4 part 2)."""
+    import av
+
     h, w = np.asarray(frames[0]).shape[:2]
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with av.open(str(tmp), mode="w", format="mp4") as container:
+    with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = w + w % 2, h + h % 2  # yuv420p needs even sizes
         stream.pix_fmt = "yuv420p"
@@ -138,8 +157,6 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray | torch.Tensor], f
                 array = np.pad(array, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
             container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
         container.mux(stream.encode())  # flush the encoder
-    tmp.replace(path)
-    return path
 
 
 def read_video(path: str | Path) -> np.ndarray:
