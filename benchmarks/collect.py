@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-import tdmpc2_trl  # noqa: F401  (before torch: OpenMP's passive wait, see tdmpc2_trl/__init__.py)
+import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import tdmpc2_trl  # noqa: F401  (before torch: OpenMP's passive wait, see tdmpc2_trl/__init__.py)
+import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
 import torch
 
 from _common import time_calls, timing_fields

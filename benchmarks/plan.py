@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import tdmpc2_trl  # noqa: F401  (before torch: OpenMP's passive wait, see tdmpc2_trl/__init__.py)
+import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
 import torch
 from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="bf16: matmuls under autocast; auto: bf16 where it is fast here (precision.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="TDMPC2Planner(compile_value=...), as planner.compile (default on; warm up with >= 2 calls)")
+                   help="TDMPC2Planner(compile_plan=...), as planner.compile (default on; warm up with >= 2 calls)")
     return p.parse_args(argv)
 
 
@@ -50,7 +50,7 @@ def build(args: argparse.Namespace) -> tuple[TDMPC2Planner, TensorDict]:
     wm = WorldModel(cfg, args.obs_dim, args.action_dim, episodic=args.episodic).to(args.device)
     planner = TDMPC2Planner(wm, discount=0.99, horizon=args.horizon, num_samples=args.samples,
                             num_pi_trajs=args.pi_trajs, num_elites=args.elites, iterations=args.iterations,
-                            compile_value=args.compile,
+                            compile_plan=args.compile,
                             autocast_dtype=resolve_precision(args.precision, torch.device(args.device)))
     B = args.envs
     td = TensorDict(observation=torch.randn(B, args.obs_dim), planner_mean=torch.zeros(B, args.horizon, args.action_dim),

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 
-import tdmpc2_trl  # noqa: F401  (before torch: OpenMP's passive wait, see tdmpc2_trl/__init__.py)
+import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
 import torch
 
 from tdmpc2_trl.checkpoint import resolve_checkpoint
 from tdmpc2_trl.data import make_replay_buffer
 from tdmpc2_trl.envs import task_info
 from tdmpc2_trl.factory import make_discount, make_planner, make_world_model
-from tdmpc2_trl.planner import RecordedNoise
+from tdmpc2_trl.planner import PlannerNoise
 from tdmpc2_trl.precision import autocast
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     planners = {name: make_planner(c, world_model, None, make_discount(c, info), dtype)
                 for name, dtype in (("fp32", None), ("bf16", torch.bfloat16))}
-    noise = RecordedNoise(planners["fp32"], args.states, generator=g)
+    noise = PlannerNoise(planners["fp32"], args.states, generator=g)
     actions = {name: p.act(obs, None, noise=noise, explore=False)[0] for name, p in planners.items()}
     with torch.no_grad():
         prior = {}

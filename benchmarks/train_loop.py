@@ -15,7 +15,7 @@ import statistics
 import time
 import warnings
 
-import tdmpc2_trl  # noqa: F401  (before torch: OpenMP's passive wait, see tdmpc2_trl/__init__.py)
+import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
 import torch
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType

@@ -9,7 +9,7 @@ import argparse
 import json
 import warnings
 
-import tdmpc2_trl  # noqa: F401  (before torch: OpenMP's passive wait, see tdmpc2_trl/__init__.py)
+import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
 import torch
 from tensordict import TensorDict
 

@@ -92,5 +92,5 @@ def make_planner(cfg: Mapping[str, Any], world_model: WorldModel, action_spec, d
         world_model, action_spec, discount=discount, horizon=int(cfg["horizon"]), num_samples=p["num_samples"],
         num_pi_trajs=p["num_pi_trajs"], num_elites=p["num_elites"], iterations=iterations,
         temperature=p["temperature"], min_std=p["min_std"], max_std=p["max_std"], mpc=p["mpc"],
-        compile_value=bool(p.get("compile", False)), autocast_dtype=autocast_dtype,
+        compile_plan=bool(p["compile"]), autocast_dtype=autocast_dtype,
     )

@@ -10,7 +10,7 @@ from torchrl.envs import (ActionScaling, Compose, DoubleToFloat, ExplorationType
 
 from tdmpc2_trl.math import two_hot, two_hot_inv
 from tdmpc2_trl.modules import WorldModel
-from tdmpc2_trl.planner import COMPILED_KEY, RecordedNoise, TDMPC2Planner
+from tdmpc2_trl.planner import COMPILED_KEY, PlannerNoise, TDMPC2Planner
 from tdmpc2_trl.presets import load_model_config
 
 OBS, ACT, LAT = 3, 2, 16
@@ -83,7 +83,7 @@ def test_batch_matches_separate_calls(explore):
     planner = TDMPC2Planner(wm, discount=0.9, **SMALL)
     B = 3
     obs, prev = torch.randn(B, OBS), torch.rand(B, 3, ACT) * 2 - 1
-    noise = RecordedNoise(planner, B, generator=torch.Generator().manual_seed(1))
+    noise = PlannerNoise(planner, B, generator=torch.Generator().manual_seed(1))
     action, mean = planner.act(obs, prev, noise, explore=explore)
     for b in range(B):
         a_b, m_b = planner.act(obs[b:b + 1], prev[b:b + 1], noise.env(b), explore=explore)
@@ -93,7 +93,7 @@ def test_batch_matches_separate_calls(explore):
     torch.testing.assert_close(again, action)  # recorded noise makes a call repeatable
 
 
-def reference_plan(planner: TDMPC2Planner, obs: torch.Tensor, prev_mean: torch.Tensor, noise: RecordedNoise,
+def reference_plan(planner: TDMPC2Planner, obs: torch.Tensor, prev_mean: torch.Tensor, noise: PlannerNoise,
                    explore: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """TD-MPC2's ``_plan`` for ONE env, transcribed step by step (actions ``[H, N, A]``), fed ``noise``'s draws."""
     wm, d = planner.world_model, noise.draws
@@ -157,7 +157,7 @@ def test_matches_transcribed_official_plan(preset, explore):
     planner = TDMPC2Planner(wm, discount=0.9, **SMALL)
     B = 3
     obs, prev = torch.randn(B, OBS), torch.rand(B, 3, ACT) * 2 - 1
-    noise = RecordedNoise(planner, B, generator=torch.Generator().manual_seed(2))
+    noise = PlannerNoise(planner, B, generator=torch.Generator().manual_seed(2))
     action, mean = planner.act(obs, prev, noise, explore=explore)
     wm.eval()
     with torch.no_grad():
@@ -249,38 +249,37 @@ def test_collector_over_serial_env_carries_the_plan_mean():
 
 
 def test_planner_pickles_for_worker_processes():
-    """Multi-process collectors pickle the policy; a compiled value function (compile_value=True) is left behind."""
+    """Multi-process collectors pickle the policy; a compiled plan (compile_plan=True) is left behind."""
     import pickle
 
     wm = tiny_world_model()
-    planner = TDMPC2Planner(wm, discount=0.9, compile_value=True, **SMALL)
+    planner = TDMPC2Planner(wm, discount=0.9, compile_plan=True, **SMALL)
     planner.__dict__[COMPILED_KEY] = lambda *args: None  # stands in for torch.compile's (unpicklable) wrapper
     clone = pickle.loads(pickle.dumps(planner))
     assert COMPILED_KEY not in clone.__dict__ and COMPILED_KEY in planner.__dict__
     assert set(clone.state_dict()) == {f"world_model.{k}" for k in wm.state_dict()}
 
 
-def _value_inputs(planner: TDMPC2Planner, batch: int):
-    """One iteration's inputs of ``_value``: latents, sampled actions, the rolled prior and recorded draws."""
-    noise = RecordedNoise(planner, batch, generator=torch.Generator().manual_seed(1))
-    z = planner.world_model.encode(torch.randn(batch, OBS))
-    prior = planner._policy_prior(z, noise)
-    M = planner.num_samples - planner.num_pi_trajs
-    sampled = torch.rand(batch, M, planner.horizon, ACT) * 2 - 1
-    return z.repeat_interleave(M, 0), sampled, prior, noise.terminal(0), noise.heads(0)
+def _plan_inputs(planner: TDMPC2Planner, batch: int, explore: bool = True) -> tuple:
+    """``_plan``'s arguments: observations, a previous plan and one call's recorded draws."""
+    noise = PlannerNoise(planner, batch, generator=torch.Generator().manual_seed(1))
+    prev = torch.rand(batch, planner.horizon, ACT) * 2 - 1
+    return (torch.randn(batch, OBS), prev, *noise.tensors(), explore)
 
 
 @torch.no_grad()
-def test_compiled_value_estimate_equals_eager():
-    """compile_value=True: the compiled value estimate (rollout, π(z_H), 2 Q heads) gives the eager values."""
+def test_compiled_plan_equals_eager():
+    """compile_plan=True: the whole call compiled (encoder, prior, MPPI iterations, elites, action) plans as eager."""
     wm = tiny_world_model("1m", episodic=True)
     randomize_heads(wm)
     wm.eval()
-    planner = TDMPC2Planner(wm, discount=0.9, compile_value=True, **SMALL)
-    args = _value_inputs(planner, batch=2)
-    compiled = planner._value_fn()
-    torch.testing.assert_close(compiled(*args), planner._value(*args), rtol=1e-4, atol=1e-4)
-    assert planner._value_fn() is compiled
+    planner = TDMPC2Planner(wm, discount=0.9, compile_plan=True, **SMALL)
+    args = _plan_inputs(planner, batch=2)
+    compiled = planner._plan_fn()
+    (action, mean), (action_eager, mean_eager) = compiled(*args), planner._plan(*args)
+    torch.testing.assert_close(action, action_eager, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mean, mean_eager, rtol=1e-4, atol=1e-4)
+    assert planner._plan_fn() is compiled
 
 
 @torch.no_grad()
@@ -288,17 +287,17 @@ def test_compile_failure_falls_back_to_eager_with_one_warning():
     wm = tiny_world_model()
     randomize_heads(wm)
     wm.eval()  # no Q dropout: eager calls are repeatable
-    planner = TDMPC2Planner(wm, discount=0.9, compile_value=True, **SMALL)
-    fn = planner._value_fn()
+    planner = TDMPC2Planner(wm, discount=0.9, compile_plan=True, **SMALL)
+    fn = planner._plan_fn()
 
     def broken(*args):
         raise RuntimeError("no C++ compiler\ndetails")
 
     fn.compiled = broken
-    args = _value_inputs(planner, batch=2)
+    args = _plan_inputs(planner, batch=2)
     with pytest.warns(RuntimeWarning, match="torch.compile of the planner failed .*no C\\+\\+ compiler"):
         out = fn(*args)
-    torch.testing.assert_close(out, planner._value(*args))
+    torch.testing.assert_close(out, planner._plan(*args))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # eager from now on: no second warning
         torch.testing.assert_close(fn(*args), out)
