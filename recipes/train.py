@@ -77,8 +77,8 @@ from tensordict import TensorDictBase  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from tdmpc2_trl.checkpoint import (  # noqa: E402
-    atomic_file, checkpoint_path, os_error_line, resolve_checkpoint, restore_training_state, save_checkpoint,
-    training_state,
+    atomic_file, checkpoint_path, named_os_error, os_error_line, resolve_checkpoint, restore_training_state,
+    save_checkpoint, training_state,
 )
 from tdmpc2_trl.collectors import check_collector_config, make_collector, push_weights  # noqa: E402
 from tdmpc2_trl.config import ConfigError  # noqa: E402
@@ -222,7 +222,7 @@ class Run:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise OSError(err.errno, err.strerror, str(self.run_dir)) from None
+            raise named_os_error(err, self.run_dir) from None
         with atomic_file(self.run_dir / "config.yaml", "w") as f:
             f.write(OmegaConf.to_yaml(OmegaConf.create(c)))
         self.logger = RunLogger(self.run_dir, c, c["logger"])

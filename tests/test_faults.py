@@ -80,11 +80,12 @@ def check_cell(proc: subprocess.CompletedProcess, run_dir: Path, *, rc: int, say
 
 
 def resume_from(message: str, run_dir: Path) -> list[str]:
-    """The overrides of the resume command that an interrupted run printed (it must name the run directory)."""
+    """The overrides of the resume command that an interrupted run printed (it must name the run directory),
+    less those that ``train`` passes anyway."""
     command = shlex.split(message.split("continue with: ", 1)[1])
-    assert command[:2] == ["python", "recipes/train.py"] or command[1].endswith("train.py"), message
+    assert command[0] == "python" and command[1].endswith("train.py"), message
     assert command[-1] == f"resume={run_dir}", message
-    return command[2:]
+    return [arg for arg in command[2:] if arg not in TINY + RUN]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -181,6 +182,15 @@ def test_full_disk_at_start_up_is_one_line(tmp_path: Path):
     proc = train(f"hydra.run.dir={run_dir}", fault="ENOSPC:*/config.yaml.tmp")
     check_cell(proc, run_dir, rc=2, says=f"error: cannot write {run_dir / 'config.yaml'}: {NO_SPACE}", newest=None)
     assert not (run_dir / "config.yaml").exists()
+
+
+def test_full_disk_for_the_memmap_buffer_in_the_seed_steps_is_one_line(tmp_path: Path):
+    """buffer_storage=memmap: the memory maps are created at the first seed step; a full disk then is one line
+    naming the file, exit 2, no map file left behind (the same command then runs through)."""
+    run_dir = tmp_path / "run"
+    proc = train(f"hydra.run.dir={run_dir}", "buffer_storage=memmap", fault="ENOSPC:*/buffer/*")
+    line = check_cell(proc, run_dir, rc=2, says=f"error: cannot write {run_dir / 'buffer'}/", newest=None)
+    assert line.endswith(f".memmap: {NO_SPACE}") and not list((run_dir / "buffer").iterdir())
 
 
 def test_nan_observations_in_every_phase_are_reported_and_the_run_finishes(tmp_path: Path):

@@ -9,9 +9,9 @@
     FAULT_DELAY=<seconds>              ... that many seconds after the phase (a timer thread), e.g. to land inside
                                        the planner's compilation.
 
-Disk full: a new file matching the glob is created as a symlink to ``/dev/full``, so the program opens it as usual
-and its writes fail in the kernel, half way, exactly as on a full disk; an existing file fails when opened for
-writing.
+Disk full: a new file that ``open()`` creates is made a symlink to ``/dev/full`` first, so the program opens it as
+usual and its writes fail in the kernel, half way, exactly as on a full disk; an existing file, or one created with
+``os.open`` (memory maps), fails when it is opened for writing.
 """
 import errno
 import fnmatch
@@ -32,9 +32,9 @@ def _writing(mode, flags) -> bool:
     return bool(isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR))
 
 
-def _disk_full(path: str) -> None:
+def _disk_full(path: str, mode) -> None:
     """Make the coming write to ``path`` fail with ENOSPC (see the module docstring)."""
-    if os.path.lexists(path):
+    if not isinstance(mode, str) or os.path.lexists(path):  # os.open (e.g. memory maps) or an existing file
         if os.path.islink(path) and os.path.realpath(path) == "/dev/full":
             return
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
@@ -59,7 +59,7 @@ def _hook(event: str, args: tuple) -> None:
     elif event == "open" and _seen["armed"] and isinstance(args[0], (str, bytes, os.PathLike)):
         path = os.fsdecode(args[0])
         if _writing(args[1], args[2]) and fnmatch.fnmatch(path, _FAULT.split(":", 1)[1]):
-            _disk_full(path)
+            _disk_full(path, args[1])
 
 
 if _FAULT:
