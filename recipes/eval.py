@@ -11,6 +11,7 @@ import json
 import sys
 
 import hydra
+import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
 import torch
 from omegaconf import DictConfig
 

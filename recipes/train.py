@@ -70,7 +70,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import hydra  # noqa: E402
-import tdmpc2_trl  # noqa: E402,F401  (before torch: OpenMP's passive wait, see tdmpc2_trl/__init__.py)
+import tdmpc2_trl  # noqa: E402,F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
 import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from tensordict import TensorDictBase  # noqa: E402
