@@ -12,6 +12,7 @@ are written to ``<grid_dir>/results.png`` and ``results.md``.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -168,8 +169,22 @@ def clear_partial_logs(cell: Cell) -> None:
         (cell.run_dir / name).unlink(missing_ok=True)
 
 
-def start(grid: Grid, cell: Cell) -> subprocess.Popen:
-    """Launch the cell's train.py in its own session (a Ctrl-C reaches the runner only, which forwards it once)."""
+def lock_grid(grid_dir: Path) -> int:
+    """Hold ``<grid_dir>/.lock`` (an flock the runs inherit): a second runner on the grid is refused while this one
+    or any run it started (even one that outlived a killed runner) is alive."""
+    fd = os.open(grid_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"{grid_dir} is in use: another benchmark runner, or train.py runs it started, "
+                          f"still run there") from None
+    return fd
+
+
+def start(grid: Grid, cell: Cell, lock_fd: int) -> subprocess.Popen:
+    """Launch the cell's train.py in its own session (a Ctrl-C reaches the runner only, which forwards it once);
+    it inherits the grid's lock."""
     step = latest_step(cell)
     if step is None:
         clear_partial_logs(cell)
@@ -177,7 +192,7 @@ def start(grid: Grid, cell: Cell) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(grid.threads), "MKL_NUM_THREADS": str(grid.threads)}
     with open(cell.run_dir / "output.log", "ab") as log:
         proc = subprocess.Popen(train_command(grid, cell, resume=step is not None), stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True, pass_fds=(lock_fd,))
     print(f"start {cell.name}: " + ("new run" if step is None else f"resume from step {step}"), flush=True)
     return proc
 
@@ -188,8 +203,8 @@ def start(grid: Grid, cell: Cell) -> subprocess.Popen:
 class Runner:
     """Runs the pending cells, ``parallel`` at once; a signal stops new starts and is forwarded to the runs."""
 
-    def __init__(self, grid: Grid) -> None:
-        self.grid = grid
+    def __init__(self, grid: Grid, lock_fd: int) -> None:
+        self.grid, self.lock_fd = grid, lock_fd
         self.running: dict[subprocess.Popen, tuple[Cell, float]] = {}
         self.failed: list[Cell] = []
         self.stopped: set[int] = set()  # pids that were sent SIGTERM
@@ -212,7 +227,7 @@ class Runner:
         while (pending and not self.signum) or self.running:
             while pending and not self.signum and len(self.running) < self.grid.parallel:
                 cell = pending.pop(0)
-                proc = start(self.grid, cell)
+                proc = start(self.grid, cell, self.lock_fd)
                 self.running[proc] = (cell, time.monotonic())
                 if self.signum:  # the signal came while it started
                     self.stop(proc)
@@ -268,7 +283,7 @@ def benchmark(cfg: dict[str, Any], passthrough: list[str]) -> int:
     """Run the grid; the exit status (0 done, 1 a run failed, 128 + signal number when stopped by a signal)."""
     grid = make_grid(cfg, passthrough)
     record_grid(grid)
-    runner = Runner(grid)
+    runner = Runner(grid, lock_grid(grid.grid_dir))
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, runner.on_signal)
     runner.run(pending_cells(grid))

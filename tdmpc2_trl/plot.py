@@ -97,7 +97,10 @@ def load_run(run_dir: str | Path) -> Run:
     if not evals:
         raise ConfigError(f"{path}/eval.csv has no evaluations yet")
     cfg = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"))
-    task, model, seed = str(cfg["task"]), str(cfg["model"]["name"]), int(cfg["seed"])
+    try:
+        task, model, seed = str(cfg["task"]), str(cfg["model"]["name"]), int(cfg["seed"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{path}/config.yaml does not name the run's task, model.name and seed") from None
     repeat = task_info(task).action_repeat
     steps = sorted(evals)
     return Run(path, task, model, seed, [s * repeat for s in steps], [evals[s] for s in steps], repeat)

@@ -69,15 +69,12 @@ def test_sigterm_mid_grid_then_rerun_resumes(tmp_path: Path):
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"skip Pendulum-v1/seed1: finished (step {STEPS})" in rerun.stdout
     assert "start Pendulum-v1/seed1" not in rerun.stdout and final1.stat().st_mtime_ns == stamp
-    assert "start Pendulum-v1/seed2: resume from step" in rerun.stdout
+    assert "start Pendulum-v1/seed2: resume from step" in rerun.stdout and rerun.stdout.count("start ") == 1
     assert "resumed from" in (cell2 / "output.log").read_text()
     assert (cell2 / "checkpoints" / f"step_{STEPS:09d}.pt").is_file()
     assert eval_steps(cell1)[-1] == STEPS and eval_steps(cell2)[-1] == STEPS
     table = (grid / "results.md").read_text()
     assert f"| Pendulum-v1 | 1m | 1,2 | {STEPS} |" in table and (grid / "results.png").stat().st_size > 10_000
-
-    again = subprocess.run(grid_args(grid), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and again.stdout.count("skip ") == 2 and "start " not in again.stdout
 
 
 def test_argument_split_and_commands(tmp_path: Path):
@@ -123,3 +120,16 @@ def test_one_line_error_from_the_command_line(tmp_path: Path):
                            f"grid_dir={tmp_path}"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert proc.stderr.startswith("error: seeds=[1, 1] must be distinct")
+
+
+def test_a_grid_in_use_is_refused(tmp_path: Path):
+    fd = benchmark.lock_grid(tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(fd,))
+    try:
+        os.close(fd)  # the runner is gone, its run still holds the lock
+        with pytest.raises(benchmark.ConfigError, match="is in use"):
+            benchmark.lock_grid(tmp_path)
+    finally:
+        child.kill()
+        child.wait()
+    os.close(benchmark.lock_grid(tmp_path))  # free again once the run has ended

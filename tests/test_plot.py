@@ -127,3 +127,10 @@ def test_module_entry_point(tmp_path: Path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "| Pendulum-v1 | 1m | 3 | 1,000 |" in proc.stdout and (tmp_path / "p.png").is_file()
+
+
+def test_config_without_task_is_a_one_line_error(tmp_path: Path, capsys):
+    run = make_run(tmp_path, "r", "Pendulum-v1", 1, [(100, -900.0)])
+    (run / "config.yaml").write_text("seed: 1\n")
+    assert plot.main([str(run), "--out", str(tmp_path / "x.png")]) == 2
+    assert "does not name the run's task, model.name and seed" in capsys.readouterr().err
