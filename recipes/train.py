@@ -39,6 +39,19 @@ signal.signal(signal.SIGINT, _on_signal)
 signal.signal(signal.SIGTERM, _on_signal)
 
 
+def _drop_interrupted(default_hook):
+    """An ``Interrupted`` raised while a finaliser or weakref callback ran (e.g. inside torch.compile's caches) is
+    dropped by Python with an "Exception ignored" traceback on stderr. Silence only that case: ``_Stop.signum``
+    still holds the signal, and ``stop_if_signalled`` acts on it at the next check."""
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, Interrupted):
+            default_hook(unraisable)
+    return hook
+
+
+sys.unraisablehook = _drop_interrupted(sys.unraisablehook)
+
+
 def stop_if_signalled() -> None:
     """Raise ``Interrupted`` for a signal received earlier (during a deferred block, or swallowed by a library)."""
     if _Stop.signum and not _Stop.deferred:

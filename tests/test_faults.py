@@ -42,11 +42,12 @@ NO_SPACE = "No space left on device"
 
 
 def train(*overrides: str, fault: str = "", phase: str = "", delay: float = 0.0,
-          nan_at: str = "") -> subprocess.CompletedProcess:
+          nan_at: str = "", extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """recipes/train.py with the fault shim: ``fault`` (SIGTERM, SIGINT, SIGKILL or ENOSPC:<glob>) at ``phase``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAULT", "NAN_AT"))}
     env.update(OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0",
                PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS / "faultshim")]), FAULT=fault, FAULT_PHASE=phase, FAULT_DELAY=str(delay), NAN_AT=nan_at)
+    env.update(extra_env or {})
     return subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py"), *TINY, *RUN, *overrides], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=420)
 
@@ -214,7 +215,9 @@ def test_signal_inside_the_compiled_planner_during_the_final_evaluation(tmp_path
     run_dir = tmp_path / "run"
     compiled = [f"hydra.run.dir={run_dir}", "planner.compile=true", "steps=60", "eval_freq=0", "checkpoint_freq=0",
                 "eval_episodes=2"]
-    proc = train(*compiled, fault="SIGTERM", phase="final_eval", delay=3.0)
+    # an empty inductor cache: the evaluation's graph really compiles (for many seconds) when the signal comes
+    proc = train(*compiled, fault="SIGTERM", phase="final_eval", delay=3.0,
+                 extra_env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")})
     msg = check_cell(proc, run_dir, rc=0, says="interrupted at step 60 (SIGTERM): checkpoint saved to", newest=60)
     assert not (run_dir / "eval.csv").is_file() or not read_csv(run_dir / "eval.csv")
     proc = train(*resume_from(msg, run_dir), "planner.compile=false")
