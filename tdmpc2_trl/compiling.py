@@ -10,7 +10,8 @@ __all__ = ["EagerOnFailure", "compile_or_eager"]
 
 
 def _shapes(args: tuple[Any, ...]) -> tuple:
-    return tuple(a.shape if isinstance(a, torch.Tensor) else None for a in args)
+    """The graph key: tensor shapes, and other arguments (flags such as the planner's explore) by value."""
+    return tuple(a.shape if isinstance(a, torch.Tensor) else a for a in args)
 
 
 class EagerOnFailure:
