@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from torchrl.objectives import LossModule
 
 from . import _compat
+from .bounds import ActionBounds
 from .compiling import compile_or_eager
 from .math import RunningScale, soft_ce, two_hot_inv
 from .modules import QEnsemble, WorldModel
@@ -58,6 +59,9 @@ class TDMPC2Loss(LossModule):
         augment: applied to the observations the world-model loss encodes (``obs_0`` and every next observation),
             e.g. ``pixels.RandomShift`` for pixel observations; ``None`` (state observations): none. Planning and
             ``td_target`` see the raw observations.
+        action_spec: the env's ``Bounded`` action spec when the batches hold actions in the env's units (the
+            planner given the same spec acts in them): the loss maps them back to the world model's [-1, 1].
+            ``None`` (default): the actions already are in [-1, 1] (e.g. behind TorchRL's ``ActionScaling``).
 
     ``world_model_loss(batch)`` returns the weighted ``loss_*`` terms (their sum is the world-model objective),
     diagnostics and the detached rollout ``latents [B, H+1, L]``; ``policy_loss(latents)`` returns ``loss_policy``;
@@ -105,6 +109,7 @@ class TDMPC2Loss(LossModule):
         entropy_coef: float = 1e-4,
         scale_tau: float = 0.01,
         augment: nn.Module | None = None,
+        action_spec=None,
     ) -> None:
         super().__init__()
         self._in_keys: list[NestedKey] | None = None
@@ -117,6 +122,7 @@ class TDMPC2Loss(LossModule):
         self.value_coef, self.termination_coef = float(value_coef), float(termination_coef)
         self.entropy_coef = float(entropy_coef)
         self.augment = augment
+        self.bounds = ActionBounds(action_spec, world_model.action_dim).to(next(world_model.parameters()).device)
         self.__dict__["_compiled_terms"] = None
 
     # ---- compilation ----
@@ -181,9 +187,10 @@ class TDMPC2Loss(LossModule):
 
     # ---- the objective ----
     def _read(self, batch: TensorDictBase) -> tuple[torch.Tensor, ...]:
+        """Observation, action in [-1, 1] (mapped from the env's units), next observation, reward, terminated."""
         k = self.tensor_keys
         return (
-            batch.get(k.observation), batch.get(k.action), batch.get(("next", k.observation)),
+            batch.get(k.observation), self.bounds.to_unit(batch.get(k.action)), batch.get(("next", k.observation)),
             batch.get(("next", k.reward)), batch.get(("next", k.terminated)),
         )
 

@@ -21,6 +21,7 @@ from torchrl.envs.model_based import ModelBasedEnvBase
 from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules.planners import MPCPlannerBase
 
+from .bounds import ActionBounds
 from .compiling import compile_or_eager
 from .math import two_hot_inv
 from .modules import WorldModel
@@ -84,10 +85,10 @@ class PlannerNoise:
 class _SpecEnv(ModelBasedEnvBase):
     """A spec-only, batch-unlocked env: what ``MPCPlannerBase`` needs for its keys and action spec. Never stepped."""
 
-    def __init__(self, obs_shape: tuple[int, ...], action_dim: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, obs_shape: tuple[int, ...], bounds: ActionBounds, device: torch.device | str = "cpu") -> None:
         super().__init__(TensorDictModule(nn.Identity(), ["observation"], ["observation"]), device=device)
         self.observation_spec = Composite(observation=Unbounded(obs_shape, device=device))
-        self.action_spec = Bounded(-1.0, 1.0, (action_dim,), device=device)
+        self.action_spec = Bounded(bounds.low.to(device), bounds.high.to(device), bounds.low.shape, device=device)
         self.reward_spec = Unbounded((1,), device=device)
 
     def _reset(self, tensordict: TensorDictBase, **kwargs) -> TensorDictBase:
@@ -98,7 +99,11 @@ class TDMPC2Planner(MPCPlannerBase):
     """TD-MPC2's MPPI over a ``WorldModel``, batched over the environments of the input tensordict.
 
     Reads ``"observation"`` ``[*B, *obs_shape]`` and ``"planner_mean"`` ``[*B, H, A]`` (zeros when absent), writes
-    ``"action"`` ``[*B, A]`` in [-1, 1] and ``("next", "planner_mean")``, the warm start of the next call.
+    ``"action"`` ``[*B, A]`` in the env's units and ``("next", "planner_mean")``, the warm start of the next call.
+    ``action_spec``: the env's ``Bounded`` action spec (per-dimension low/high); the world model plans in [-1, 1]
+    and the action it picks is mapped affinely onto ``[low, high]`` (``bounds.ActionBounds``; ``None``: [-1, 1]).
+    Anything but finite bounds is a one-line ``ConfigError``. Train the loss with the same spec
+    (``TDMPC2Loss(..., action_spec=...)``) so that it maps the replayed actions back to [-1, 1].
     ``mpc=False`` acts with the policy prior alone. Exploration noise is added unless TorchRL's exploration type is a
     deterministic one. ``compile_plan=True`` runs the whole call (encoder, policy prior, every MPPI iteration's
     imagined rollouts, π(z_H), the two Q heads, elites and the mean/std update) through ``torch.compile`` as one
@@ -130,15 +135,15 @@ class TDMPC2Planner(MPCPlannerBase):
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
         action_dim = world_model.action_dim
-        if action_spec is not None and action_spec.shape[-1] != action_dim:
-            raise ValueError(f"action_spec has {action_spec.shape[-1]} dims, the world model {action_dim}")
+        bounds = ActionBounds(action_spec, action_dim)
         if not 0 <= num_pi_trajs < num_samples or not 0 < num_elites <= num_samples:
             raise ValueError(f"need 0 <= num_pi_trajs ({num_pi_trajs}) < num_samples ({num_samples}) and "
                              f"0 < num_elites ({num_elites}) <= num_samples")
         if horizon < 1 or iterations < 1:
             raise ValueError(f"horizon ({horizon}) and iterations ({iterations}) must be positive")
         device = next(world_model.parameters()).device
-        super().__init__(_SpecEnv(world_model.obs_shape, action_dim, device))
+        super().__init__(_SpecEnv(world_model.obs_shape, bounds, device))
+        self.bounds = bounds.to(device)  # [-1, 1] → the env's units, applied to every returned action
         self.in_keys = ["observation", MEAN_KEY]  # declared so that collectors ship the warm start to the policy
         self.out_keys = ["action", ("next", MEAN_KEY)]
         self.world_model = world_model
@@ -180,19 +185,22 @@ class TDMPC2Planner(MPCPlannerBase):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, prev_mean: torch.Tensor | None = None,
             noise: PlannerNoise | None = None, explore: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Plan for ``obs`` ``[B, *obs_shape]``; returns ``(action [B, A], plan mean [B, H, A])``.
+        """Plan for ``obs`` ``[B, *obs_shape]``; returns ``(action [B, A] in the env's units, plan mean [B, H, A]
+        in [-1, 1])``.
 
         ``explore`` defaults to ``is_exploring()``; ``noise`` to fresh draws from the global RNG.
         """
         explore = is_exploring() if explore is None else explore
         with eval_mode(self.world_model), autocast(obs.device, self.autocast_dtype):
             if not self.mpc:
-                return self._policy_action(self.world_model.encode(obs), explore)
-            batch = obs.shape[0]
-            noise = PlannerNoise(self, batch, obs.device) if noise is None else noise
-            if prev_mean is None:  # no previous plan: TD-MPC2's t0, the same as a zero primer
-                prev_mean = torch.zeros(batch, self.horizon, self.action_dim, device=obs.device)
-            return self._plan_fn()(obs, prev_mean, *noise.tensors(), explore)
+                action, mean = self._policy_action(self.world_model.encode(obs), explore)
+            else:
+                batch = obs.shape[0]
+                noise = PlannerNoise(self, batch, obs.device) if noise is None else noise
+                if prev_mean is None:  # no previous plan: TD-MPC2's t0, the same as a zero primer
+                    prev_mean = torch.zeros(batch, self.horizon, self.action_dim, device=obs.device)
+                action, mean = self._plan_fn()(obs, prev_mean, *noise.tensors(), explore)
+        return self.bounds.to_env(action), mean  # outside the compiled graph: a multiply-add, a clamp
 
     def _policy_action(self, z: torch.Tensor, explore: bool) -> tuple[torch.Tensor, torch.Tensor]:
         action, loc = self.world_model.pi(z)[:2]
