@@ -87,14 +87,24 @@ def squashed_log_std(raw: torch.Tensor, log_std_min: float = -10.0, log_std_max:
     return log_std_min + 0.5 * (log_std_max - log_std_min) * (torch.tanh(raw) + 1)
 
 
+def gaussian_log_prob_terms(eps: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Per-dimension log-density of ``mean + eps * std`` under N(mean, std)."""
+    return -0.5 * eps.pow(2) - log_std - _HALF_LOG_2PI
+
+
 def gaussian_log_prob(eps: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
     """Log-density of ``mean + eps * std`` under N(mean, std), summed over the last dim (keepdim)."""
-    return (-0.5 * eps.pow(2) - log_std - _HALF_LOG_2PI).sum(-1, keepdim=True)
+    return gaussian_log_prob_terms(eps, log_std).sum(-1, keepdim=True)
+
+
+def tanh_log_det_terms(pre_tanh_action: torch.Tensor) -> torch.Tensor:
+    """Per-dimension ``log(1 - tanh(u)^2 + 1e-6)`` (TD-MPC2's form of the change of variables ``a = tanh(u)``)."""
+    return torch.log(F.relu(1 - torch.tanh(pre_tanh_action).pow(2)) + 1e-6)
 
 
 def tanh_log_det(pre_tanh_action: torch.Tensor) -> torch.Tensor:
     """``Σ log(1 - tanh(u)^2 + 1e-6)``: the change-of-variables term of ``a = tanh(u)`` (TD-MPC2's form)."""
-    return torch.log(F.relu(1 - torch.tanh(pre_tanh_action).pow(2)) + 1e-6).sum(-1, keepdim=True)
+    return tanh_log_det_terms(pre_tanh_action).sum(-1, keepdim=True)
 
 
 def discount_from_episode_length(episode_length: int, denom: float = 5.0, low: float = 0.95, high: float = 0.995) -> float:

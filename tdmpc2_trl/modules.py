@@ -8,6 +8,9 @@ Keys (all networks read and write a TensorDict with these names):
   qvalue:      (latent, action)            -> state_action_value_logits     [..., num_q, num_bins]
   policy:      latent                      -> action, loc, log_std, action_log_prob, scaled_entropy
 
+A multitask model (``task_set=``, see ``multitask.py``) also reads ``"task"`` (task ids) in every network, and every
+tensor method takes ``task=`` ids.
+
 The planner and the loss call the plain tensor methods of ``WorldModel`` (``encode``, ``next``, ``pi``, …) on their
 hot paths so no TensorDict bookkeeping runs inside the MPPI or the unrolled loss loops.
 """
@@ -25,7 +28,10 @@ from torch.nn import functional as F
 
 from .config import ModelConfig
 from .dropout import dropout
-from .math import Bins, gaussian_log_prob, squashed_log_std, tanh_log_det, two_hot_inv
+from .multitask import TaskEmbedding, TaskSet
+from .math import (
+    Bins, gaussian_log_prob, gaussian_log_prob_terms, squashed_log_std, tanh_log_det, tanh_log_det_terms, two_hot_inv,
+)
 from .nn import count_parameters, last_linear, mlp, normed_blocks, relu_mlp, weight_init, zero_
 from .pixels import PixelEncoder
 
@@ -129,19 +135,43 @@ class Policy(nn.Module):
         """``mean + std·ε``: the Gaussian sample that ``tanh`` squashes into the action."""
         return mean + eps * log_std.exp()
 
-    def sample(self, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """The action ``tanh(mean + std·ε)`` for a given ``ε`` (the planner records its noise)."""
-        return torch.tanh(self.pre_tanh_sample(*self.mean_and_log_std(z), eps))
-
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Returns ``(action, loc, log_std, log_prob, scaled_entropy)``; ``action = tanh(mean + std·ε)``."""
+    def masked_mean_and_log_std(self, z: torch.Tensor,
+                                mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean_and_log_std``, zero on the dimensions a multitask action ``mask`` switches off (TD-MPC2)."""
         mean, log_std = self.mean_and_log_std(z)
+        return (mean, log_std) if mask is None else (mean * mask, log_std * mask)
+
+    def sample(self, z: torch.Tensor, eps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The action ``tanh(mean + std·ε)`` for a given ``ε`` (the planner records its noise)."""
+        eps = eps if mask is None else eps * mask
+        return torch.tanh(self.pre_tanh_sample(*self.masked_mean_and_log_std(z, mask), eps))
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Returns ``(action, loc, log_std, log_prob, scaled_entropy)``; ``action = tanh(mean + std·ε)``.
+
+        With a multitask action ``mask`` ``[..., A]`` the switched-off dimensions get action 0, no gradient and no
+        share of the log-prob, and the entropy is scaled by the task's own action count. (The official code keeps
+        a constant ``-log(2π)/2`` per switched-off dimension in its log-prob; it has no gradient.)
+        """
+        mean, log_std = self.masked_mean_and_log_std(z, mask)
         eps = torch.randn_like(mean)
+        if mask is not None:
+            eps = eps * mask
         pre_tanh = self.pre_tanh_sample(mean, log_std, eps)
-        gauss_log_prob = gaussian_log_prob(eps, log_std)
-        log_prob = gauss_log_prob - tanh_log_det(pre_tanh)
-        scaled_entropy = -self.action_dim * gauss_log_prob
+        if mask is None:
+            gauss_log_prob = gaussian_log_prob(eps, log_std)
+            log_prob = gauss_log_prob - tanh_log_det(pre_tanh)
+            scaled_entropy = -self.action_dim * gauss_log_prob
+        else:
+            gauss_log_prob = masked_sum(gaussian_log_prob_terms(eps, log_std), mask)
+            log_prob = gauss_log_prob - masked_sum(tanh_log_det_terms(pre_tanh), mask)
+            scaled_entropy = -mask.sum(-1, keepdim=True) * gauss_log_prob
         return torch.tanh(pre_tanh), torch.tanh(mean), log_std, log_prob, scaled_entropy
+
+
+def masked_sum(terms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``Σ terms·mask`` over the last dim (keepdim)."""
+    return (terms * mask).sum(-1, keepdim=True)
 
 
 class WorldModel(nn.Module):
@@ -155,7 +185,7 @@ class WorldModel(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, obs_dim: int | Sequence[int], action_dim: int,
-                 episodic: bool = False) -> None:
+                 episodic: bool = False, task_set: TaskSet | None = None) -> None:
         super().__init__()
         cfg.validate()
         self.obs_shape = tuple(int(d) for d in obs_dim) if isinstance(obs_dim, Sequence) else (int(obs_dim),)
@@ -163,6 +193,15 @@ class WorldModel(nn.Module):
         self.obs_dim = math.prod(self.obs_shape)  # values per observation
         self.cfg, self.action_dim, self.episodic = cfg, action_dim, episodic
         self.bins = Bins(cfg.num_bins, cfg.vmin, cfg.vmax)
+        self.tasks: TaskEmbedding | None = None
+        if task_set is not None:
+            if self.pixels:
+                raise ValueError("multitask world models take state observations only (as TD-MPC2)")
+            if (self.obs_dim, action_dim) != (task_set.obs_dim, task_set.action_dim):
+                raise ValueError(f"obs/action dims ({self.obs_dim}, {action_dim}) must be the task set's padded "
+                                 f"sizes ({task_set.obs_dim}, {task_set.action_dim})")
+            self.tasks = TaskEmbedding(task_set)
+        T = task_set.task_dim if task_set is not None else 0  # the task embedding joins every network's input
         L, M, A = cfg.latent_dim, cfg.mlp_dim, action_dim
         hidden = [M] * cfg.num_mlp_layers
         sim = cfg.simnorm_dim
@@ -170,81 +209,113 @@ class WorldModel(nn.Module):
         if self.pixels:
             encoder: nn.Module = PixelEncoder(self.obs_shape, cfg.num_channels, L, sim)
         elif len(self.obs_shape) == 1:
-            encoder = mlp(self.obs_dim, [cfg.enc_dim] * (cfg.num_enc_layers - 1), L, final=cfg.encoder_final,
+            encoder = mlp(self.obs_dim + T, [cfg.enc_dim] * (cfg.num_enc_layers - 1), L, final=cfg.encoder_final,
                           simnorm_dim=sim)
         else:
             raise ValueError(f"observations must be vectors or (C, H, W) images, got shape {self.obs_shape}")
-        dynamics = StateActionNet(mlp(L + A, hidden, L, final="ln_simnorm", simnorm_dim=sim))
-        reward = StateActionNet(mlp(L + A, hidden, cfg.num_bins))
-        q_heads = [mlp(L + A, hidden, cfg.num_bins, dropout=cfg.q_dropout) for _ in range(cfg.num_q)]
-        policy = Policy(nn.Sequential(*normed_blocks(L, hidden)), M, A, cfg.policy_head == "split",
+        dynamics = StateActionNet(mlp(L + T + A, hidden, L, final="ln_simnorm", simnorm_dim=sim))
+        reward = StateActionNet(mlp(L + T + A, hidden, cfg.num_bins))
+        q_heads = [mlp(L + T + A, hidden, cfg.num_bins, dropout=cfg.q_dropout) for _ in range(cfg.num_q)]
+        policy = Policy(nn.Sequential(*normed_blocks(L + T, hidden)), M, A, cfg.policy_head == "split",
                         cfg.log_std_min, cfg.log_std_max)
         termination: nn.Module | None = None
         self.termination_uses_action = cfg.termination == "seed"
         if cfg.termination == "seed":
-            termination = StateActionNet(relu_mlp(L + A, [M, M], 1))
+            termination = StateActionNet(relu_mlp(L + T + A, [M, M], 1))
         elif episodic:
-            termination = mlp(L, hidden, 1)
+            termination = mlp(L + T, hidden, 1)
 
         for net in (encoder, dynamics, reward, policy, termination, *q_heads):
             if net is not None:
                 net.apply(weight_init)
         zero_([last_linear(reward).weight] + [last_linear(h).weight for h in q_heads])
 
-        self.encoder = TensorDictModule(encoder, ["observation"], ["latent"])
-        self.dynamics = TensorDictModule(dynamics, ["latent", "action"], ["next_latent"])
-        self.reward = TensorDictModule(reward, ["latent", "action"], ["reward_logits"])
-        self.qvalue = TensorDictModule(_HeadsLast(QEnsemble(q_heads)), ["latent", "action"],
-                                       ["state_action_value_logits"])
-        self.policy = TensorDictModule(
-            policy, ["latent"], ["action", "loc", "log_std", "action_log_prob", "scaled_entropy"])
+        def td_module(net: nn.Module, in_keys: list[str], out_keys: list[str], masked: bool = False):
+            if self.tasks is not None:  # multitask: also reads the task ids, conditions the first input on them
+                net, in_keys = _TaskConditioned(net, self.tasks, masked), [*in_keys, "task"]
+            return TensorDictModule(net, in_keys, out_keys)
+
+        self.encoder = td_module(encoder, ["observation"], ["latent"])
+        self.dynamics = td_module(dynamics, ["latent", "action"], ["next_latent"])
+        self.reward = td_module(reward, ["latent", "action"], ["reward_logits"])
+        self.qvalue = td_module(_HeadsLast(QEnsemble(q_heads)), ["latent", "action"], ["state_action_value_logits"])
+        self.policy = td_module(policy, ["latent"], ["action", "loc", "log_std", "action_log_prob", "scaled_entropy"],
+                                masked=True)
         self.termination = None
         if termination is not None:
             in_keys = ["latent", "action"] if self.termination_uses_action else ["latent"]
-            self.termination = TensorDictModule(termination, in_keys, ["termination_logit"])
+            self.termination = td_module(termination, in_keys, ["termination_logit"])
 
     # ---- plain tensor API (hot paths) ----
+    # Every method takes ``task`` ids (``[*B]``, long) for a multitask model and none for a single-task one.
+    @property
+    def multitask(self) -> bool:
+        return self.tasks is not None
+
     @property
     def q_ensemble(self) -> QEnsemble:
-        return self.qvalue.module.ensemble
+        return _unconditioned(self.qvalue.module).ensemble
 
-    def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.encoder.module(obs)
+    def _net(self, module: TensorDictModule, task: torch.Tensor | None) -> nn.Module:
+        """The network behind ``module``, checked against the task ids given (multitask ⇔ ``task`` given)."""
+        if (task is None) == self.multitask:
+            raise ValueError("a multitask world model needs task ids (task=...)" if self.multitask
+                             else "task ids given to a single-task world model")
+        return module.module
 
-    def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.dynamics.module(z, a)
+    def _cond(self, x: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+        """``x``, with the task embedding appended for a multitask model."""
+        return x if task is None else self.tasks.condition(x, task)
+
+    def encode(self, obs: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        net = self._net(self.encoder, task)
+        return net(obs) if task is None else net(obs, task)
+
+    def next(self, z: torch.Tensor, a: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        net = self._net(self.dynamics, task)
+        return net(z, a) if task is None else net(z, a, task)
 
     # Head outputs are cast to fp32: under bf16 autocast the last Linear returns bf16, and softmax/two-hot
     # decoding and the losses are computed in fp32 (``.float()`` is free when they already are).
-    def reward_logits(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.reward.module(z, a).float()
+    def reward_logits(self, z: torch.Tensor, a: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        net = self._net(self.reward, task)
+        return (net(z, a) if task is None else net(z, a, task)).float()
 
-    def termination_logit(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    def termination_logit(self, z: torch.Tensor, a: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         if self.termination is None:
             raise RuntimeError("this world model has no termination head (non-episodic task, official preset)")
-        net = self.termination.module
-        return (net(z, a) if self.termination_uses_action else net(z)).float()
+        inputs = (z, a) if self.termination_uses_action else (z,)
+        net = self._net(self.termination, task)
+        return (net(*inputs) if task is None else net(*inputs, task)).float()
 
-    def pi(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.policy.module(z)
+    def pi(self, z: torch.Tensor, task: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        net = self._net(self.policy, task)
+        return net(z) if task is None else net(z, task)
 
-    def q_logits(self, z, a, heads=None, params=None) -> torch.Tensor:
+    def pi_sample(self, z: torch.Tensor, eps: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        """π's action ``tanh(μ + σ·ε)`` for a given ``ε`` (masked for a multitask model)."""
+        policy: Policy = _unconditioned(self._net(self.policy, task))
+        mask = None if task is None else self.tasks.mask(task)
+        return policy.sample(self._cond(z, task), eps, mask)
+
+    def q_logits(self, z, a, heads=None, params=None, task: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of the chosen heads (all by default), heads first: ``[num_heads, ..., num_bins]``."""
-        return self.q_ensemble(z, a, heads=heads, params=params).float()
+        self._net(self.qvalue, task)
+        return self.q_ensemble(self._cond(z, task), a, heads=heads, params=params).float()
 
     def random_heads(self, device: torch.device | None = None) -> torch.Tensor:
         """TD-MPC2's choice of 2 distinct Q heads (``randperm(num_q)[:2]``)."""
         return torch.randperm(self.cfg.num_q, device=device)[:2]
 
     def q_value(self, z: torch.Tensor, a: torch.Tensor, reduce: str = "avg", params=None,
-                heads: torch.Tensor | None = None) -> torch.Tensor:
+                heads: torch.Tensor | None = None, task: torch.Tensor | None = None) -> torch.Tensor:
         """TD-MPC2's ``Q(z, a, 'min'|'avg')``: decode 2 randomly chosen heads (only those are evaluated).
 
         ``heads`` gives the choice (``random_heads()``); compiled callers draw it outside the graph (inductor's
         lowering of ``randperm(2)[:2]`` fails).
         """
         heads = self.random_heads(z.device) if heads is None else heads
-        q = two_hot_inv(self.q_logits(z, a, heads=heads, params=params), self.bins)
+        q = two_hot_inv(self.q_logits(z, a, heads=heads, params=params, task=task), self.bins)
         if reduce == "min":
             return q.min(0).values
         if reduce == "avg":
@@ -253,8 +324,10 @@ class WorldModel(nn.Module):
 
     # ---- summary ----
     def parameter_counts(self) -> dict[str, int]:
-        """Trainable parameters per network, the world-model sum (all but the policy) and the total."""
-        counts = {
+        """Trainable parameters per network (and the task embedding of a multitask model), the world-model sum (all
+        but the policy) and the total."""
+        counts = {"task_embedding": count_parameters(self.tasks)} if self.tasks is not None else {}
+        counts |= {
             "encoder": count_parameters(self.encoder),
             "dynamics": count_parameters(self.dynamics),
             "reward": count_parameters(self.reward),
@@ -265,6 +338,27 @@ class WorldModel(nn.Module):
         counts["world_model"] = sum(v for k, v in counts.items() if k != "policy")
         counts["total"] = counts["world_model"] + counts["policy"]
         return counts
+
+
+class _TaskConditioned(nn.Module):
+    """A multitask model's TensorDict-facing view of a network: its last input is the task ids; the first input gets
+    the task embedding appended (and the policy gets the task's action mask). The embedding is shared, not owned."""
+
+    def __init__(self, net: nn.Module, tasks: TaskEmbedding, masked: bool = False) -> None:
+        super().__init__()
+        self.net, self.masked = net, masked
+        self.__dict__["tasks"] = tasks  # registered once, on the world model
+
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        *inputs, task = rest
+        x = self.tasks.condition(x, task)
+        if self.masked:
+            return self.net(x, *inputs, mask=self.tasks.mask(task))
+        return self.net(x, *inputs)
+
+
+def _unconditioned(module: nn.Module) -> nn.Module:
+    return module.net if isinstance(module, _TaskConditioned) else module
 
 
 class _HeadsLast(nn.Module):
