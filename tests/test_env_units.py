@@ -30,8 +30,8 @@ def tiny_world_model(obs_dim: int, action_dim: int, episodic: bool = False) -> W
 
 def favour_max_action(wm: WorldModel) -> None:
     """Identity dynamics and reward = mean of the ([-1, 1]) action: the best action is +1 in every dim."""
-    wm.next = lambda z, a: z
-    wm.reward_logits = lambda z, a: (two_hot(a.mean(-1, keepdim=True), wm.bins) + 1e-12).log()
+    wm.next = lambda z, a, task=None: z
+    wm.reward_logits = lambda z, a, task=None: (two_hot(a.mean(-1, keepdim=True), wm.bins) + 1e-12).log()
 
 
 def expected_env_action(a: torch.Tensor) -> torch.Tensor:
