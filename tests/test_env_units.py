@@ -4,7 +4,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.collectors import Collector
 from torchrl.data import Bounded, Unbounded
-from torchrl.envs import ExplorationType, GymEnv, TransformedEnv, set_exploration_type
+from torchrl.envs import Compose, ExplorationType, GymEnv, InitTracker, TransformedEnv, set_exploration_type
 
 from tdmpc2_trl.bounds import ActionBounds
 from tdmpc2_trl.config import ConfigError
@@ -93,7 +93,7 @@ def test_plain_gym_pendulum_planner_finds_max_torque():
 
 
 def test_collector_with_plain_gym_env_explores_the_whole_range():
-    env = TransformedEnv(GymEnv("Pendulum-v1"), pendulum_planner(None).primer())
+    env = TransformedEnv(GymEnv("Pendulum-v1"), Compose(InitTracker(), pendulum_planner(None).primer()))
     env.set_seed(0)
     planner = pendulum_planner(env.action_spec)
     collector = Collector(env, planner, frames_per_batch=20, total_frames=20)
