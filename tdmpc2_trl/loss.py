@@ -79,12 +79,14 @@ class TDMPC2Loss(LossModule):
             reward: reward key under ``"next"``. Defaults to ``"reward"``.
             terminated: termination flag under ``"next"`` (the only flag that stops bootstrapping).
                 Defaults to ``"terminated"``.
+            task: task ids ``[B, H]`` of a multitask world model's batches. Defaults to ``"task"``.
         """
 
         observation: NestedKey = "observation"
         action: NestedKey = "action"
         reward: NestedKey = "reward"
         terminated: NestedKey = "terminated"
+        task: NestedKey = "task"
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
@@ -163,7 +165,7 @@ class TDMPC2Loss(LossModule):
         if self._in_keys is None:
             k = self.tensor_keys
             self._in_keys = [k.observation, k.action, ("next", k.observation), ("next", k.reward),
-                             ("next", k.terminated)]
+                             ("next", k.terminated)] + ([k.task] if self.world_model.multitask else [])
         return self._in_keys
 
     @property
@@ -187,65 +189,78 @@ class TDMPC2Loss(LossModule):
 
     # ---- the objective ----
     def _read(self, batch: TensorDictBase) -> tuple[torch.Tensor, ...]:
-        """Observation, action in [-1, 1] (mapped from the env's units), next observation, reward, terminated."""
+        """Observation, action in [-1, 1] (mapped from the env's units), next observation, reward, terminated, and a
+        multitask batch's task ids ``[B, H]`` (``None`` for a single-task model)."""
         k = self.tensor_keys
-        return (
-            batch.get(k.observation), self.bounds.to_unit(batch.get(k.action)), batch.get(("next", k.observation)),
-            batch.get(("next", k.reward)), batch.get(("next", k.terminated)),
-        )
+        action = self.bounds.to_unit(batch.get(k.action))
+        task = None
+        if self.world_model.multitask:
+            task = batch.get(k.task)
+            task = (task.squeeze(-1) if task.ndim == action.ndim else task).long()
+        return (batch.get(k.observation), action, batch.get(("next", k.observation)),
+                batch.get(("next", k.reward)), batch.get(("next", k.terminated)), task)
+
+    def discount_of(self, task: torch.Tensor | None) -> torch.Tensor | float:
+        """γ: the loss's, or for a multitask model each sample's task's (``[*task.shape, 1]``)."""
+        return self.discount if task is None else self.world_model.tasks.discounts[task].unsqueeze(-1)
 
     @torch.no_grad()
     def _td_target_from_latents(self, next_z: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
-                                heads: torch.Tensor) -> torch.Tensor:
+                                heads: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         wm = self.world_model
-        action = wm.pi(next_z)[0]
+        action = wm.pi(next_z, task)[0]
         # TD-MPC2 computes targets with the model in eval mode (its update ends with model.eval()): no dropout.
         with eval_mode(wm.q_ensemble):
-            q = wm.q_value(next_z, action, "min", params=self.target_q_params, heads=heads)
-        return reward + self.discount * (1 - terminated.to(q.dtype)) * q
+            q = wm.q_value(next_z, action, "min", params=self.target_q_params, heads=heads, task=task)
+        return reward + self.discount_of(task) * (1 - terminated.to(q.dtype)) * q
 
     @torch.no_grad()
     def td_target(self, batch: TensorDictBase) -> torch.Tensor:
         """``r + γ·(1 − terminated)·min2 Q_target(z', π(z'))`` with ``z' = encode(next obs)``: ``[B, H, 1]``."""
-        _, _, next_obs, reward, terminated = self._read(batch)
+        _, _, next_obs, reward, terminated, task = self._read(batch)
         heads = self.world_model.random_heads(next_obs.device)
-        return self._td_target_from_latents(self.world_model.encode(next_obs), reward, terminated, heads)
+        return self._td_target_from_latents(self.world_model.encode(next_obs, task), reward, terminated, heads, task)
 
-    def _rollout(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def _rollout(self, z: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         """Latents ``z_0..z_H`` ``[B, H+1, L]`` from ``z_0 [B, L]`` and the actions ``[B, H, A]``."""
         zs = [z]
-        for a in action.unbind(-2):
-            zs.append(self.world_model.next(zs[-1], a))
+        for t, a in enumerate(action.unbind(-2)):
+            zs.append(self.world_model.next(zs[-1], a, None if task is None else task[..., t]))
         return torch.stack(zs, dim=-2)
 
     def world_model_loss(self, batch: TensorDictBase) -> TensorDictBase:
-        """Consistency, reward, value and termination terms (coefficients applied) plus diagnostics and latents."""
-        inputs = self._read(batch)
-        return TensorDict(self._terms_fns["world_model"](*inputs, self.world_model.random_heads(inputs[0].device)))
+        """Consistency, reward, value and termination terms (coefficients applied) plus diagnostics and latents
+        (and, multitask, ``latent_task``: the latents' task ids, for ``policy_loss``)."""
+        obs, action, next_obs, reward, terminated, task = self._read(batch)
+        heads = self.world_model.random_heads(obs.device)
+        out = TensorDict(self._terms_fns["world_model"](obs, action, next_obs, reward, terminated, heads, task))
+        if task is not None:  # the latents z_0..z_H: the slice's ids, the last one repeated
+            out.set("latent_task", torch.cat([task, task[..., -1:]], -1))
+        return out
 
     def _world_model_terms(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor,
                            reward: torch.Tensor, terminated: torch.Tensor,
-                           td_heads: torch.Tensor) -> dict[str, torch.Tensor]:
+                           td_heads: torch.Tensor, task: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``world_model_loss`` on plain tensors; ``td_heads``: the 2 target Q heads of the TD target."""
         wm, horizon = self.world_model, action.shape[-2]
         obs_0 = obs.select(obs.ndim - len(wm.obs_shape) - 1, 0)  # the first step of each slice
         if self.augment is not None:
             obs_0, next_obs = self.augment(obs_0), self.augment(next_obs)
         with torch.no_grad():
-            next_z = wm.encode(next_obs)
-            td_target = self._td_target_from_latents(next_z, reward, terminated, td_heads)
+            next_z = wm.encode(next_obs, task)
+            td_target = self._td_target_from_latents(next_z, reward, terminated, td_heads, task)
 
-        zs = self._rollout(wm.encode(obs_0), action)
+        zs = self._rollout(wm.encode(obs_0, None if task is None else task[..., 0]), action, task)
         z, z_next = zs[..., :-1, :], zs[..., 1:, :]
         w = rho_weights(self.rho, horizon, zs.device)
 
         consistency = (w * _per_step_mean((z_next - next_z).pow(2))).sum() / horizon
-        reward_logits = wm.reward_logits(z, action)
+        reward_logits = wm.reward_logits(z, action, task)
         reward_loss = (w * _per_step_mean(soft_ce(reward_logits, reward, wm.bins))).sum() / horizon
-        q_logits = wm.q_logits(z, action)  # [num_q, B, H, bins], every head, online params
+        q_logits = wm.q_logits(z, action, task=task)  # [num_q, B, H, bins], every head, online params
         # Σ_q Σ_t ρ^t·mean_B CE / (H·num_q) = Σ_t ρ^t·mean_{q,B} CE / H
         value = (w * _per_step_mean(soft_ce(q_logits, td_target, wm.bins))).sum() / horizon
-        termination = self._termination_loss(z, z_next, action, terminated)
+        termination = self._termination_loss(z, z_next, action, terminated, task)
 
         return dict(
             loss_consistency=self.consistency_coef * consistency,
@@ -266,7 +281,7 @@ class TDMPC2Loss(LossModule):
         )
 
     def _termination_loss(self, z: torch.Tensor, z_next: torch.Tensor, action: torch.Tensor,
-                          terminated: torch.Tensor) -> torch.Tensor:
+                          terminated: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         """BCE-with-logits of the predicted transition's termination; zero for non-episodic tasks.
 
         The seed head reads ``(z_t, a_t)``, the official one ``z_{t+1}``; both predict ``terminated_t``.
@@ -274,23 +289,25 @@ class TDMPC2Loss(LossModule):
         wm = self.world_model
         if not wm.episodic:
             return torch.zeros((), device=z.device, dtype=z.dtype)
-        logits = wm.termination_logit(z, action) if wm.termination_uses_action else wm.termination_logit(z_next, action)
+        logits = wm.termination_logit(z if wm.termination_uses_action else z_next, action, task)
         return F.binary_cross_entropy_with_logits(logits, terminated.to(logits.dtype))
 
-    def policy_loss(self, latents: torch.Tensor) -> TensorDictBase:
-        """TD-MPC2's policy objective on detached latents ``[..., T, L]`` with the Q ensemble frozen.
+    def policy_loss(self, latents: torch.Tensor, task: torch.Tensor | None = None) -> TensorDictBase:
+        """TD-MPC2's policy objective on detached latents ``[..., T, L]`` with the Q ensemble frozen (``task``:
+        a multitask model's ids ``[..., T]``).
 
         Updates the ``RunningScale`` with the t=0 Q values, then
         ``loss = mean_t ρ^t · mean(−(entropy_coef · scaled_entropy + Q / scale))``.
         """
         heads = self.world_model.random_heads(latents.device)
-        return TensorDict(self._terms_fns["policy"](latents.detach(), heads))
+        return TensorDict(self._terms_fns["policy"](latents.detach(), heads, task))
 
-    def _policy_terms(self, z: torch.Tensor, heads: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _policy_terms(self, z: torch.Tensor, heads: torch.Tensor,
+                      task: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``policy_loss`` on a plain tensor; ``heads``: the 2 Q heads averaged."""
-        action, _, log_std, log_prob, scaled_entropy = self.world_model.pi(z)
+        action, _, log_std, log_prob, scaled_entropy = self.world_model.pi(z, task)
         # grads reach the action only
-        q = self.world_model.q_value(z, action, "avg", params=self.q_params.detach(), heads=heads)
+        q = self.world_model.q_value(z, action, "avg", params=self.q_params.detach(), heads=heads, task=task)
         self.scale.update(q[..., 0, :])
         q_scaled = self.scale(q)
         per_step = _per_step_mean(-(self.entropy_coef * scaled_entropy + q_scaled))
@@ -307,4 +324,4 @@ class TDMPC2Loss(LossModule):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Both objectives; the policy term runs on this batch's detached rollout latents."""
         out = self.world_model_loss(tensordict)
-        return out.update(self.policy_loss(out.get("latents")))
+        return out.update(self.policy_loss(out.get("latents"), out.get("latent_task", None)))

@@ -95,6 +95,11 @@ class _SpecEnv(ModelBasedEnvBase):
         raise RuntimeError("the planner's spec env only carries specs; it cannot be reset or stepped")
 
 
+def _rows(task: torch.Tensor | None, per_env: int) -> torch.Tensor | None:
+    """Per-row task ids of env-major rows (``per_env`` rows per env), or ``None`` for a single-task model."""
+    return None if task is None else task.repeat_interleave(per_env)
+
+
 class TDMPC2Planner(MPCPlannerBase):
     """TD-MPC2's MPPI over a ``WorldModel``, batched over the environments of the input tensordict.
 
@@ -145,6 +150,8 @@ class TDMPC2Planner(MPCPlannerBase):
         super().__init__(_SpecEnv(world_model.obs_shape, bounds, device))
         self.bounds = bounds.to(device)  # [-1, 1] → the env's units, applied to every returned action
         self.in_keys = ["observation", MEAN_KEY]  # declared so that collectors ship the warm start to the policy
+        if world_model.multitask:
+            self.in_keys.append("task")
         self.out_keys = ["action", ("next", MEAN_KEY)]
         self.world_model = world_model
         self.action_dim, self.discount, self.horizon = action_dim, float(discount), horizon
@@ -178,32 +185,37 @@ class TDMPC2Planner(MPCPlannerBase):
         batch = obs.shape[:obs.ndim - obs_ndim]
         prev = td.get(MEAN_KEY, None)
         prev = None if prev is None else prev.reshape(-1, self.horizon, self.action_dim)
-        action, mean = self.act(obs.reshape(-1, *obs.shape[obs.ndim - obs_ndim:]), prev)
+        task = td.get("task").reshape(-1) if self.world_model.multitask else None
+        action, mean = self.act(obs.reshape(-1, *obs.shape[obs.ndim - obs_ndim:]), prev, task=task)
         return action.reshape(*batch, self.action_dim), mean.reshape(*batch, self.horizon, self.action_dim)
 
     # ---- tensor API ----
     @torch.no_grad()
     def act(self, obs: torch.Tensor, prev_mean: torch.Tensor | None = None,
-            noise: PlannerNoise | None = None, explore: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            noise: PlannerNoise | None = None, explore: bool | None = None,
+            task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Plan for ``obs`` ``[B, *obs_shape]``; returns ``(action [B, A] in the env's units, plan mean [B, H, A]
         in [-1, 1])``.
 
-        ``explore`` defaults to ``is_exploring()``; ``noise`` to fresh draws from the global RNG.
+        ``explore`` defaults to ``is_exploring()``; ``noise`` to fresh draws from the global RNG. A multitask world
+        model plans each env for its own task (``task`` ids ``[B]``): its action mask (unused dimensions are 0)
+        and its discount; envs of different tasks share one batched call.
         """
         explore = is_exploring() if explore is None else explore
         with eval_mode(self.world_model), autocast(obs.device, self.autocast_dtype):
             if not self.mpc:
-                action, mean = self._policy_action(self.world_model.encode(obs), explore)
+                action, mean = self._policy_action(self.world_model.encode(obs, task), explore, task)
             else:
                 batch = obs.shape[0]
                 noise = PlannerNoise(self, batch, obs.device) if noise is None else noise
                 if prev_mean is None:  # no previous plan: TD-MPC2's t0, the same as a zero primer
                     prev_mean = torch.zeros(batch, self.horizon, self.action_dim, device=obs.device)
-                action, mean = self._plan_fn()(obs, prev_mean, *noise.tensors(), explore)
+                action, mean = self._plan_fn()(obs, prev_mean, *noise.tensors(), explore, task)
         return self.bounds.to_env(action), mean  # outside the compiled graph: a multiply-add, a clamp
 
-    def _policy_action(self, z: torch.Tensor, explore: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        action, loc = self.world_model.pi(z)[:2]
+    def _policy_action(self, z: torch.Tensor, explore: bool,
+                       task: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        action, loc = self.world_model.pi(z, task)[:2]
         mean = z.new_zeros(z.shape[0], self.horizon, self.action_dim)
         return (action if explore else loc), mean
 
@@ -216,20 +228,25 @@ class TDMPC2Planner(MPCPlannerBase):
 
     def _plan(self, obs: torch.Tensor, prev_mean: torch.Tensor, prior_eps: torch.Tensor, candidate_eps: torch.Tensor,
               terminal_eps: torch.Tensor, heads: torch.Tensor, gumbel: torch.Tensor, explore_eps: torch.Tensor,
-              explore: bool) -> tuple[torch.Tensor, torch.Tensor]:
+              explore: bool, task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One MPPI call from its observations and all its draws (``PlannerNoise.tensors()``): a pure function."""
-        z = self.world_model.encode(obs)
+        z = self.world_model.encode(obs, task)
         B, N, P = z.shape[0], self.num_samples, self.num_pi_trajs
-        prior = self._policy_prior(z, prior_eps) if P else None  # sampled once per call, rolled out once too
+        prior = self._policy_prior(z, prior_eps, task) if P else None  # sampled once per call, rolled out once too
         z_samples = z.repeat_interleave(N - P, dim=0)  # [B*(N-P), L], row b*(N-P)+n is env b
+        mask = None if task is None else self.world_model.tasks.mask(task).unsqueeze(1)  # [B, 1, A]
         mean = self.warm_start(prev_mean, B, z)
         std = torch.full_like(mean, self.max_std)
         for i in range(self.iterations):
             sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * candidate_eps[:, i]).clamp(-1, 1)
-            value = self._value(z_samples, sampled, prior, terminal_eps[:, i], heads[i])
+            if mask is not None:  # a task's unused action dimensions are 0 (TD-MPC2)
+                sampled = sampled * mask.unsqueeze(1)
+            value = self._value(z_samples, sampled, prior, terminal_eps[:, i], heads[i], task)
             actions = sampled if prior is None else torch.cat([prior["actions"], sampled], 1)
             elite_actions, score = self._elites(actions, value)
             mean, std = self._update(elite_actions, score)
+            if mask is not None:
+                mean, std = mean * mask, std * mask
         choice = (score.log() + gumbel).argmax(1)
         action = elite_actions[torch.arange(B, device=z.device), choice, 0]
         if explore:
@@ -252,70 +269,78 @@ class TDMPC2Planner(MPCPlannerBase):
         return state
 
     # ---- imagined rollouts ----
-    def _step(self, z: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    # A multitask model's rollouts carry ``task`` ids per row (``_rows``: each env's id repeated over its rows).
+    def _step(self, z: torch.Tensor, a: torch.Tensor,
+              task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One imagined transition: ``(next z, reward [.., 1], terminated [.., 1] or None)``."""
         wm = self.world_model
-        reward = two_hot_inv(wm.reward_logits(z, a), wm.bins)
-        z_next = wm.next(z, a)
+        reward = two_hot_inv(wm.reward_logits(z, a, task), wm.bins)
+        z_next = wm.next(z, a, task)
         term = None
         if wm.episodic:  # seed head: termination of (z_t, a_t); official head: of the reached z_{t+1}
-            logit = wm.termination_logit(z if wm.termination_uses_action else z_next, a)
+            logit = wm.termination_logit(z if wm.termination_uses_action else z_next, a, task)
             term = logit > 0  # sigmoid(logit) > 0.5
         return z_next, reward, term
 
-    def _pi_sample(self, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    def _pi_sample(self, z: torch.Tensor, eps: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         """π's sampled action ``tanh(μ + σ·ε)`` with the given ε."""
-        return self.world_model.policy.module.sample(z, eps)
+        return self.world_model.pi_sample(z, eps, task)
 
-    def _new_return(self, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _new_return(self, batch: int, like: torch.Tensor, task: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Accumulators of ``batch`` rollouts, with each row's discount γ (its task's for a multitask model)."""
         ones = like.new_ones(batch, 1)
-        return {"G": like.new_zeros(batch, 1), "alive": ones, "discount": ones.clone()}
+        gamma = self.discount if task is None else self.world_model.tasks.discounts[task].unsqueeze(-1).to(like.dtype)
+        return {"G": like.new_zeros(batch, 1), "alive": ones, "discount": ones.clone(), "gamma": gamma}
 
     def _accumulate(self, ret: dict[str, torch.Tensor], reward: torch.Tensor, term: torch.Tensor | None) -> None:
         """``G += γ^t (1 - term) r``, then fold this transition's termination in (TD-MPC2's order)."""
         ret["G"] = ret["G"] + ret["discount"] * ret["alive"] * reward
-        ret["discount"] = ret["discount"] * self.discount
+        ret["discount"] = ret["discount"] * ret["gamma"]
         if term is not None:
             ret["alive"] = ret["alive"] * (~term).to(ret["alive"].dtype)
 
-    def _policy_prior(self, z: torch.Tensor, eps: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _policy_prior(self, z: torch.Tensor, eps: torch.Tensor,
+                      task: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Roll ``num_pi_trajs`` sampled-π trajectories per env (``eps`` ``[B, H, P, A]``): their actions
         ``[B, P, H, A]`` and partial returns."""
         B, P, A = z.shape[0], self.num_pi_trajs, self.action_dim
-        zp = z.repeat_interleave(P, dim=0)
-        ret = self._new_return(B * P, z)
+        zp, rows = z.repeat_interleave(P, dim=0), _rows(task, P)
+        ret = self._new_return(B * P, z, rows)
         actions = []
         for t in range(self.horizon):
-            a = self._pi_sample(zp, eps[:, t].reshape(B * P, A))
-            zp, reward, term = self._step(zp, a)
+            a = self._pi_sample(zp, eps[:, t].reshape(B * P, A), rows)
+            zp, reward, term = self._step(zp, a, rows)
             self._accumulate(ret, reward, term)
             actions.append(a)
         ret["actions"] = torch.stack(actions, 1).view(B, P, self.horizon, A)
         ret["z"] = zp
         return ret
 
-    def _rollout(self, z: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _rollout(self, z: torch.Tensor, actions: torch.Tensor,
+                 task: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Imagine ``actions`` ``[M, H, A]`` from ``z`` ``[M, L]``: return ``G``, ``discount`` (γ^H), ``alive``, ``z`` (z_H)."""
-        ret = self._new_return(z.shape[0], z)
+        ret = self._new_return(z.shape[0], z, task)
         for t in range(actions.shape[1]):
-            z, reward, term = self._step(z, actions[:, t])
+            z, reward, term = self._step(z, actions[:, t], task)
             self._accumulate(ret, reward, term)
         ret["z"] = z
         return ret
 
     def _bootstrap(self, ret: dict[str, torch.Tensor], batch: int, eps: torch.Tensor,
-                   heads: torch.Tensor) -> torch.Tensor:
-        """Values ``[B, N]``: ``G + γ^H (1 - term) avg2 Q(z_H, π(z_H))``, NaN → 0 (rows of ``ret`` are env-major)."""
+                   heads: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        """Values ``[B, N]``: ``G + γ^H (1 - term) avg2 Q(z_H, π(z_H))``, NaN → 0 (rows of ``ret`` are env-major;
+        ``task``: the envs' ids ``[B]``)."""
         wm = self.world_model
         z_H = ret["z"]
+        rows = _rows(task, z_H.shape[0] // batch)
         eps = eps[:, :z_H.shape[0] // batch]
-        a_H = self._pi_sample(z_H, eps.reshape(z_H.shape[0], self.action_dim))
-        q = two_hot_inv(wm.q_logits(z_H, a_H, heads=heads), wm.bins).mean(0)
+        a_H = self._pi_sample(z_H, eps.reshape(z_H.shape[0], self.action_dim), rows)
+        q = two_hot_inv(wm.q_logits(z_H, a_H, heads=heads, task=rows), wm.bins).mean(0)
         value = ret["G"] + ret["discount"] * ret["alive"] * q
         return value.nan_to_num(0).view(batch, -1)
 
     def estimate_value(self, z: torch.Tensor, actions: torch.Tensor, noise: PlannerNoise | None = None,
-                       i: int = 0) -> torch.Tensor:
+                       i: int = 0, task: torch.Tensor | None = None) -> torch.Tensor:
         """TD-MPC2's ``_estimate_value`` for latents ``[B, L]`` and actions ``[B, N, H, A]`` (N ≤ num_samples).
 
         The planner itself splits this between the policy prior (rolled once per call) and the sampled candidates.
@@ -323,20 +348,20 @@ class TDMPC2Planner(MPCPlannerBase):
         B, N, H, A = actions.shape
         noise = PlannerNoise(self, B, z.device, z.dtype) if noise is None else noise
         with torch.no_grad(), eval_mode(self.world_model):
-            ret = self._rollout(z.repeat_interleave(N, dim=0), actions.reshape(B * N, H, A))
-            return self._bootstrap(ret, B, noise.terminal(i), noise.heads(i))
+            ret = self._rollout(z.repeat_interleave(N, dim=0), actions.reshape(B * N, H, A), _rows(task, N))
+            return self._bootstrap(ret, B, noise.terminal(i), noise.heads(i), task)
 
     def _value(self, z: torch.Tensor, sampled: torch.Tensor, prior: dict[str, torch.Tensor] | None,
-               eps: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+               eps: torch.Tensor, heads: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         """Values ``[B, N]`` of the prior (slots ``:P``, already rolled) and the sampled ``[B, N-P, H, A]`` candidates."""
         B, M, H, A = sampled.shape
-        ret = self._rollout(z, sampled.reshape(B * M, H, A))
+        ret = self._rollout(z, sampled.reshape(B * M, H, A), _rows(task, M))
         if prior is None:
-            return self._bootstrap(ret, B, eps, heads)
+            return self._bootstrap(ret, B, eps, heads, task)
         P = self.num_pi_trajs
         merged = {k: torch.cat([prior[k].view(B, P, -1), ret[k].view(B, M, -1)], 1).view(B * (P + M), -1)
                   for k in ("G", "discount", "alive", "z")}
-        return self._bootstrap(merged, B, eps, heads)
+        return self._bootstrap(merged, B, eps, heads, task)
 
     # ---- MPPI update ----
     def _elites(self, actions: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

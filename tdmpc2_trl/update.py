@@ -28,13 +28,16 @@ def _unique(params) -> list[nn.Parameter]:
 
 
 def world_model_param_groups(loss: TDMPC2Loss, lr: float, enc_lr_scale: float = 1.0) -> list[dict[str, Any]]:
-    """Adam groups of everything but the policy: the encoder (lr·enc_lr_scale), then dynamics, reward, termination, Q.
+    """Adam groups of everything but the policy: the encoder (lr·enc_lr_scale), then dynamics, reward, termination, Q
+    (and a multitask model's task embedding).
 
     Q parameters come from ``loss.qvalue_network_params`` (the same objects as the world model's); the target copy is
     a set of buffers and is never included.
     """
     wm = loss.world_model
     rest = [*wm.dynamics.parameters(), *wm.reward.parameters(), *loss.q_params.values(True, True)]
+    if wm.tasks is not None:  # a multitask model's task embedding, at the full lr (as TD-MPC2)
+        rest += list(wm.tasks.parameters())
     if wm.termination is not None:
         rest += list(wm.termination.parameters())
     return [
@@ -125,17 +128,17 @@ class TDMPC2Update:
         grad_norm, stepped = self._step(total, self.wm_optim, self._wm_params)
         return out.set("total_loss", total.detach()).set("grad_norm", grad_norm), stepped
 
-    def policy_step(self, latents: torch.Tensor) -> tuple[TensorDictBase, bool]:
-        """Backward of ``loss_policy`` into the policy only, clip, step."""
+    def policy_step(self, latents: torch.Tensor, task: torch.Tensor | None = None) -> tuple[TensorDictBase, bool]:
+        """Backward of ``loss_policy`` into the policy only, clip, step (``task``: a multitask batch's ids)."""
         with autocast(latents.device, self.autocast_dtype):
-            out = self.loss.policy_loss(latents)
+            out = self.loss.policy_loss(latents, task)
         grad_norm, stepped = self._step(out.get("loss_policy"), self.pi_optim, self._pi_params)
         return out.set("pi_grad_norm", grad_norm), stepped
 
     def __call__(self, batch: TensorDictBase) -> TensorDictBase:
         self.loss.train()
         wm_out, wm_ok = self.world_model_step(batch)
-        pi_out, pi_ok = self.policy_step(wm_out.get("latents"))
+        pi_out, pi_ok = self.policy_step(wm_out.get("latents"), wm_out.get("latent_task", None))
         if wm_ok and pi_ok:
             self.target_updater.step()
             self.consecutive_skips = 0
@@ -147,7 +150,7 @@ class TDMPC2Update:
                     f"{self.consecutive_skips} consecutive updates had a non-finite loss or gradient "
                     f"(last: total_loss={float(wm_out['total_loss']):.4g}, loss_policy="
                     f"{pi_out['loss_policy'].detach().item():.4g}); check the observations/rewards or lower lr")
-        metrics = wm_out.exclude("latents").update(pi_out)
+        metrics = wm_out.exclude("latents", "latent_task").update(pi_out)
         metrics.set("skipped_updates", torch.tensor(float(self.skipped_updates)))
         return metrics.apply(lambda v: v.detach())
 

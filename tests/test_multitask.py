@@ -138,3 +138,121 @@ def test_task_ids_required_exactly_for_multitask(model):
         model.encode(torch.zeros(1, 6))
     with pytest.raises(ValueError, match="padded"):
         WorldModel(load_model_config("1m"), 5, 3, task_set=TaskSet(SPECS))
+
+
+# ---------------------------------------------------------------- loss and planner
+
+from tdmpc2_trl.loss import TDMPC2Loss  # noqa: E402
+from tdmpc2_trl.planner import PlannerNoise, TDMPC2Planner  # noqa: E402
+from tdmpc2_trl.update import TDMPC2Update, make_optimizers  # noqa: E402
+
+H = 3
+GAMMAS = [0.975, 0.99, 0.995]  # TD-MPC2's rule for episodes of 200, 500 and 1000 decisions
+
+
+def small_model(seed: int = 0) -> WorldModel:
+    torch.manual_seed(seed)
+    task_set = TaskSet(SPECS, task_dim=8)
+    cfg = load_model_config("1m", latent_dim=16, enc_dim=16, mlp_dim=16)
+    model = WorldModel(cfg, task_set.obs_dim, task_set.action_dim, task_set=task_set)
+    with torch.no_grad():  # non-zero reward and Q outputs, so values differ between candidates and tasks
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(std=0.3)
+    return model
+
+
+def multitask_batch(task: torch.Tensor) -> TensorDict:
+    B, ts = task.shape[0], TaskSet(SPECS)
+    mask = ts.action_masks()[task].unsqueeze(1)
+    td = TensorDict({
+        "observation": torch.randn(B, H, ts.obs_dim),
+        "action": (torch.rand(B, H, ts.action_dim) * 2 - 1) * mask,
+        "task": task.unsqueeze(1).expand(B, H),
+        "next": {"observation": torch.randn(B, H, ts.obs_dim), "reward": torch.randn(B, H, 1),
+                 "terminated": torch.zeros(B, H, 1, dtype=torch.bool)},
+    }, [B, H])
+    td["next", "terminated"][0, 1] = True
+    return td
+
+
+def test_td_target_uses_each_task_discount():
+    model = small_model().eval()
+    loss = TDMPC2Loss(model, discount=0.5)  # a multitask model takes each task's own discount instead
+    task = torch.tensor([0, 1, 2, 2])
+    batch = multitask_batch(task)
+    heads = torch.tensor([0, 1])
+    next_z = model.encode(batch["next", "observation"], batch["task"])
+    torch.manual_seed(3)
+    target = loss._td_target_from_latents(next_z, batch["next", "reward"], batch["next", "terminated"], heads,
+                                          batch["task"])
+    torch.manual_seed(3)
+    with torch.no_grad():
+        a = model.pi(next_z, batch["task"])[0]
+        q = model.q_value(next_z, a, "min", params=loss.target_q_params, heads=heads, task=batch["task"])
+    gamma = torch.tensor(GAMMAS)[task].view(-1, 1, 1)
+    expected = batch["next", "reward"] + gamma * (~batch["next", "terminated"]).float() * q
+    assert torch.allclose(target, expected, atol=1e-6)
+    assert torch.equal(target[0, 1], batch["next", "reward"][0, 1])  # terminated: no bootstrap
+
+
+def test_multitask_update_trains_the_embedding_and_masks_the_policy():
+    model = small_model()
+    loss = TDMPC2Loss(model, discount=0.99)
+    wm_optim, pi_optim = make_optimizers(loss)
+    update = TDMPC2Update(loss, wm_optim, pi_optim)
+    batch = multitask_batch(torch.tensor([0, 1, 0, 1]))  # action dim 2 unused by both tasks
+    before = model.tasks.embedding.weight.detach().clone()
+    metrics = update(batch)
+    assert torch.isfinite(metrics["total_loss"]) and torch.isfinite(metrics["loss_policy"])
+    assert not torch.equal(model.tasks.embedding.weight[:2], before[:2])  # used rows move
+    assert torch.equal(model.tasks.embedding.weight[2], before[2])  # task 2 is not in the batch
+    out = loss(batch)
+    pi_loss = out["loss_policy"]
+    model.zero_grad()
+    pi_loss.backward()
+    head = model.policy.module.net.head
+    assert torch.equal(head.weight.grad[2], torch.zeros_like(head.weight.grad[2]))
+    assert torch.equal(head.weight.grad[model.action_dim + 2], torch.zeros_like(head.weight.grad[2]))
+
+
+SMALL = dict(horizon=H, num_samples=32, num_pi_trajs=4, num_elites=6, iterations=3)
+
+
+def test_batched_multitask_planning_equals_per_env_planning():
+    model = small_model()
+    planner = TDMPC2Planner(model, discount=0.99, **SMALL)
+    task = torch.tensor([2, 0, 1, 0])
+    obs = TaskSet(SPECS).pad_observation(torch.randn(4, 3))
+    noise = PlannerNoise(planner, 4)
+    prev = torch.randn(4, H, 3).clamp(-1, 1) * model.tasks.mask(task).unsqueeze(1)
+    action, mean = planner.act(obs, prev, noise=noise, explore=True, task=task)
+    for b in range(4):
+        a_b, m_b = planner.act(obs[b:b + 1], prev[b:b + 1], noise=noise.env(b), explore=True, task=task[b:b + 1])
+        assert torch.allclose(action[b], a_b[0], atol=1e-5) and torch.allclose(mean[b], m_b[0], atol=1e-5)
+    unused = 1 - model.tasks.mask(task)
+    assert torch.equal(action * unused, torch.zeros_like(action))  # exactly zero, exploration noise included
+    assert torch.equal(mean * unused.unsqueeze(1), torch.zeros_like(mean))
+    assert (action * (1 - unused)).abs().sum() > 0
+
+
+def test_planner_discounts_each_task_with_its_own_gamma():
+    """Reward 1 at every imagined step and Q = 0: each candidate's value is 1 + γ + γ² with its task's γ."""
+    model = small_model()
+    planner = TDMPC2Planner(model, discount=0.5, **SMALL)
+    planner._step = lambda z, a, task=None: (z, torch.ones(z.shape[0], 1), None)
+    model.q_logits = lambda z, a, heads=None, params=None, task=None: torch.zeros(2, z.shape[0], model.cfg.num_bins)
+    task = torch.tensor([0, 1, 2])
+    z = torch.zeros(3, model.cfg.latent_dim)
+    value = planner.estimate_value(z, torch.zeros(3, 5, H, 3), task=task)
+    expected = torch.tensor([sum(g ** t for t in range(H)) for g in GAMMAS]).view(3, 1).expand(3, 5)
+    assert torch.allclose(value, expected, atol=1e-5)
+
+
+def test_planner_reads_the_task_key():
+    model = small_model()
+    planner = TDMPC2Planner(model, discount=0.99, **SMALL)
+    assert "task" in planner.in_keys
+    td = TensorDict({"observation": torch.randn(2, 6), "task": torch.tensor([0, 1])}, [2])
+    planner(td)
+    assert td["action"][0, 1:].abs().max() == 0 and td["action"][1, 2] == 0

@@ -45,9 +45,9 @@ def test_known_optimum_deterministic():
     """Identity dynamics, reward -5·||a - a*||², zero Q: the planned action is a* (min_std lowered to 0.01)."""
     wm = tiny_world_model()
     target = torch.tensor([0.6, -0.3])
-    wm.encode = lambda obs: torch.zeros(obs.shape[0], LAT)
-    wm.next = lambda z, a: z
-    wm.reward_logits = lambda z, a: logits_of(-5 * (a - target).pow(2).sum(-1, keepdim=True), wm)
+    wm.encode = lambda obs, task=None: torch.zeros(obs.shape[0], LAT)
+    wm.next = lambda z, a, task=None: z
+    wm.reward_logits = lambda z, a, task=None: logits_of(-5 * (a - target).pow(2).sum(-1, keepdim=True), wm)
     planner = TDMPC2Planner(wm, discount=0.99, horizon=3, iterations=8, min_std=0.01)
     td = TensorDict(observation=torch.randn(8, OBS), batch_size=[8])
     with set_exploration_type(ExplorationType.DETERMINISTIC):
@@ -175,11 +175,11 @@ def test_termination_mask_stops_accumulation(uses_action):
     wm.termination_uses_action = uses_action  # seed head sees z_t, the official one z_{t+1}
     step = torch.zeros(LAT)
     step[0] = 1.0
-    wm.next = lambda z, a: z + step  # latent 0 counts the steps taken
-    wm.reward_logits = lambda z, a: logits_of(torch.ones(*z.shape[:-1], 1), wm)
+    wm.next = lambda z, a, task=None: z + step  # latent 0 counts the steps taken
+    wm.reward_logits = lambda z, a, task=None: logits_of(torch.ones(*z.shape[:-1], 1), wm)
     threshold = 1 if uses_action else 2
-    wm.termination_logit = lambda z, a: (z[..., :1] >= threshold).float() * 20 - 10
-    wm.q_logits = lambda z, a, heads=None, params=None: logits_of(torch.full((2, *z.shape[:-1], 1), 5.0), wm)
+    wm.termination_logit = lambda z, a, task=None: (z[..., :1] >= threshold).float() * 20 - 10
+    wm.q_logits = lambda z, a, heads=None, params=None, task=None: logits_of(torch.full((2, *z.shape[:-1], 1), 5.0), wm)
     planner = TDMPC2Planner(wm, discount=gamma, horizon=H, num_samples=8, num_pi_trajs=2, num_elites=4)
     z, actions = torch.zeros(2, LAT), torch.zeros(2, 5, H, ACT)
     value = planner.estimate_value(z, actions)

@@ -1,0 +1,57 @@
+"""Envs of different tasks in one batched env and one batched planner call (padding transforms, task ids)."""
+from __future__ import annotations
+
+import torch
+from torchrl.envs import ActionScaling, DoubleToFloat, GymEnv, SerialEnv, TransformedEnv
+
+from tdmpc2_trl.modules import WorldModel
+from tdmpc2_trl.multitask import TaskSet, TaskSpec
+from tdmpc2_trl.multitask_envs import multitask_transforms
+from tdmpc2_trl.planner import TDMPC2Planner
+from tdmpc2_trl.presets import load_model_config
+
+TASKS = TaskSet((TaskSpec("Pendulum-v1", 3, 1, 200), TaskSpec("Reacher-v5", 10, 2, 50)), task_dim=8)
+
+
+class TaskEnv:
+    """A picklable factory of one task's env in the task set's shared specs."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+
+    def __call__(self) -> TransformedEnv:
+        env = TransformedEnv(GymEnv(self.task), DoubleToFloat())
+        env.append_transform(ActionScaling())
+        for t in multitask_transforms(TASKS, self.task):
+            env.append_transform(t)
+        return env
+
+
+def test_envs_of_different_tasks_share_specs_and_carry_their_task_id():
+    env = SerialEnv(2, [TaskEnv("Pendulum-v1"), TaskEnv("Reacher-v5")])
+    assert env.action_spec.shape == (2, 2) and env.observation_spec["observation"].shape == (2, 10)
+    torch.manual_seed(0)
+    rollout = env.rollout(5)
+    obs = rollout["next", "observation"]
+    assert obs.shape == (2, 5, 10)
+    assert torch.equal(obs[0, :, 3:], torch.zeros(5, 7))  # Pendulum's 3 values, then padding
+    assert obs[1, :, 3:].abs().sum() > 0
+    assert rollout["task"].tolist() == [[0] * 5, [1] * 5]
+    assert rollout["next", "task"].tolist() == [[0] * 5, [1] * 5]
+    env.close()
+
+
+def test_one_planner_call_acts_for_envs_of_different_tasks():
+    torch.manual_seed(0)
+    cfg = load_model_config("1m", latent_dim=16, enc_dim=16, mlp_dim=16)
+    model = WorldModel(cfg, TASKS.obs_dim, TASKS.action_dim, task_set=TASKS)
+    planner = TDMPC2Planner(model, discount=0.99, horizon=3, num_samples=32, num_pi_trajs=4, num_elites=6,
+                            iterations=2)
+    env = SerialEnv(2, [TaskEnv("Pendulum-v1"), TaskEnv("Reacher-v5")])
+    env.append_transform(planner.primer())
+    rollout = env.rollout(4, policy=planner)
+    action = rollout["action"]
+    assert action.shape == (2, 4, 2)
+    assert torch.equal(action[0, :, 1], torch.zeros(4))  # Pendulum's unused second dimension
+    assert action[1].abs().sum() > 0
+    env.close()
