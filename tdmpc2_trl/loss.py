@@ -190,13 +190,14 @@ class TDMPC2Loss(LossModule):
     # ---- the objective ----
     def _read(self, batch: TensorDictBase) -> tuple[torch.Tensor, ...]:
         """Observation, action in [-1, 1] (mapped from the env's units), next observation, reward, terminated, and a
-        multitask batch's task ids ``[B, H]`` (``None`` for a single-task model)."""
+        multitask batch's task ids ``[B, H]`` (``None`` for a single-task model; its actions are masked by them)."""
         k = self.tensor_keys
         action = self.bounds.to_unit(batch.get(k.action))
         task = None
         if self.world_model.multitask:
             task = batch.get(k.task)
             task = (task.squeeze(-1) if task.ndim == action.ndim else task).long()
+            action = action * self.world_model.tasks.mask(task)  # e.g. random seed actions in unused dims
         return (batch.get(k.observation), action, batch.get(("next", k.observation)),
                 batch.get(("next", k.reward)), batch.get(("next", k.terminated)), task)
 

@@ -256,3 +256,17 @@ def test_planner_reads_the_task_key():
     td = TensorDict({"observation": torch.randn(2, 6), "task": torch.tensor([0, 1])}, [2])
     planner(td)
     assert td["action"][0, 1:].abs().max() == 0 and td["action"][1, 2] == 0
+
+
+def test_loss_ignores_what_a_batch_holds_in_unused_action_dims():
+    model = small_model().eval()
+    loss = TDMPC2Loss(model, discount=0.99)
+    batch = multitask_batch(torch.tensor([0, 1, 2]))
+    noisy = batch.clone()
+    noisy["action"] = batch["action"] + (1 - model.tasks.mask(batch["task"])) * 0.7  # e.g. random seed actions
+    torch.manual_seed(5)
+    clean_out = loss.world_model_loss(batch)
+    torch.manual_seed(5)
+    noisy_out = loss.world_model_loss(noisy)
+    for key in ("loss_consistency", "loss_reward", "loss_value"):
+        assert torch.equal(clean_out[key], noisy_out[key])
