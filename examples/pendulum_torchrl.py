@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5000, help="env steps in total, seed steps included")
     p.add_argument("--seed-steps", type=int, default=1000, help="random steps first, then as many updates at once")
     p.add_argument("--model", default="1m", help="model preset (configs/model/*.yaml)")
-    p.add_argument("--horizon", type=int, default=3, help="planning horizon = training slice length")
+    p.add_argument("--horizon", type=int, default=None, help="planning horizon = training slice length "
+                   "(default: the preset's)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--num-samples", type=int, default=512, help="MPPI candidate trajectories")
@@ -79,15 +80,18 @@ def main(argv: list[str] | None = None) -> None:
     spec_env.close()
     discount = discount_from_episode_length(EPISODE_STEPS)
 
-    world_model = WorldModel(load_model_config(args.model), obs_dim, action_dim)
+    model_cfg = load_model_config(args.model)
+    horizon = args.horizon or model_cfg.horizon
+    world_model = WorldModel(model_cfg, obs_dim, action_dim)
     loss = TDMPC2Loss(world_model, discount, action_spec=action_spec)  # replayed actions are in env units
-    wm_optim, pi_optim = make_optimizers(loss, lr=args.lr, enc_lr_scale=0.3)
+    wm_optim, pi_optim = make_optimizers(loss, lr=args.lr, enc_lr_scale=0.3)  # TD-MPC2's encoder lr scale
     updater = TDMPC2Update(loss, wm_optim, pi_optim)
-    planner = TDMPC2Planner(world_model, action_spec, discount=discount, horizon=args.horizon,
+    # TD-MPC2's 64 elites and 24 policy trajectories out of 512 samples, scaled down with --num-samples
+    planner = TDMPC2Planner(world_model, action_spec, discount=discount, horizon=horizon,
                             num_samples=args.num_samples, num_elites=min(64, args.num_samples // 4),
                             num_pi_trajs=min(24, args.num_samples // 8), iterations=args.iterations,
                             compile_plan=args.compile)
-    buffer = make_replay_buffer(capacity=args.steps, batch_size=args.batch_size, horizon=args.horizon)
+    buffer = make_replay_buffer(capacity=args.steps, batch_size=args.batch_size, horizon=horizon)
     collector = Collector(make_env(planner, args.seed), planner, frames_per_batch=1, total_frames=args.steps,
                           init_random_frames=args.seed_steps)
 
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         step += data.numel()
         if step > args.seed_steps:
             planner_max = max(planner_max, float(data["action"].abs().max()))
-        if step >= args.seed_steps and len(buffer) >= args.horizon:
+        if step >= args.seed_steps and len(buffer) >= horizon:
             for _ in range(args.seed_steps if step == args.seed_steps else 1):  # TD-MPC2's initial burst, then 1
                 metrics = updater(sample_batch(buffer))
         if step % EPISODE_STEPS == 0 and metrics is not None:

@@ -1,5 +1,5 @@
 """README "Your own task": recipes/train.py trains examples/my_robot_env.py (18 obs, 4 actions in a Box of ±3/±1.5,
-termination) by its ``module:EnvId`` name, with the default networks' shapes shrunk to CI size."""
+termination) by its ``module:EnvId`` name, with CI-sized networks."""
 import csv
 import os
 import subprocess
