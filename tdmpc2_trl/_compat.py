@@ -66,6 +66,16 @@ def saved_storage(state_dict: dict[str, Any]) -> TensorDictBase | None:
     return TensorDict().load_state_dict(saved["_storage"], strict=False)
 
 
+def saved_rows_and_cursor(state_dict: dict[str, Any]) -> tuple[int, int]:
+    """The number of rows written and the writer's cursor of a ``TensorDictReplayBuffer.state_dict()`` (a full
+    ring buffer's oldest row is at the cursor).
+
+    Needed by 0.14.1 and nightly: both live in TorchRL's private state format (``"_storage"``/``"_len"``,
+    ``"_writer"``/``"_cursor"``). Removable once a saved buffer can be read back in time order publicly.
+    """
+    return int(state_dict["_storage"]["_len"]), int(state_dict["_writer"]["_cursor"])
+
+
 def restore_last_cursor(rb: ReplayBuffer) -> None:
     """After loading a full ring buffer, tell its storage which row was written last (the row before the
     writer's cursor), so ``SliceSampler`` cuts trajectories at the overwrite point again.

@@ -102,8 +102,7 @@ def _run_transitions(run_dir: Path) -> tuple[TaskSpec, TensorDictBase]:
     stored = _compat.saved_storage(buffer_state)
     if stored is None:
         raise ConfigError(f"{path}: the replay buffer is empty")
-    capacity, rows = stored.shape[0], int(buffer_state["_storage"]["_len"])
-    cursor = int(buffer_state["_writer"]["_cursor"])
+    capacity, (rows, cursor) = stored.shape[0], _compat.saved_rows_and_cursor(buffer_state)
     stored = stored[:rows]
     if rows == capacity and cursor:  # a full ring buffer: the oldest row is at the writer's cursor
         stored = torch.cat([stored[cursor:], stored[:cursor]])
