@@ -40,6 +40,8 @@ class TaskSet:
 
     tasks: tuple[TaskSpec, ...]
     task_dim: int = 96
+    min_obs_dim: int = 0  # pad to at least this (a fine-tuned model keeps its checkpoint's input sizes)
+    min_action_dim: int = 0
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -59,13 +61,13 @@ class TaskSet:
 
     @property
     def obs_dim(self) -> int:
-        """The padded observation size: the largest of the set."""
-        return max(t.obs_dim for t in self.tasks)
+        """The padded observation size: the largest of the set (at least ``min_obs_dim``)."""
+        return max(self.min_obs_dim, *(t.obs_dim for t in self.tasks))
 
     @property
     def action_dim(self) -> int:
-        """The padded action size: the largest of the set."""
-        return max(t.action_dim for t in self.tasks)
+        """The padded action size: the largest of the set (at least ``min_action_dim``)."""
+        return max(self.min_action_dim, *(t.action_dim for t in self.tasks))
 
     def index(self, name: str) -> int:
         try:

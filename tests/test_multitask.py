@@ -270,3 +270,35 @@ def test_loss_ignores_what_a_batch_holds_in_unused_action_dims():
     noisy_out = loss.world_model_loss(noisy)
     for key in ("loss_consistency", "loss_reward", "loss_value"):
         assert torch.equal(clean_out[key], noisy_out[key])
+
+
+# ---------------------------------------------------------------- fine-tuning from a multitask checkpoint
+
+from tdmpc2_trl.finetune import finetune_task_set, load_pretrained  # noqa: E402
+
+
+def test_finetune_keeps_known_task_rows_and_networks_and_starts_new_tasks_fresh():
+    source = small_model(seed=1)
+    with torch.no_grad():
+        source.tasks.embedding.weight.normal_()
+    pretrained = source.tasks.task_set
+    new = finetune_task_set([TaskSpec("b", 6, 2, 500), TaskSpec("new", 4, 1, 100)], pretrained)
+    assert (new.obs_dim, new.action_dim, new.task_dim) == (6, 3, 8)  # the checkpoint's sizes
+    torch.manual_seed(7)
+    target = WorldModel(source.cfg, new.obs_dim, new.action_dim, task_set=new)
+    fresh_row = target.tasks.embedding.weight[1].clone()
+    fresh = load_pretrained(target, source.state_dict(), pretrained)
+    assert fresh == ["new"]
+    assert torch.equal(target.tasks.embedding.weight[0], source.tasks.embedding.weight[1])  # "b" kept its row
+    assert torch.equal(target.tasks.embedding.weight[1], fresh_row)
+    assert torch.equal(target.tasks.masks, torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+    assert torch.allclose(target.tasks.discounts, torch.tensor([0.99, 0.95]))
+    z, a = torch.randn(2, 16), torch.zeros(2, 3)
+    # the same task through both models: the same output
+    assert torch.allclose(target.next(z, a, torch.tensor([0, 0])), source.next(z, a, torch.tensor([1, 1])))
+
+
+def test_finetune_refuses_a_task_larger_than_the_checkpoint():
+    pretrained = TaskSet(SPECS)
+    with pytest.raises(ConfigError, match="exceed the checkpoint"):
+        finetune_task_set([TaskSpec("huge", 40, 1, 100)], pretrained)
