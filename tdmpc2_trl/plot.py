@@ -6,8 +6,10 @@ Each RUN_DIR is a training run directory (``config.yaml`` for task, model and se
 ``step,episode_reward``). Runs of the same task and model are one curve: the mean over seeds, shaded ± one sample
 standard deviation. The x axis counts env frames: DMControl repeats each action twice (frames = 2 × agent steps),
 gymnasium tasks do not (frames = steps). Each task's panel shows the official curve (``results/official/``, 5m
-model, 3 seeds) where there is one, and random play (``results/random_play.csv``) where it was measured. The table
-goes to stdout and next to the figure (``FILE.md``).
+model, 3 seeds) where there is one, published SAC/TD3 returns (``results/published/gym_mujoco.csv``: markers with
+± one standard deviation at their env steps) where there are some, and random play (``results/random_play.csv``)
+where it was measured. The table goes to stdout and next to the figure (``FILE.md``), followed by a second table of the
+published returns at the same steps when a run's task has some.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from .envs import task_info
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 OFFICIAL_DIR = RESULTS_DIR / "official"
 RANDOM_PLAY = RESULTS_DIR / "random_play.csv"
+PUBLISHED = RESULTS_DIR / "published" / "gym_mujoco.csv"
 OFFICIAL_LABEL = "official TD-MPC2 (5m)"
 
 
@@ -59,6 +62,20 @@ class Curve:
         """Index of the last logged point at or before ``frames`` (None if there is none)."""
         found = [i for i, f in enumerate(self.frames) if f <= frames]
         return found[-1] if found else None
+
+
+@dataclass(frozen=True)
+class Published:
+    """Another algorithm's published returns on a task: mean ± std over its seeds at a few env step counts."""
+
+    algorithm: str
+    source: str
+    env_version: str
+    curve: Curve  # frames: env steps (the gymnasium tasks have no action repeat); n: the source's seeds
+
+    @property
+    def label(self) -> str:
+        return f"{self.algorithm}, {self.source} ({self.env_version})"
 
 
 def curve_from_points(points: dict[int, list[float]]) -> Curve:
@@ -126,6 +143,28 @@ def load_random_play(path: Path = RANDOM_PLAY) -> dict[str, tuple[float, float]]
         return {r["task"]: (float(r["mean"]), float(r["std"])) for r in csv.DictReader(f)}
 
 
+def load_published(path: Path = PUBLISHED) -> dict[str, list[Published]]:
+    """``{task: [series]}`` from ``gym_mujoco.csv`` (one row per task, algorithm, source, env version and step, with
+    ``mean``, ``std`` and ``seeds``); empty if the file is missing."""
+    if not path.is_file():
+        return {}
+    rows: dict[tuple[str, str, str, str], list[dict[str, str]]] = defaultdict(list)
+    published: dict[str, list[Published]] = defaultdict(list)
+    try:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                rows[(row["task"], row["algorithm"], row["source"], row["env_version"])].append(row)
+        for (task, algorithm, source, env_version), series in sorted(rows.items()):
+            series.sort(key=lambda r: int(r["step"]))
+            curve = Curve([int(r["step"]) for r in series], [float(r["mean"]) for r in series],
+                          [float(r["std"]) for r in series], [int(r["seeds"]) for r in series])
+            published[task].append(Published(algorithm, source, env_version, curve))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"{path} is not a CSV with columns task,algorithm,step,mean,std,seeds,env_version,source "
+                          f"({err!r})") from None
+    return dict(published)
+
+
 # ---------------------------------------------------------------- grouping and the table
 
 
@@ -159,23 +198,40 @@ def compared_frames(runs: list[Run]) -> int:
     return min(run.frames[-1] for run in runs)
 
 
+def ours_at_compared_frames(runs: list[Run]) -> tuple[int, float, str]:
+    """The compared frames, the mean over seeds of each seed's last evaluation at or before them, and its cell."""
+    frames = compared_frames(runs)
+    ours = [run.returns[max(i for i, f in enumerate(run.frames) if f <= frames)] for run in runs]
+    mean = statistics.fmean(ours)
+    cell = f"{mean:.1f} ± {_std(ours):.1f}" if len(ours) > 1 else f"{mean:.1f} (one seed)"
+    return frames, mean, cell
+
+
+def reference_cells(mean: float, reference: Curve | None, frames: int) -> list[str]:
+    """``[mean ± std (n), at frames, gap]`` of the reference curve's last point at or before ``frames``."""
+    i = reference.at_or_before(frames) if reference is not None else None
+    if i is None:
+        return ["—", "—", "—"]
+    r_mean, r_std = reference.mean[i], reference.std[i]
+    gap = f"{(mean - r_mean) / r_std:+.1f}" if r_std > 0 else "—"
+    return [f"{r_mean:.1f} ± {r_std:.1f} (n={reference.n[i]})", f"{reference.frames[i]:,}", gap]
+
+
 def table_row(task: str, model: str, runs: list[Run], official: Curve | None,
               random_play: tuple[float, float] | None) -> list[str]:
     """One Markdown row: each seed's last evaluation at or before the compared frames, against the official curve's
     last logged point at or before them."""
-    frames = compared_frames(runs)
-    ours = [run.returns[max(i for i, f in enumerate(run.frames) if f <= frames)] for run in runs]
-    mean, std = statistics.fmean(ours), _std(ours)
-    official_cells = ["—", "—", "—"]
-    i = official.at_or_before(frames) if official is not None else None
-    if i is not None:
-        o_mean, o_std = official.mean[i], official.std[i]
-        gap = f"{(mean - o_mean) / o_std:+.1f}" if o_std > 0 else "—"
-        official_cells = [f"{o_mean:.1f} ± {o_std:.1f} (n={official.n[i]})", f"{official.frames[i]:,}", gap]
-    seeds = seed_list(runs)
+    frames, mean, ours_cell = ours_at_compared_frames(runs)
     rand = f"{random_play[0]:.1f} ± {random_play[1]:.1f}" if random_play else "—"
-    ours_cell = f"{mean:.1f} ± {std:.1f}" if len(ours) > 1 else f"{mean:.1f} (one seed)"
-    return [task, model, seeds, f"{frames:,}", ours_cell, *official_cells, rand]
+    return [task, model, seed_list(runs), f"{frames:,}", ours_cell, *reference_cells(mean, official, frames), rand]
+
+
+def published_row(task: str, model: str, runs: list[Run], series: Published) -> list[str]:
+    """One Markdown row of the published table: this project at the compared steps against one published series'
+    last point at or before them."""
+    frames, mean, ours_cell = ours_at_compared_frames(runs)
+    return [task, model, seed_list(runs), f"{frames:,}", ours_cell, series.label,
+            *reference_cells(mean, series.curve, frames)]
 
 
 TABLE_HEADER = ["task", "model", "seeds", "frames", "this project", f"{OFFICIAL_LABEL}", "official at frames",
@@ -190,13 +246,33 @@ TABLE_NOTES = (
 )
 
 
+PUBLISHED_HEADER = ["task", "model", "seeds", "steps", "this project", "published (algorithm, source, env)",
+                    "published", "published at steps", "gap (published std)"]
+PUBLISHED_NOTES = (
+    "Published references, not this project's results: other algorithms' mean ± sample std over their seeds at "
+    "their last point at or before `steps` (env steps, random warm-up steps included; every 25,000), from "
+    "`results/published/gym_mujoco.csv` (sources, MuJoCo env versions and how the numbers were reduced: "
+    "`results/published/README.md`). gap: (this project − published mean) / published std."
+)
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def markdown_table(groups: dict[tuple[str, str], list[Run]], official: dict[str, Curve | None],
-                   random_play: dict[str, tuple[float, float]]) -> str:
-    """The comparison table (one row per task and model) followed by a note on how each column is computed."""
-    lines = ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
-    for (task, model), runs in sorted(groups.items()):
-        lines.append("| " + " | ".join(table_row(task, model, runs, official[task], random_play.get(task))) + " |")
-    return "\n".join(lines) + "\n\n" + TABLE_NOTES + "\n"
+                   random_play: dict[str, tuple[float, float]],
+                   published: dict[str, list[Published]] | None = None) -> str:
+    """The comparison table (one row per task and model) followed by a note on how each column is computed; then,
+    if any task has published returns, their table (one row per task, model and published series) and its note."""
+    rows = [table_row(task, model, runs, official[task], random_play.get(task))
+            for (task, model), runs in sorted(groups.items())]
+    text = "\n".join(_markdown(TABLE_HEADER, rows)) + "\n\n" + TABLE_NOTES + "\n"
+    published_rows = [published_row(task, model, runs, series) for (task, model), runs in sorted(groups.items())
+                      for series in (published or {}).get(task, [])]
+    if published_rows:
+        text += "\n" + "\n".join(_markdown(PUBLISHED_HEADER, published_rows)) + "\n\n" + PUBLISHED_NOTES + "\n"
+    return text
 
 
 # ---------------------------------------------------------------- the figure
@@ -216,21 +292,36 @@ def _band(ax, curve: Curve, color: str, label: str, style: str = "-") -> None:
     ax.fill_between(curve.frames, low, high, color=color, alpha=0.2, linewidth=0)
 
 
-def _official_shown(official: Curve, right: int) -> Curve:
-    """The official curve up to its first logged point at or after ``right`` frames (the one a run aims at)."""
-    last = next((i for i, f in enumerate(official.frames) if f >= right), len(official.frames) - 1)
+def _curve_up_to(curve: Curve, right: int) -> Curve:
+    """An official or published curve up to its first point at or after ``right`` frames (the one a run aims at)."""
+    last = next((i for i, f in enumerate(curve.frames) if f >= right), len(curve.frames) - 1)
     keep = slice(0, last + 1)
-    return Curve(official.frames[keep], official.mean[keep], official.std[keep], official.n[keep])
+    return Curve(curve.frames[keep], curve.mean[keep], curve.std[keep], curve.n[keep])
+
+
+PUBLISHED_STYLES = [("tab:brown", "s"), ("tab:pink", "^"), ("tab:olive", "D"), ("tab:cyan", "v")]
+
+
+def _published_points(ax, series: Published, right: int, style: tuple[str, str]) -> int:
+    """One published series as markers with ± std error bars; returns the furthest step drawn."""
+    shown = _curve_up_to(series.curve, right)
+    color, marker = style
+    ax.errorbar(shown.frames, shown.mean, yerr=shown.std, fmt=marker, color=color, capsize=3, markersize=5,
+                alpha=0.8, label=f"{series.label}, {max(shown.n)} seeds")
+    return shown.frames[-1]
 
 
 def draw_task(ax, task: str, groups: list[tuple[str, list[Run]]], official: Curve | None,
-              random_play: tuple[float, float] | None) -> None:
-    """One panel: every model's seed curve of ``task``, the official curve and random play."""
+              random_play: tuple[float, float] | None, published: list[Published] | None = None) -> None:
+    """One panel: every model's seed curve of ``task``, the official curve, published points and random play."""
     right = max(run.frames[-1] for _, runs in groups for run in runs)
     if official is not None:
-        shown = _official_shown(official, right)
+        shown = _curve_up_to(official, right)
         _band(ax, shown, "black", f"{OFFICIAL_LABEL}, {max(shown.n)} seeds", "--")
         right = max(right, shown.frames[-1])
+    furthest = [_published_points(ax, series, right, PUBLISHED_STYLES[k % len(PUBLISHED_STYLES)])
+                for k, series in enumerate(published or [])]
+    right = max([right, *furthest])
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
     for k, (model, runs) in enumerate(groups):
         seeds = seed_list(runs)
@@ -247,7 +338,8 @@ def draw_task(ax, task: str, groups: list[tuple[str, list[Run]]], official: Curv
 
 
 def draw(groups: dict[tuple[str, str], list[Run]], official: dict[str, Curve | None],
-         random_play: dict[str, tuple[float, float]], out: Path) -> None:
+         random_play: dict[str, tuple[float, float]], out: Path,
+         published: dict[str, list[Published]] | None = None) -> None:
     """One panel per task (up to 3 per row), written as a PNG with the Agg backend."""
     by_task: dict[str, list[tuple[str, list[Run]]]] = defaultdict(list)
     for (task, model), runs in groups.items():
@@ -258,7 +350,7 @@ def draw(groups: dict[tuple[str, str], list[Run]], official: dict[str, Curve | N
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (task, task_groups) in zip(axes, sorted(by_task.items())):
-        draw_task(ax, task, task_groups, official[task], random_play.get(task))
+        draw_task(ax, task, task_groups, official[task], random_play.get(task), (published or {}).get(task))
     for ax in axes[len(by_task):]:
         ax.set_visible(False)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -269,13 +361,14 @@ def draw(groups: dict[tuple[str, str], list[Run]], official: dict[str, Curve | N
 
 
 def report(run_dirs: list[str | Path], out: Path, official_dir: Path = OFFICIAL_DIR,
-           random_play_path: Path = RANDOM_PLAY) -> str:
+           random_play_path: Path = RANDOM_PLAY, published_path: Path = PUBLISHED) -> str:
     """Plot ``run_dirs`` to ``out`` (PNG), write the table to ``out`` with suffix ``.md`` and return it."""
     groups = group_runs([load_run(d) for d in run_dirs])
     official = {task: load_official(task, official_dir) for task, _ in groups}
     random_play = load_random_play(random_play_path)
-    table = markdown_table(groups, official, random_play)
-    draw(groups, official, random_play, out)
+    published = load_published(published_path)
+    table = markdown_table(groups, official, random_play, published)
+    draw(groups, official, random_play, out, published)
     out.with_suffix(".md").write_text(table)
     return table
 
@@ -287,9 +380,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="the figure (PNG); the table is written next to it with suffix .md (default results.png)")
     parser.add_argument("--official-dir", type=Path, default=OFFICIAL_DIR, help="official curves, TASK.csv each")
     parser.add_argument("--random-play", type=Path, default=RANDOM_PLAY, help="random-play returns (CSV)")
+    parser.add_argument("--published", type=Path, default=PUBLISHED,
+                        help="published returns of other algorithms (CSV: task,algorithm,step,mean,std,seeds,...)")
     args = parser.parse_args(argv)
     try:
-        table = report(args.run_dirs, args.out, args.official_dir, args.random_play)
+        table = report(args.run_dirs, args.out, args.official_dir, args.random_play, args.published)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
+import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from tdmpc2_trl import plot
 
@@ -134,3 +138,143 @@ def test_config_without_task_is_a_one_line_error(tmp_path: Path, capsys):
     (run / "config.yaml").write_text("seed: 1\n")
     assert plot.main([str(run), "--out", str(tmp_path / "x.png")]) == 2
     assert "does not name the run's task, model.name and seed" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- published SAC/TD3 references (gymnasium tasks)
+
+
+def published_csv(path: Path) -> Path:
+    """Two published series for Hopper-v5 (one with three points, one with one) and one for Walker2d-v5."""
+    path.write_text(
+        "task,algorithm,step,mean,std,seeds,env_version,source,reference\n"
+        "Hopper-v5,SAC,50000,1000.0,400.0,10,Hopper-v3,Lib A,https://example.org/a\n"
+        "Hopper-v5,SAC,100000,1800.0,1000.0,10,Hopper-v3,Lib A,https://example.org/a\n"
+        "Hopper-v5,SAC,150000,2700.0,900.0,10,Hopper-v3,Lib A,https://example.org/a\n"
+        "Hopper-v5,TD3,100000,660.0,800.0,5,Hopper-v1,Paper B,https://example.org/b\n"
+        "Walker2d-v5,TD3,100000,770.0,620.0,10,Walker2d-v1,Paper B,https://example.org/b\n"
+    )
+    return path
+
+
+def tables(text: str) -> list[list[dict[str, str]]]:
+    """Every Markdown table of ``text`` (blocks of lines starting with '|'), as lists of {column: cell}."""
+    blocks, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("| "):
+            current.append([c.strip() for c in line.strip("|").split("|")])
+        elif not line.startswith("|---") and current:
+            blocks.append([dict(zip(current[0], row)) for row in current[1:]])
+            current = []
+    return blocks
+
+
+def test_gymnasium_runs_against_published_points(tmp_path: Path, capsys):
+    runs = [
+        make_run(tmp_path, "h1", "Hopper-v5", 1, [(50_000, 800.0), (100_000, 2000.0)]),
+        make_run(tmp_path, "h2", "Hopper-v5", 2, [(50_000, 600.0), (100_000, 1600.0), (110_000, 2500.0)]),
+        make_run(tmp_path, "w1", "Walker2d-v5", 1, [(40_000, 300.0)]),  # before every published point
+        make_run(tmp_path, "cp", "cartpole-swingup", 1, [(50_000, 800.0)]),
+    ]
+    out = tmp_path / "gym.png"
+    published = published_csv(tmp_path / "published.csv")
+    assert plot.main([*map(str, runs), "--out", str(out), "--published", str(published)]) == 0
+    assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 10_000
+    main_table, published_table = tables(capsys.readouterr().out)
+
+    hopper = {r["task"]: r for r in main_table}["Hopper-v5"]  # gymnasium: steps = frames, no official curve
+    assert (hopper["frames"], hopper["this project"]) == ("100,000", f"1800.0 ± {statistics.stdev([2000, 1600]):.1f}")
+    assert hopper["official TD-MPC2 (5m)"] == "—"
+
+    rows = {(r["task"], r["published (algorithm, source, env)"]): r for r in published_table}
+    assert set(rows) == {("Hopper-v5", "SAC, Lib A (Hopper-v3)"), ("Hopper-v5", "TD3, Paper B (Hopper-v1)"),
+                         ("Walker2d-v5", "TD3, Paper B (Walker2d-v1)")}  # cartpole: no published row
+    sac = rows[("Hopper-v5", "SAC, Lib A (Hopper-v3)")]
+    assert (sac["model"], sac["seeds"], sac["steps"]) == ("1m", "1,2", "100,000")
+    assert sac["this project"] == hopper["this project"]
+    assert (sac["published"], sac["published at steps"]) == ("1800.0 ± 1000.0 (n=10)", "100,000")
+    assert sac["gap (published std)"] == "+0.0"
+    td3 = rows[("Hopper-v5", "TD3, Paper B (Hopper-v1)")]
+    assert (td3["published"], td3["gap (published std)"]) == ("660.0 ± 800.0 (n=5)", f"{(1800 - 660) / 800:+.1f}")
+    walker = rows[("Walker2d-v5", "TD3, Paper B (Walker2d-v1)")]
+    assert walker["steps"] == "40,000" and walker["published"] == walker["published at steps"] == "—"
+
+
+def test_published_point_is_the_last_at_or_before_the_steps(tmp_path: Path):
+    series = {s.algorithm: s for s in plot.load_published(published_csv(tmp_path / "p.csv"))["Hopper-v5"]}
+    assert series["SAC"].curve.frames == [50_000, 100_000, 150_000] and series["SAC"].curve.n == [10, 10, 10]
+    run = plot.load_run(make_run(tmp_path, "r", "Hopper-v5", 1, [(90_000, 1400.0), (149_000, 2000.0)]))
+    row = plot.published_row("Hopper-v5", "1m", [run], series["SAC"])
+    assert row[3] == "149,000" and row[6:] == ["1800.0 ± 1000.0 (n=10)", "100,000", "+0.2"]
+
+
+def test_published_points_are_drawn_up_to_the_run(tmp_path: Path):
+    published = plot.load_published(published_csv(tmp_path / "p.csv"))["Hopper-v5"]
+    run = plot.load_run(make_run(tmp_path, "r", "Hopper-v5", 1, [(20_000, 300.0), (60_000, 900.0)]))
+    ax = Figure().subplots()
+    plot.draw_task(ax, "Hopper-v5", [("1m", [run])], None, None, published)
+    bars = {c.get_label(): c for c in ax.containers}
+    assert set(bars) == {"SAC, Lib A (Hopper-v3), 10 seeds", "TD3, Paper B (Hopper-v1), 5 seeds"}
+    sac_x = bars["SAC, Lib A (Hopper-v3), 10 seeds"].lines[0].get_xdata()
+    assert list(sac_x) == [50_000, 100_000]  # up to the first point at or after the run's 60k steps
+    assert ax.get_xlim()[1] >= 100_000 and "no action repeat" in ax.get_xlabel()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "TD3, Paper B (Hopper-v1), 5 seeds" in legend
+
+
+def test_a_malformed_published_csv_is_a_one_line_error(tmp_path: Path, capsys):
+    run = make_run(tmp_path, "r", "Hopper-v5", 1, [(1000, 30.0)])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("task,algorithm,step,mean\nHopper-v5,SAC,100000,1800\n")
+    assert plot.main([str(run), "--out", str(tmp_path / "x.png"), "--published", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "is not a CSV with columns task,algorithm" in err and err.count("\n") == 1
+
+
+def test_shipped_published_figures_and_dmcontrol_unchanged(tmp_path: Path):
+    published = plot.load_published()
+    assert set(published) == {"Hopper-v5", "Walker2d-v5"}
+    for task, series in published.items():
+        assert {s.algorithm for s in series} == {"SAC", "TD3"}
+        for s in series:
+            assert 100_000 in s.curve.frames and s.env_version.split("-")[0] == task.split("-")[0]
+            assert min(s.curve.n) >= 5 and all(std > 0 for std in s.curve.std)
+    groups = plot.group_runs([plot.load_run(make_run(tmp_path, "cp", "cartpole-swingup", 1, [(50_000, 800.0)]))])
+    official = {"cartpole-swingup": plot.load_official("cartpole-swingup")}
+    assert plot.markdown_table(groups, official, {}, published) == plot.markdown_table(groups, official, {})
+
+
+def load_reducer(monkeypatch) -> ModuleType:
+    """results/published/reduce_gym_mujoco.py as a module (a script, not part of the package)."""
+    path = plot.RESULTS_DIR / "published" / "reduce_gym_mujoco.py"
+    spec = importlib.util.spec_from_file_location("reduce_gym_mujoco", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclass looks the module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reducer_counts_total_env_steps(tmp_path: Path, monkeypatch):
+    """TD3 paper arrays: index i = i * 5000 steps; Tianshou's env_step leaves out its random warm-up steps."""
+    reducer = load_reducer(monkeypatch)
+    for env, folder in (("Hopper", "Hopper"), ("Walker2d", "Walker")):
+        (tmp_path / "td3/learning_curves" / folder).mkdir(parents=True)
+        for seed in range(3):
+            np.save(tmp_path / "td3/learning_curves" / folder / f"TD3_{env}-v1_{seed}.npy",
+                    np.arange(201, dtype=float) * 10 + seed)
+        for algo in ("sac", "td3"):
+            bench = tmp_path / "ts/examples/mujoco/benchmark" / f"{env}-v3" / algo
+            bench.mkdir(parents=True)
+            with open(bench / "test_rew_10seeds.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["env_step", "rew", "rew:shaded", "rew:seed_0_a/test_rew.csv", "rew:seed_1_b/x.csv"])
+                writer.writerows([s, 0, 0, s / 100, s / 100 + 2] for s in range(0, 200_001, 5_000))
+    out = tmp_path / "out.csv"
+    assert reducer.main(["--td3", str(tmp_path / "td3"), "--tianshou", str(tmp_path / "ts"), "--out", str(out)]) == 0
+    with open(out, newline="") as f:
+        rows = {(r["task"], r["algorithm"], r["source"], int(r["step"])): r for r in csv.DictReader(f)}
+    td3 = rows[("Hopper-v5", "TD3", reducer.TD3_PAPER, 100_000)]  # index 20: 200 + seed 0, 1, 2
+    assert (td3["mean"], td3["std"], td3["seeds"], td3["env_version"]) == ("201.0", "1.0", "3", "Hopper-v1")
+    sac = rows[("Walker2d-v5", "SAC", reducer.TIANSHOU, 100_000)]  # env_step 90,000 + 10,000 warm-up
+    assert (sac["mean"], sac["std"], sac["seeds"]) == ("901.0", f"{statistics.stdev([900, 902]):.1f}", "2")
+    td3 = rows[("Hopper-v5", "TD3", reducer.TIANSHOU, 100_000)]  # env_step 75,000 + 25,000 warm-up
+    assert td3["mean"] == "751.0" and td3["env_version"] == "Hopper-v3"
