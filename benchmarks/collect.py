@@ -11,24 +11,20 @@ import argparse
 import itertools
 import json
 import time
-from pathlib import Path
 
 import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from tdmpc2_trl.collectors import make_collector
-from tdmpc2_trl.envs import make_env, task_info
+from tdmpc2_trl.compose import load_config
+from tdmpc2_trl.config import TrainConfig
+from tdmpc2_trl.envs import EnvFactory, task_info
 from tdmpc2_trl.factory import make_autocast_dtype, make_discount, make_planner, make_world_model
 from tdmpc2_trl.precision import precision_name
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="1m", help="model preset (seed, 1m, 5m, 19m, 48m, 317m)")
+    p.add_argument("--model", default="1m", help="model preset (8m-h10, 1m, 5m, 19m, 48m, 317m)")
     p.add_argument("--horizon", type=int, default=3)
     p.add_argument("--task", default="Pendulum-v1")
     p.add_argument("--workers", type=int, nargs="+", default=[1], help="collector processes (one setting each)")
@@ -45,17 +41,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def recipe_config(args: argparse.Namespace, workers: int, envs: int) -> dict:
+def recipe_config(args: argparse.Namespace, workers: int, envs: int) -> TrainConfig:
     """The training recipe's config (configs/config.yaml) for one setting, as ``train`` would get it."""
-    overrides = [f"model={args.model}", f"horizon={args.horizon}", f"task={args.task}", f"num_envs={envs}",
+    overrides = [f"model={args.model}", f"model.horizon={args.horizon}", f"task={args.task}", f"num_envs={envs}",
                  f"seed={args.seed}", f"threads={args.threads}", f"precision={args.precision}",
                  f"collector.workers={workers}", f"collector.backend={args.backend}", *args.overrides]
     if args.ray_address:
         overrides.append(f"collector.ray_address={args.ray_address}")
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        cfg = OmegaConf.to_container(compose("config", overrides=overrides))
-    cfg.pop("run_dir")  # ${hydra:...}: only known inside a Hydra run
-    return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+    return load_config("config", overrides)
 
 
 def measure(args: argparse.Namespace, workers: int, envs: int) -> dict:
@@ -64,16 +57,15 @@ def measure(args: argparse.Namespace, workers: int, envs: int) -> dict:
     torch.set_num_threads(args.threads)  # a multi-process collector's shutdown raises the main's threads
     torch.manual_seed(args.seed)
     info = task_info(args.task)
-    world_model = make_world_model(c, info, device)
-    autocast_dtype = make_autocast_dtype(c, device)
-    env = make_env(args.task, seed=args.seed, num_envs=envs, device=device)
-    planner = make_planner(c, world_model, env.action_spec_unbatched, make_discount(c, info), autocast_dtype)
-    env.append_transform(planner.primer())
+    world_model = make_world_model(c.model, info, device)
+    autocast_dtype = make_autocast_dtype(c.precision, device)
+    planner = make_planner(c.planner, world_model, None, make_discount(c.loss, info), autocast_dtype)
+    env = EnvFactory(args.task, seed=args.seed, num_envs=envs, device=str(device), transforms=(planner.primer(),))
     per_batch = workers * envs
     batches = args.warmup + -(-args.frames // per_batch)
     start = time.perf_counter()
-    collector = make_collector(c, env, planner, total_frames=batches * per_batch, init_random_frames=0,
-                               device=device)
+    collector = make_collector(env, c.collector, planner, total_frames=batches * per_batch, init_random_frames=0,
+                               device=device, threads=args.threads)
     setup_s = time.perf_counter() - start
     timed = 0
     try:
@@ -85,15 +77,13 @@ def measure(args: argparse.Namespace, workers: int, envs: int) -> dict:
         elapsed = time.perf_counter() - start
     finally:
         collector.shutdown()
-        if not env.is_closed:
-            env.close()
     return {
         "benchmark": "collect", "task": args.task, "model": args.model, "horizon": args.horizon,
         "backend": args.backend, "workers": workers, "envs": envs, "envs_total": per_batch, "frames": timed,
         "steps_per_s": round(timed / elapsed, 2), "ms_per_batch": round(elapsed / (timed / per_batch) * 1e3, 1),
         "setup_s": round(setup_s, 1), "threads": args.threads, "device": str(device),
-        "precision": precision_name(autocast_dtype), "samples": c["planner"]["num_samples"],
-        "iterations": c["planner"]["iterations"], "compile": c["planner"]["compile"],
+        "precision": precision_name(autocast_dtype), "samples": c.planner.num_samples,
+        "iterations": c.planner.iterations, "compile": c.planner.compile,
     }
 
 

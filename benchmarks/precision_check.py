@@ -14,6 +14,8 @@ import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_
 import torch
 
 from tdmpc2_trl.checkpoint import resolve_checkpoint
+from tdmpc2_trl.compose import to_dataclass
+from tdmpc2_trl.config import TrainConfig
 from tdmpc2_trl.data import make_replay_buffer
 from tdmpc2_trl.envs import task_info
 from tdmpc2_trl.factory import make_discount, make_planner, make_world_model
@@ -35,18 +37,19 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     path, state = resolve_checkpoint(args.checkpoint)
-    c, info, cpu = state["config"], task_info(state["config"]["task"]), torch.device("cpu")
-    world_model = make_world_model(c, info, cpu)
+    c = to_dataclass(state["config"], TrainConfig)
+    info, cpu = task_info(c.task), torch.device("cpu")
+    world_model = make_world_model(c.model, info, cpu)
     world_model.load_state_dict(state["world_model"])
-    buffer = make_replay_buffer(capacity=int(c["buffer_size"] or min(1_000_000, int(c["steps"]))),
-                                batch_size=int(c["batch_size"]), horizon=int(c["horizon"]))
+    buffer = make_replay_buffer(capacity=c.buffer.size or min(1_000_000, c.steps),
+                                batch_size=c.buffer.batch_size, horizon=c.model.horizon)
     buffer.load_state_dict(state["replay_buffer"])
     visited = buffer.storage[:]["observation"]  # the filled rows only
     obs_all = visited.reshape(-1, *visited.shape[2:])
     g = torch.Generator().manual_seed(args.seed)
     obs = obs_all[torch.randint(len(obs_all), (args.states,), generator=g)].float()
 
-    planners = {name: make_planner(c, world_model, None, make_discount(c, info), dtype)
+    planners = {name: make_planner(c.planner, world_model, None, make_discount(c.loss, info), dtype)
                 for name, dtype in (("fp32", None), ("bf16", torch.bfloat16))}
     noise = PlannerNoise(planners["fp32"], args.states, generator=g)
     actions = {name: p.act(obs, None, noise=noise, explore=False)[0] for name, p in planners.items()}
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
                 prior[name] = world_model.pi(world_model.encode(obs))[1]
     diff = (actions["bf16"] - actions["fp32"]).abs()
     result = {
-        "benchmark": "precision_check", "checkpoint": str(path), "task": c["task"], "model": c["model"]["name"],
+        "benchmark": "precision_check", "checkpoint": str(path), "task": c.task, "model": c.model.name,
         "step": state["step"], "states": args.states,
         "plan_action_mean_abs_diff": round(float(diff.mean()), 5), "plan_action_max_abs_diff": round(float(diff.max()), 5),
         "plan_action_mean_abs": round(float(actions["fp32"].abs().mean()), 5),

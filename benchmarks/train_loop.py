@@ -20,11 +20,12 @@ import torch
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType
 
+from tdmpc2_trl.compose import load_config
+from tdmpc2_trl.config import TrainConfig
 from tdmpc2_trl.data import add, make_replay_buffer, sample_batch
-from tdmpc2_trl.envs import make_env, task_info
+from tdmpc2_trl.envs import EnvFactory, task_info
 from tdmpc2_trl.factory import make_discount, make_loss, make_planner, make_updater, make_world_model
 from tdmpc2_trl.precision import PRECISIONS, precision_name, resolve_precision
-from tdmpc2_trl.presets import load_model_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,23 +38,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fill", type=int, default=300, help="random steps put in the buffer first")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="planner.compile and compile_update (default on)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="planner.compile and optim.compile (default on)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
-def recipe_config(args: argparse.Namespace) -> dict:
-    """The subset of configs/config.yaml that the factory functions read, at the recipe's defaults."""
-    model = load_model_config(args.model)
-    return {
-        "model": {**model.__dict__}, "horizon": args.horizon or model.horizon, "discount": None,
-        "rho": 0.5, "consistency_coef": 20.0, "reward_coef": 0.1, "value_coef": 0.1, "termination_coef": 1.0,
-        "entropy_coef": 1e-4, "tau": 0.01, "lr": 3e-4, "enc_lr_scale": 1.0, "grad_clip_norm": 20.0,
-        "compile_update": args.compile,
-        "planner": {"mpc": True, "num_samples": 512, "num_pi_trajs": 24, "num_elites": 64, "iterations": 6,
-                    "temperature": 0.5, "min_std": 0.05, "max_std": 2.0, "compile": args.compile},
-    }
+def recipe_config(args: argparse.Namespace) -> TrainConfig:
+    """The recipe's config (its defaults) for this model, horizon and compile setting."""
+    overrides = [f"model={args.model}", f"planner.compile={args.compile}", f"optim.compile={args.compile}",
+                 "optim.enc_lr_scale=1.0"]
+    return load_config("config", overrides + ([f"model.horizon={args.horizon}"] if args.horizon else []))
 
 
 def _timed(fn, record: list[float]):
@@ -73,24 +68,23 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     c, info, cpu = recipe_config(args), task_info(args.task), torch.device("cpu")
     dtype = resolve_precision(args.precision, cpu)
-    discount = make_discount(c, info)
-    world_model = make_world_model(c, info, cpu)
-    loss = make_loss(c, world_model, discount)
+    discount = make_discount(c.loss, info)
+    world_model = make_world_model(c.model, info, cpu)
+    loss = make_loss(c.loss, world_model, discount)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        updater = make_updater(c, loss, dtype)
-    env = make_env(args.task, seed=args.seed, num_envs=args.envs)
-    planner = make_planner(c, world_model, env.action_spec_unbatched, discount, dtype)
-    env.append_transform(planner.primer())
+        updater = make_updater(c.optim, loss, c.loss.tau, dtype)
+    planner = make_planner(c.planner, world_model, None, discount, dtype)
+    env = EnvFactory(args.task, seed=args.seed, num_envs=args.envs, transforms=(planner.primer(),))()
     buffer = make_replay_buffer(capacity=args.fill + args.envs * (args.steps + 1), batch_size=args.batch,
-                                horizon=c["horizon"])
+                                horizon=c.model.horizon)
     collector = Collector(env, planner, frames_per_batch=args.envs, total_frames=-1,
                           init_random_frames=args.fill, exploration_type=ExplorationType.RANDOM)
     it = iter(collector)
     while len(buffer) < args.fill:
         add(buffer, next(it))
     add(buffer, next(it))  # one planned step, untimed: torch.compile compiles the planner here (planner.compile)
-    for _ in range(3):  # untimed: compile_update compiles the loss graphs here
+    for _ in range(3):  # untimed: optim.compile compiles the loss graphs here
         updater(sample_batch(buffer))
     plan_ms: list[float] = []
     planner.forward = _timed(planner.forward, plan_ms)  # the collector calls the planner through forward
@@ -110,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     collector.shutdown()
     inside = (sum(plan_ms) + sum(t_ms["update"])) / 1e3
     result = {
-        "benchmark": "train_loop", "task": args.task, "model": args.model, "horizon": c["horizon"], "envs": args.envs,
+        "benchmark": "train_loop", "task": args.task, "model": args.model, "horizon": c.model.horizon, "envs": args.envs,
         "batch": args.batch, "precision": precision_name(dtype), "compile": args.compile,
         "threads": torch.get_num_threads(), "steps": args.steps,
         "env_steps_per_s": round(args.steps * args.envs / elapsed, 3),

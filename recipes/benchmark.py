@@ -1,7 +1,7 @@
 """Run a grid of recipes/train.py runs (tasks × seeds), resume it after an interruption, plot it against the paper.
 
     python recipes/benchmark.py tasks=[cartpole-swingup,walker-walk] seeds=[1,2,3] model=1m steps=50000 parallel=2
-    python recipes/benchmark.py tasks=[cheetah-run] seeds=[1] model=5m steps=50000 grid_dir=~/grids/5m eval_freq=5000
+    python recipes/benchmark.py tasks=[cheetah-run] seeds=[1] model=5m steps=50000 grid_dir=~/grids/5m eval.freq=5000
 
 Each cell (task, seed) runs ``recipes/train.py`` in ``<grid_dir>/<task>/seed<seed>`` (its output in ``output.log``
 there), with ``threads`` torch threads, ``parallel`` cells at once. Key=value arguments that are not this script's
@@ -27,15 +27,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from tdmpc2_trl.checkpoint import list_checkpoints
+from tdmpc2_trl.compose import config_dir, load_config
 from tdmpc2_trl.config import ConfigError
 from tdmpc2_trl.envs import task_info
 from tdmpc2_trl.plot import report
-from tdmpc2_trl.presets import config_dir
 
 TRAIN = Path(__file__).resolve().parent / "train.py"
 OWN_KEYS = frozenset(OmegaConf.load(config_dir() / "benchmark.yaml")) - {"defaults"} | {"model"}
 SET_BY_THE_GRID = {"task": "tasks=[...]", "seed": "seeds=[...]", "resume": "a rerun of the grid (it resumes itself)",
-                   "run_dir": "grid_dir=", "progress": "the runner (progress=false)"}
+                   "progress": "the runner (progress=false)"}
 GRID_FILE = "grid.yaml"
 POLL_S = 0.2
 
@@ -115,6 +115,10 @@ def make_grid(cfg: dict[str, Any], passthrough: list[str]) -> Grid:
         task_info(str(task))  # an unknown task fails here, in one line, before any run starts
     train = [str(a) for a in (cfg["train"] or [])] + passthrough
     check_passthrough(train)
+    try:  # train.py's own settings, checked once before any run starts
+        load_config("config", [f"model={cfg['model']['name']}", *train])
+    except ConfigError as err:
+        raise ConfigError(f"for train.py: {err}") from None
     grid_dir = Path(str(cfg["grid_dir"])).expanduser()
     cells = [Cell(str(t), int(s), grid_dir / str(t) / f"seed{s}") for t in tasks for s in seeds]
     return Grid(str(cfg["model"]["name"]), _positive_int("steps", cfg["steps"]), _positive_int("threads", cfg["threads"]),

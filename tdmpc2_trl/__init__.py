@@ -11,7 +11,16 @@ if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "1000"
 
 from .config import ConfigError, ModelConfig  # noqa: E402
-from .modules import QEnsemble, WorldModel  # noqa: E402
 
 __all__ = ["ConfigError", "ModelConfig", "QEnsemble", "WorldModel"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # the networks import torch: only on first use, so that the recipes read their config (and install their
+    # signal handlers) before anything slow is imported
+    if name in ("QEnsemble", "WorldModel"):
+        from . import modules
+
+        return getattr(modules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

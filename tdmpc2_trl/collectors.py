@@ -2,7 +2,7 @@
 
 ``make_collector`` returns a TorchRL collector whose batches the recipe adds to the replay buffer as they come:
 
-- ``workers=1, backend=local``: TorchRL's ``Collector`` over the recipe's env, in the training process.
+- ``workers=1, backend=local``: TorchRL's ``Collector``, building its env in the training process.
 - ``workers=K>1, backend=local``: ``MultiSyncCollector`` with K spawned processes, each stepping ``num_envs`` envs
   with its own copy of the planner; weights reach the workers through shared memory (``push_weights``).
 - ``backend=ray``: ``RayCollector`` with K Ray actors (a local Ray instance, or the cluster at
@@ -14,8 +14,8 @@ column never leaves one env. ``WorkerBatch`` flattens the ``[K, num_envs, T]`` (
 worker) batch to ``[K * num_envs, T]`` and makes trajectory ids unique across workers (Ray actors number their
 trajectories independently), so no slice can join two trajectories.
 
-Worker ``w``'s env copies get seeds ``seed + w * num_envs + i``: K workers of N envs use the seeds of one
-process with ``num_envs = K * N``.
+All envs come from one ``envs.EnvFactory``; worker ``w``'s copies get seeds ``seed + w * num_envs + i``: K workers
+of N envs use the seeds of one process with ``num_envs = K * N``.
 """
 from __future__ import annotations
 
@@ -24,73 +24,53 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 from tensordict import TensorDictBase
 from torchrl.collectors import BaseCollector, Collector, MultiSyncCollector
-from torchrl.envs import EnvBase, Transform
+from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType
 
 from . import _compat
-from .config import ConfigError
-from .envs import make_env
+from .config import CollectorConfig, ConfigError
+from .envs import EnvFactory
 from .planner import TDMPC2Planner
 
-__all__ = ["WorkerBatch", "WorkerEnv", "check_collector_config", "collector_settings", "make_collector",
-           "push_weights"]
+__all__ = ["WorkerBatch", "WorkerEnv", "check_collector_config", "make_collector", "push_weights"]
 
 TRAJ_KEY = ("collector", "traj_ids")
-BACKENDS = ("local", "ray")
 RAY_CONNECT_TIMEOUT = timedelta(minutes=10)  # see _make_ray_collector
 
 
-def collector_settings(c: Mapping[str, Any]) -> tuple[int, str, str | None]:
-    """``(workers, backend, ray_address)`` of a recipe config (defaults where the ``collector`` group is absent)."""
-    group = c.get("collector") or {}
-    return int(group.get("workers", 1)), str(group.get("backend", "local")), group.get("ray_address")
-
-
-def check_collector_config(c: Mapping[str, Any]) -> None:
-    """One-line ``ConfigError`` for a bad ``collector`` group (and for ``backend=ray`` without Ray installed)."""
-    workers, backend, _ = collector_settings(c)
-    if workers < 1:
-        raise ConfigError(f"collector.workers={workers} must be a positive integer")
-    if backend not in BACKENDS:
-        raise ConfigError(f"collector.backend={backend!r} must be one of {', '.join(BACKENDS)}")
-    if backend == "ray" and importlib.util.find_spec("ray") is None:
+def check_collector_config(cfg: CollectorConfig) -> None:
+    """One-line ``ConfigError`` for ``collector.backend=ray`` without Ray installed (ranges: ``config.check``)."""
+    if cfg.backend == "ray" and importlib.util.find_spec("ray") is None:
         raise ConfigError("collector.backend=ray needs Ray, which is not installed: pip install -e .[ray]")
 
 
 @dataclass(frozen=True)
 class WorkerEnv:
-    """Picklable env factory of worker ``worker``: ``num_envs`` copies of ``task`` seeded from
-    ``seed + worker * num_envs``.
+    """Worker ``worker``'s env: ``env`` seeded from ``env.seed + worker * env.num_envs``.
 
     Called in a worker process it also seeds that process's torch RNG (the planner's noise and the random seed
     steps) and sets its torch threads; called in the process that built it, it only builds the env.
     """
 
-    task: str
-    seed: int
+    env: EnvFactory
     worker: int
-    num_envs: int
-    device: str = "cpu"
-    transforms: tuple[Transform, ...] = ()
     threads: int = 1
-    obs: str = "state"
     parent_pid: int = field(default_factory=os.getpid)
 
     @property
     def env_seed(self) -> int:
-        return self.seed + self.worker * self.num_envs
+        return self.env.seed + self.worker * self.env.num_envs
 
     def __call__(self) -> EnvBase:
         if os.getpid() != self.parent_pid:
             torch.manual_seed(self.env_seed)
             torch.set_num_threads(self.threads)
-        return make_env(self.task, seed=self.env_seed, num_envs=self.num_envs, device=self.device,
-                        transforms=[t.clone() for t in self.transforms], obs=self.obs)
+        return self.env.replace(seed=self.env_seed)()
 
 
 @dataclass(frozen=True)
@@ -133,37 +113,33 @@ class _RayWorker(Collector):
         return "TDMPC2RayWorker"
 
 
-def make_collector(c: Mapping[str, Any], env: EnvBase, planner: TDMPC2Planner, *, total_frames: int,
-                   init_random_frames: int, device: torch.device | str = "cpu") -> BaseCollector:
-    """The collector the config asks for (see the module docstring), yielding ``total_frames`` env steps, the
-    first ``init_random_frames`` of them with uniformly random actions.
+def make_collector(env: EnvFactory, cfg: CollectorConfig, planner: TDMPC2Planner, *, total_frames: int,
+                   init_random_frames: int, device: torch.device | str = "cpu", threads: int = 1) -> BaseCollector:
+    """The collector ``cfg`` asks for (see the module docstring), yielding ``total_frames`` env steps, the first
+    ``init_random_frames`` of them with uniformly random actions.
 
-    ``env`` (the recipe's env, with ``planner.primer()`` appended) is stepped only by the single-process
-    ``Collector``; workers build their own envs from ``c["task"]``, ``c["seed"]``, ``c["num_envs"]`` and
-    ``c["obs"]``.
+    ``env`` builds the envs (with ``planner.primer()`` among its transforms): once in this process for one local
+    worker, once per worker (``WorkerEnv``: its own seeds) otherwise. ``threads``: torch threads of each worker.
     """
-    check_collector_config(c)
-    workers, backend, address = collector_settings(c)
-    num_envs = int(c["num_envs"])
-    if backend == "local" and workers == 1:
+    check_collector_config(cfg)
+    workers = cfg.workers
+    if cfg.backend == "local" and workers == 1:
         return Collector(
-            env, planner, frames_per_batch=num_envs, total_frames=total_frames,
+            env, planner, frames_per_batch=env.num_envs, total_frames=total_frames,
             init_random_frames=init_random_frames, exploration_type=ExplorationType.RANDOM,
         )
-    threads = int(c.get("threads") or 1)
-    env_fns = [WorkerEnv(c["task"], int(c["seed"]), w, num_envs, str(device), (planner.primer(),), threads,
-                         str(c.get("obs", "state"))) for w in range(workers)]
-    common = dict(frames_per_batch=workers * num_envs, total_frames=total_frames,
+    env_fns = [WorkerEnv(env, w, threads) for w in range(workers)]
+    common = dict(frames_per_batch=workers * env.num_envs, total_frames=total_frames,
                   init_random_frames=init_random_frames, exploration_type=ExplorationType.RANDOM,
                   postproc=WorkerBatch(workers))
-    if backend == "local":
+    if cfg.backend == "local":
         collector = _MultiSyncCollector(
             env_fns, planner, device=device, num_threads=torch.get_num_threads(), num_sub_threads=threads,
             cat_results="stack", **common,
         )
         atexit.register(collector.shutdown)  # an error that skips the caller's shutdown must not hang the exit
         return collector
-    return _make_ray_collector(env_fns, planner, address, device, common)
+    return _make_ray_collector(env_fns, planner, cfg.ray_address, device, common)
 
 
 def _make_ray_collector(env_fns: Sequence[WorkerEnv], planner: TDMPC2Planner, address: str | None,

@@ -6,7 +6,14 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["EagerOnFailure", "compile_or_eager"]
+__all__ = ["EagerOnFailure", "compile_or_eager", "on_compile"]
+
+_notices: list[Callable[[str], None]] = []
+
+
+def on_compile(notice: Callable[[str], None] | None) -> None:
+    """Call ``notice(what)`` (e.g. print "compiling the planner…") before each new graph compiles; ``None``: stop."""
+    _notices[:] = [notice] if notice is not None else []
 
 
 def _shapes(args: tuple[Any, ...]) -> tuple:
@@ -27,6 +34,8 @@ class EagerOnFailure:
         key = _shapes(args)
         if key in self.seen_shapes:
             return self.compiled(*args)
+        for notice in _notices if self.compiled is not self.eager else ():
+            notice(self.what)
         try:
             out = self.compiled(*args)
         except Exception as err:  # dynamo/inductor wrap failures in several types (BackendCompilerFailed, ...)

@@ -1,64 +1,276 @@
-"""The model configuration: one dataclass that every network builder reads (Hydra group ``model/``)."""
+"""The typed configuration: one dataclass per group, every default and every allowed range written once, here.
+
+Hydra composes ``configs/config.yaml`` on top of ``TrainConfig`` (registered in its ``ConfigStore`` by
+``tdmpc2_trl.compose``), so a value of the wrong type fails while composing; ``check`` then tests ranges and choices
+(``field`` metadata: ``ge``, ``gt``, ``le``, ``choices``) and the rules across keys. Both errors are one line that
+names the key and the allowed values. The model presets (``configs/model/*.yaml``) fill ``ModelConfig``, whose
+defaults are the project's default network (preset ``8m-h10``).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 
 class ConfigError(ValueError):
     """A user-facing configuration mistake; recipes print its message as a one-line error."""
 
 
+def _f(default: Any, **rules: Any) -> Any:
+    """A field with its default and its allowed values (``ge``, ``gt``, ``le``, ``choices``)."""
+    return field(default=default, metadata=rules)
+
+
+OBS_TYPES = ("state", "rgb")
+PRECISIONS = ("auto", "fp32", "bf16")
+BACKENDS = ("local", "ray")
+
+
 @dataclass
 class ModelConfig:
-    """Sizes and layer choices of the TD-MPC2 networks. ``configs/model/*.yaml`` fill it."""
+    """Sizes and layer choices of the TD-MPC2 networks, and the planning horizon (= training slice length)."""
 
-    name: str = "seed"
-    latent_dim: int = 512
-    enc_dim: int = 512
-    num_enc_layers: int = 4  # Linear layers in the encoder, its output layer included (TD-MPC2's meaning)
-    encoder_final: str = "simnorm"  # seed: Linear → SimNorm; official: "ln_simnorm" (Linear → LayerNorm → SimNorm)
-    mlp_dim: int = 512
-    num_mlp_layers: int = 3  # hidden blocks of dynamics, reward, Q heads and policy
-    num_q: int = 5
-    q_dropout: float = 0.01
-    simnorm_dim: int = 8
-    num_bins: int = 101
+    name: str = "8m-h10"
+    latent_dim: int = _f(512, ge=1)
+    enc_dim: int = _f(512, ge=1)
+    num_enc_layers: int = _f(4, ge=2)  # Linear layers in the encoder, its output layer included (TD-MPC2's meaning)
+    encoder_final: str = _f("simnorm", choices=("simnorm", "ln_simnorm"))  # ln_simnorm: Linear → LayerNorm → SimNorm
+    mlp_dim: int = _f(512, ge=1)
+    num_mlp_layers: int = _f(3, ge=1)  # hidden blocks of dynamics, reward, Q heads and policy
+    num_q: int = _f(5, ge=2)  # TD-MPC2 averages 2 randomly chosen heads
+    q_dropout: float = _f(0.01, ge=0.0, le=0.99)
+    simnorm_dim: int = _f(8, ge=1)
+    num_bins: int = _f(101, ge=2)  # two-hot regression bins
     vmin: float = -10.0
     vmax: float = 10.0
-    termination: str = "seed"  # seed: ReLU MLP on (z, a), always built; official: normed MLP on z, episodic only
-    policy_head: str = "split"  # split: mean_head + log_std_head; joint: one Linear(mlp, 2A)
+    termination: str = _f("seed", choices=("seed", "official"))  # seed: ReLU MLP on (z, a); official: on z, episodic
+    policy_head: str = _f("split", choices=("split", "joint"))  # split: mean + log-std heads; joint: one Linear(·, 2A)
     log_std_min: float = -10.0
     log_std_max: float = 2.0
-    horizon: int = 10  # the preset's default planning/training horizon (the recipe's `horizon` reads it)
-    num_channels: int = 32  # conv channels of the pixel encoder (obs=rgb; TD-MPC2: 32)
+    horizon: int = _f(10, ge=1)  # MPPI planning horizon = training slice length
+    num_channels: int = _f(32, ge=1)  # conv channels of the pixel encoder (obs=rgb; TD-MPC2: 32)
+
+    def check(self) -> None:
+        if self.latent_dim % self.simnorm_dim:
+            raise ConfigError(f"model.latent_dim={self.latent_dim} must be a multiple of "
+                              f"model.simnorm_dim={self.simnorm_dim}")
+        _ordered("model.vmin", self.vmin, "model.vmax", self.vmax)
+        _ordered("model.log_std_min", self.log_std_min, "model.log_std_max", self.log_std_max)
+
+    def validate(self) -> None:
+        """``ConfigError`` (one line) unless every setting is in range (what ``WorldModel`` checks first)."""
+        check(self, "model.")
 
     @classmethod
-    def from_dict(cls, cfg: Mapping[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        """A checked ``ModelConfig`` from plain values (e.g. a checkpoint's ``config["model"]``)."""
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ConfigError(f"unknown model setting(s) {unknown}; known: {sorted(known)}")
-        out = cls(**dict(cfg))
+            raise ConfigError(f"unknown model setting(s) {unknown}; known: {field_names(cls)}")
+        out = cls(**values)
         out.validate()
         return out
 
-    def validate(self) -> None:
-        choices = {
-            "encoder_final": ("simnorm", "ln_simnorm"),
-            "termination": ("seed", "official"),
-            "policy_head": ("split", "joint"),
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"model.{key}={getattr(self, key)!r} is not one of {allowed}")
-        if self.latent_dim % self.simnorm_dim:
-            raise ConfigError(f"model.latent_dim={self.latent_dim} must be divisible by simnorm_dim={self.simnorm_dim}")
-        if self.num_enc_layers < 2:
-            raise ConfigError(f"model.num_enc_layers={self.num_enc_layers}: the encoder needs at least 2 layers")
-        if self.num_q < 2:
-            raise ConfigError(f"model.num_q={self.num_q}: TD-MPC2 needs at least 2 Q heads")
-        if self.num_channels < 1:
-            raise ConfigError(f"model.num_channels={self.num_channels} must be >= 1")
-        if self.num_bins < 2:
-            raise ConfigError(f"model.num_bins={self.num_bins}: two-hot regression needs at least 2 bins")
+
+@dataclass
+class PlannerConfig:
+    """TD-MPC2's MPPI (``TDMPC2Planner``)."""
+
+    mpc: bool = True  # false: act with the policy prior only
+    num_samples: int = _f(512, ge=2)
+    num_pi_trajs: int = _f(24, ge=0)
+    num_elites: int = _f(64, ge=1)
+    iterations: int = _f(6, ge=1)  # official presets add 2 at action dim >= 20 (factory.planner_iterations)
+    temperature: float = _f(0.5, gt=0.0)
+    min_std: float = _f(0.05, gt=0.0)
+    max_std: float = _f(2.0, gt=0.0)
+    compile: bool = True  # torch.compile the whole planner call; compiles 30-90 s at the first plan
+
+    def check(self) -> None:
+        if self.num_pi_trajs >= self.num_samples:
+            raise ConfigError(f"planner.num_pi_trajs={self.num_pi_trajs} must be below "
+                              f"planner.num_samples={self.num_samples} (some candidates must be sampled)")
+        if self.num_elites > self.num_samples:
+            raise ConfigError(f"planner.num_elites={self.num_elites} must be at most "
+                              f"planner.num_samples={self.num_samples}")
+        _ordered("planner.min_std", self.min_std, "planner.max_std", self.max_std)
+
+
+@dataclass
+class LossConfig:
+    """``TDMPC2Loss``: discount, loss weights, target-Q and RunningScale rate."""
+
+    discount: Optional[float] = _f(None, gt=0.0, le=1.0)  # null: TD-MPC2's rule from the episode length
+    rho: float = _f(0.5, gt=0.0, le=1.0)  # weight ρ^t of step t of the slice
+    consistency_coef: float = _f(20.0, ge=0.0)
+    reward_coef: float = _f(0.1, ge=0.0)
+    value_coef: float = _f(0.1, ge=0.0)
+    termination_coef: float = _f(1.0, ge=0.0)
+    entropy_coef: float = _f(1e-4, ge=0.0)
+    tau: float = _f(0.01, gt=0.0, le=1.0)  # target-Q soft update and RunningScale rate
+    aug_pad: int = _f(3, ge=0)  # obs=rgb: random shift by up to ±aug_pad pixels (TD-MPC2: 3, DrQ-v2: 4)
+
+
+@dataclass
+class OptimConfig:
+    """Both Adams and the update schedule."""
+
+    lr: float = _f(3e-4, gt=0.0)
+    enc_lr_scale: Optional[float] = _f(None, gt=0.0)  # null: 0.3 for the official presets (TD-MPC2), else 1.0
+    grad_clip_norm: float = _f(20.0, gt=0.0)
+    utd_ratio: float = _f(1.0, gt=0.0)  # updates per env step after the seed steps
+    compile: bool = True  # torch.compile the world-model and policy losses (forward + backward): 30-90 s at first
+
+
+@dataclass
+class BufferConfig:
+    """The replay buffer (``data.make_replay_buffer``)."""
+
+    batch_size: int = _f(256, ge=1)  # slices per update
+    size: Optional[int] = _f(None, ge=1)  # null: min(1_000_000, steps)
+    storage: str = _f("memory", choices=("memory", "memmap"))  # memmap: memory-mapped in the run directory
+
+
+@dataclass
+class CollectorConfig:
+    """Data collection (README "Scaling up"): each worker steps ``num_envs`` envs."""
+
+    workers: int = _f(1, ge=1)  # 1: in the training process; K > 1: K processes (or Ray actors)
+    backend: str = _f("local", choices=BACKENDS)  # ray: TorchRL's RayCollector (pip install -e .[ray])
+    ray_address: Optional[str] = None  # backend=ray: host:port or auto of a running cluster (null: a new one)
+    seed_steps: Optional[int] = _f(None, ge=0)  # random steps first; null: max(1000, 5 * episode length)
+
+
+@dataclass
+class LoggerConfig:
+    """CSV logs always; wandb on top."""
+
+    wandb: bool = True
+    wandb_mode: str = _f("offline", choices=("offline", "online"))  # online needs `wandb login`
+    project: str = "tdmpc2-trl"
+    entity: Optional[str] = None
+
+
+@dataclass
+class EvalConfig:
+    """Periodic evaluation: deterministic episodes, one batched rollout."""
+
+    freq: int = _f(5000, ge=0)  # env steps between evaluations (0: only the final one)
+    episodes: int = _f(5, ge=1)
+    save_video: bool = False  # mp4 of the first episode of every evaluation: <run dir>/videos/ (and wandb)
+    video_size: int = _f(256, ge=16)  # frame size (DMControl renders; gymnasium envs use their own size)
+
+
+@dataclass
+class TrainConfig:
+    """``recipes/train.py``'s whole configuration (``configs/config.yaml`` picks the model preset)."""
+
+    task: str = "Pendulum-v1"  # DMControl `domain-task`, a gymnasium id, or `module:EnvId` (your own env)
+    obs: str = _f("state", choices=OBS_TYPES)  # rgb: DMControl pixels, 3 stacked 64x64 frames
+    steps: int = _f(10_000, ge=1)  # env steps in total (over all envs)
+    seed: int = _f(1, ge=0)
+    num_envs: int = _f(1, ge=1)  # envs planned for together in one batched planner call
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = _f("auto", choices=PRECISIONS)  # auto: bf16 matmuls where they are faster
+    threads: Optional[int] = _f(None, ge=1)  # CPU threads for torch (null: torch's default)
+    checkpoint_freq: int = _f(10_000, ge=0)  # env steps between checkpoints (also at the end and on a signal)
+    resume: Optional[str] = None  # a run directory or checkpoint file to continue from
+    progress: bool = True  # tqdm progress bar
+    model: ModelConfig = field(default_factory=ModelConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self) -> None:
+        _check_device(self.device)
+
+
+@dataclass
+class EvalAppConfig:
+    """``recipes/eval.py``: a checkpoint's planner on fresh episodes; ``null`` keeps the trained setting."""
+
+    checkpoint: str = "???"  # a checkpoint file or a run directory (its newest readable checkpoint)
+    episodes: int = _f(10, ge=1)
+    seed: int = _f(0, ge=0)
+    device: str = "auto"
+    mpc: Optional[bool] = None  # false: act with the policy prior only
+    precision: Optional[str] = _f(None, choices=PRECISIONS)
+    compile: Optional[bool] = None
+    save_video: bool = False  # mp4 of the first episode: <run dir>/videos/checkpoint_step_*.mp4
+    video_size: int = _f(256, ge=16)
+
+    def check(self) -> None:
+        _check_device(self.device)
+
+
+# Keys of the flat layout used before the groups, and where they live now (for the "unknown key" error).
+MOVED = {
+    "horizon": "model.horizon", "discount": "loss.discount", "rho": "loss.rho", "tau": "loss.tau",
+    "aug_pad": "loss.aug_pad", "consistency_coef": "loss.consistency_coef", "reward_coef": "loss.reward_coef",
+    "value_coef": "loss.value_coef", "termination_coef": "loss.termination_coef",
+    "entropy_coef": "loss.entropy_coef", "lr": "optim.lr", "enc_lr_scale": "optim.enc_lr_scale",
+    "grad_clip_norm": "optim.grad_clip_norm", "utd_ratio": "optim.utd_ratio", "compile_update": "optim.compile",
+    "batch_size": "buffer.batch_size", "buffer_size": "buffer.size", "buffer_storage": "buffer.storage",
+    "seed_steps": "collector.seed_steps", "eval_freq": "eval.freq", "eval_episodes": "eval.episodes",
+    "save_video": "eval.save_video", "video_size": "eval.video_size",
+}
+
+
+def check(cfg: Any, prefix: str = "") -> None:
+    """Every field's range and choices, then each group's own rules (``check()``), recursively."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check(value, f"{prefix}{f.name}.")
+        elif value is not None and not _allowed(value, f.metadata):
+            raise ConfigError(f"{prefix}{f.name}={value!r}: must be {describe(type(cfg), f.name)}")
+    if hasattr(cfg, "check"):
+        cfg.check()
+
+
+def describe(cls: type, name: str) -> str:
+    """The allowed values of field ``name`` of dataclass ``cls``, in words (e.g. "an integer >= 1 or null")."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    hint = get_type_hints(cls)[name]
+    optional = get_origin(hint) is Union and type(None) in get_args(hint)
+    base = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
+    rules = f.metadata
+    if "choices" in rules:
+        text = "one of " + ", ".join(rules["choices"])
+    else:
+        text = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(base, str(base))
+        bounds = [f"{op} {rules[key]}" for key, op in (("ge", ">="), ("gt", ">"), ("le", "<=")) if key in rules]
+        text += " " + " and ".join(bounds) if bounds else ""
+    return text + (" or null" if optional else "")
+
+
+def field_names(cls: type, prefix: str = "") -> list[str]:
+    """Every key of ``cls``, groups expanded (``planner.num_samples``, …)."""
+    names = []
+    for f in dataclasses.fields(cls):
+        kind = get_type_hints(cls)[f.name]
+        names += field_names(kind, f"{prefix}{f.name}.") if dataclasses.is_dataclass(kind) else [prefix + f.name]
+    return names
+
+
+def _allowed(value: Any, rules: dict[str, Any]) -> bool:
+    if "choices" in rules and value not in rules["choices"]:
+        return False
+    return (("ge" not in rules or value >= rules["ge"]) and ("gt" not in rules or value > rules["gt"])
+            and ("le" not in rules or value <= rules["le"]))
+
+
+def _check_device(device: str) -> None:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
+        raise ConfigError(f"device={device!r}: must be auto, cpu, cuda, cuda:N or mps")
+
+
+def _ordered(low_key: str, low: float, high_key: str, high: float) -> None:
+    if not low < high:
+        raise ConfigError(f"{low_key}={low} must be below {high_key}={high}")

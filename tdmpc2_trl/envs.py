@@ -29,16 +29,14 @@ from torchrl.envs import (
 )
 from torchrl.record.recorder import PixelRenderTransform
 
-from .config import ConfigError
+from .config import OBS_TYPES, ConfigError
 from .pixels import FRAME_STACK, PIXEL_SIZE, pixel_obs_shape
 from .render import RenderableDMControlEnv, configure_gl
 
 if TYPE_CHECKING:
     from gymnasium.envs.registration import EnvSpec
 
-__all__ = ["KNOWN_DMC_TASKS", "OBS_TYPES", "TaskInfo", "make_env", "task_info"]
-
-OBS_TYPES = ("state", "rgb")
+__all__ = ["KNOWN_DMC_TASKS", "OBS_TYPES", "EnvFactory", "TaskInfo", "make_env", "task_info"]
 
 DMC_ACTION_REPEAT = 2
 DMC_PHYSICS_STEPS = 1000  # control steps of every DMControl suite episode, before action repeat
@@ -283,3 +281,27 @@ def make_env(task: str, *, seed: int = 0, num_envs: int = 1, device: torch.devic
         return env.to(torch.device(device))
     copies = [functools.partial(_single_env, task, seed + i, obs, render) for i in range(num_envs)]
     return TransformedEnv(SerialEnv(num_envs, copies), Compose(*bookkeeping), device=torch.device(device))
+
+
+@dataclass(frozen=True)
+class EnvFactory:
+    """The one way the agent's envs are built (TorchRL's ``create_env_fn``): a picklable callable that makes
+    ``num_envs`` copies of ``task`` (copy ``i`` seeded ``seed + i``) with a clone of each of ``transforms``
+    appended. The training collector (and each of its workers), the evaluation env and ``recipes/eval.py`` call one.
+    ``render``: gymnasium envs render frames for videos. ``replace(...)`` gives a variant (another seed, more envs).
+    """
+
+    task: str
+    obs: str = "state"
+    seed: int = 0
+    num_envs: int = 1
+    device: str = "cpu"
+    transforms: tuple[Transform, ...] = ()
+    render: bool = False
+
+    def __call__(self) -> TransformedEnv:
+        return make_env(self.task, seed=self.seed, num_envs=self.num_envs, device=self.device, obs=self.obs,
+                        transforms=[t.clone() for t in self.transforms], render=self.render)
+
+    def replace(self, **changes) -> "EnvFactory":
+        return dataclasses.replace(self, **changes)

@@ -10,9 +10,7 @@ from contextlib import AbstractContextManager
 
 import torch
 
-from .config import ConfigError
-
-PRECISIONS = ("auto", "fp32", "bf16")
+from .config import PRECISIONS, ConfigError
 
 
 def bf16_is_fast(device: torch.device) -> bool:

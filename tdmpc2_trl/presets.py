@@ -1,20 +1,12 @@
-"""Locate the Hydra config directory and load model presets from ``configs/model/*.yaml``."""
+"""The model presets of ``configs/model/*.yaml`` (``8m-h10``, its alias ``seed``, ``1m`` … ``317m``)."""
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
-from omegaconf import OmegaConf
+from .compose import config_dir, load_config
+from .config import ModelConfig
 
-from .config import ConfigError, ModelConfig
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-
-
-def config_dir() -> Path:
-    """The repository's ``configs/`` (the package is meant to be installed with ``pip install -e .``)."""
-    if not (CONFIG_DIR / "model").is_dir():
-        raise ConfigError(f"config directory {CONFIG_DIR} not found; install the project with `pip install -e .`")
-    return CONFIG_DIR
+__all__ = ["config_dir", "load_model_config", "preset_names"]
 
 
 def preset_names() -> list[str]:
@@ -22,10 +14,6 @@ def preset_names() -> list[str]:
 
 
 def load_model_config(name: str, **overrides) -> ModelConfig:
-    """The ``ModelConfig`` of preset ``name`` (``seed``, ``1m``, ``5m``, ``19m``, ``48m``, ``317m``)."""
-    path = config_dir() / "model" / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown model preset {name!r}; available: {', '.join(preset_names())}")
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    cfg.update(overrides)
-    return ModelConfig.from_dict(cfg)
+    """The checked ``ModelConfig`` of preset ``name``, with ``overrides`` (e.g. ``latent_dim=16``) applied."""
+    preset = load_config("config", [f"model={name}"]).model
+    return ModelConfig.from_dict({**dataclasses.asdict(preset), **overrides})

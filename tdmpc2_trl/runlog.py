@@ -1,8 +1,12 @@
 """Run logs: ``eval.csv`` and ``train.csv`` in the run directory, always; wandb (offline by default) on top,
 with the evaluation videos (``videos/*.mp4``, written by ``video.write_video``) when they are recorded.
 
-Written by hand because TorchRL's ``CSVLogger`` writes one file per scalar, while users and scripts rely on a
-single ``eval.csv`` with the columns ``step,episode_reward`` (and ``train.csv`` with one row per log step).
+wandb goes through TorchRL's ``WandbLogger``. The CSV tables are written here, not by TorchRL's ``CSVLogger``
+(torchrl 0.14/0.15), which lacks three things the runs need: one table per log (it writes one file per scalar, while
+``tdmpc2_trl.plot``, the tests and users read ``eval.csv`` as ``step,episode_reward`` and ``train.csv`` as one row
+per episode), dropping the rows after a resumed checkpoint's step (``rewind``), and a failed write that leaves no
+half row and names the file. Videos are mp4 files already encoded by ``video.write_video`` (PyAV); they go to wandb
+as files, since ``WandbLogger.log_video`` takes frames and re-encodes them with moviepy.
 """
 from __future__ import annotations
 

@@ -16,16 +16,16 @@ sys.path.insert(0, str(ROOT / "recipes"))
 import benchmark  # noqa: E402
 
 TINY = [
-    "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "horizon=2", "batch_size=8",
+    "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.horizon=2", "buffer.batch_size=8",
     "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8", "planner.iterations=1",
-    "planner.compile=false", "++compile_update=false", "eval_episodes=1", "logger.wandb=false", "threads=1",
+    "planner.compile=false", "optim.compile=false", "eval.episodes=1", "logger.wandb=false", "threads=1",
 ]
 STEPS = 120
 
 
 def grid_args(grid_dir: Path) -> list[str]:
     return [sys.executable, str(ROOT / "recipes" / "benchmark.py"), "tasks=[Pendulum-v1]", "seeds=[1,2]",
-            f"steps={STEPS}", "seed_steps=40", "checkpoint_freq=50", f"grid_dir={grid_dir}", *TINY]
+            f"steps={STEPS}", "collector.seed_steps=40", "checkpoint_freq=50", f"grid_dir={grid_dir}", *TINY]
 
 
 def env() -> dict[str, str]:
@@ -79,17 +79,17 @@ def test_sigterm_mid_grid_then_rerun_resumes(tmp_path: Path):
 
 def test_argument_split_and_commands(tmp_path: Path):
     own, passthrough = benchmark.split_argv(["tasks=[a]", "model=5m", "steps=9", "hydra.run.dir=x", "--cfg", "job",
-                                             "model.latent_dim=16", "eval_freq=5", "+foo=1"])
+                                             "model.latent_dim=16", "eval.freq=5", "+foo=1"])
     assert own == ["tasks=[a]", "model=5m", "steps=9", "hydra.run.dir=x", "--cfg"]
-    assert passthrough == ["job", "model.latent_dim=16", "eval_freq=5", "+foo=1"]
+    assert passthrough == ["job", "model.latent_dim=16", "eval.freq=5", "+foo=1"]
     cfg = {"tasks": "Pendulum-v1", "seeds": [3, 4], "model": {"name": "5m"}, "steps": 9, "threads": 1,
-           "parallel": 2, "train": ["eval_freq=5"], "grid_dir": str(tmp_path / "my grid")}
-    grid = benchmark.make_grid(cfg, ["batch_size=8"])
+           "parallel": 2, "train": ["eval.freq=5"], "grid_dir": str(tmp_path / "my grid")}
+    grid = benchmark.make_grid(cfg, ["buffer.batch_size=8"])
     assert [c.run_dir for c in grid.cells] == [tmp_path / "my grid" / "Pendulum-v1" / f"seed{s}" for s in (3, 4)]
     command = benchmark.train_command(grid, grid.cells[1], resume=True)
     where = f"'{tmp_path / 'my grid' / 'Pendulum-v1' / 'seed4'}'"  # quoted: the path holds a space
     assert command[2:] == ["task=Pendulum-v1", "seed=4", "model=5m", "steps=9", "threads=1", "progress=false",
-                           f"hydra.run.dir={where}", f"resume={where}", "eval_freq=5", "batch_size=8"]
+                           f"hydra.run.dir={where}", f"resume={where}", "eval.freq=5", "buffer.batch_size=8"]
 
 
 @pytest.mark.parametrize("change,message", [
@@ -98,6 +98,7 @@ def test_argument_split_and_commands(tmp_path: Path):
     ({"parallel": 0}, "parallel=0 must be a positive integer"),
     ({"train": ["seed=3"]}, "the grid sets seed itself"),
     ({"tasks": ["no-such-task"]}, "unknown task"),
+    ({"train": ["eval.freq=-5"]}, "for train.py: eval.freq=-5: must be an integer >= 0"),
 ])
 def test_grid_config_errors(tmp_path: Path, change: dict, message: str):
     cfg = {"tasks": ["Pendulum-v1"], "seeds": [1], "model": {"name": "1m"}, "steps": 10, "threads": 1,

@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 TINY = [
     "task=short_pendulum:ShortPendulum-v0", "model=1m", "model.latent_dim=16", "model.enc_dim=32",
-    "model.mlp_dim=32", "model.num_q=2", "horizon=3", "batch_size=16", "planner.num_samples=32",
+    "model.mlp_dim=32", "model.num_q=2", "model.horizon=3", "buffer.batch_size=16", "planner.num_samples=32",
     "planner.num_pi_trajs=4", "planner.num_elites=8", "planner.iterations=2", "planner.compile=false",
-    "compile_update=false", "logger.wandb=false", "progress=false", "eval_episodes=1", "threads=1", "precision=fp32",
+    "optim.compile=false", "logger.wandb=false", "progress=false", "eval.episodes=1", "threads=1", "precision=fp32",
 ]
-RUN = ["steps=130", "seed_steps=60", "eval_freq=50", "checkpoint_freq=50"]
+RUN = ["steps=130", "collector.seed_steps=60", "eval.freq=50", "checkpoint_freq=50"]
 NO_SPACE = "No space left on device"
 
 
@@ -110,6 +110,7 @@ def check_logs_continue(run_dir: Path) -> None:
     assert [int(r["step"]) for r in read_csv(run_dir / "train.csv")] == done_steps(run_dir)
 
 
+@pytest.mark.slow
 def test_signal_at_start_up_of_a_new_run_exits_with_one_line(tmp_path: Path):
     """SIGTERM while the run builds its envs and networks: nothing to save, one line, exit 0."""
     run_dir = tmp_path / "run"
@@ -177,6 +178,7 @@ def test_kill_and_full_disk_at_every_phase_lose_nothing(tmp_path: Path):
     check_logs_continue(run_dir)
 
 
+@pytest.mark.slow
 def test_full_disk_at_start_up_is_one_line(tmp_path: Path):
     """config.yaml cannot be written: one line naming it, its partial file removed, exit 2."""
     run_dir = tmp_path / "run"
@@ -185,15 +187,17 @@ def test_full_disk_at_start_up_is_one_line(tmp_path: Path):
     assert not (run_dir / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_full_disk_for_the_memmap_buffer_in_the_seed_steps_is_one_line(tmp_path: Path):
-    """buffer_storage=memmap: the memory maps are created at the first seed step; a full disk then is one line
+    """buffer.storage=memmap: the memory maps are created at the first seed step; a full disk then is one line
     naming the file, exit 2, no map file left behind (the same command then runs through)."""
     run_dir = tmp_path / "run"
-    proc = train(f"hydra.run.dir={run_dir}", "buffer_storage=memmap", fault="ENOSPC:*/buffer/*")
+    proc = train(f"hydra.run.dir={run_dir}", "buffer.storage=memmap", fault="ENOSPC:*/buffer/*")
     line = check_cell(proc, run_dir, rc=2, says=f"error: cannot write {run_dir / 'buffer'}/", newest=None)
     assert line.endswith(f".memmap: {NO_SPACE}") and not list((run_dir / "buffer").iterdir())
 
 
+@pytest.mark.slow
 def test_nan_observations_in_every_phase_are_reported_and_the_run_finishes(tmp_path: Path):
     """NaN observations at seed step 30 (then sampled by the burst), in the evaluation at 50, at loop step 80 and
     in the final evaluation (process env steps 30, 60, 100, 180): the run warns with the step and finishes."""
@@ -213,8 +217,8 @@ def test_signal_inside_the_compiled_planner_during_the_final_evaluation(tmp_path
     """SIGTERM 3 s into the final evaluation, while torch.compile builds the planner's graph for the evaluation's
     batch of 2 envs (training plans for 1): checkpoint, one line, exit 0; the resumed run evaluates and finishes."""
     run_dir = tmp_path / "run"
-    compiled = [f"hydra.run.dir={run_dir}", "planner.compile=true", "steps=60", "eval_freq=0", "checkpoint_freq=0",
-                "eval_episodes=2"]
+    compiled = [f"hydra.run.dir={run_dir}", "planner.compile=true", "steps=60", "eval.freq=0", "checkpoint_freq=0",
+                "eval.episodes=2"]
     # an empty inductor cache: the evaluation's graph really compiles (for many seconds) when the signal comes
     proc = train(*compiled, fault="SIGTERM", phase="final_eval", delay=3.0,
                  extra_env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")})
@@ -234,6 +238,7 @@ def _full_disk(path: Path) -> None:
     os.symlink("/dev/full", path)
 
 
+@pytest.mark.slow
 def test_full_disk_during_a_checkpoint_write_keeps_the_earlier_ones(tmp_path: Path):
     state = {"step": 1, "world_model": {"w": torch.zeros(300_000)}}
     save_checkpoint(checkpoint_path(tmp_path, 1), state)
@@ -331,6 +336,7 @@ def test_checkpoint_that_needs_code_is_refused_naming_the_type(tmp_path: Path):
         assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_eval_recipe_refuses_a_checkpoint_that_needs_code(tmp_path: Path):
     bad = tmp_path / "bad.pt"
     _unsafe_checkpoint(bad)

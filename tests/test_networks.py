@@ -18,7 +18,7 @@ OFFICIAL_TOTALS = {"1m": 1_208_503, "5m": 4_949_862, "19m": 18_037_862, "48m": 4
 
 
 def test_presets_exist():
-    assert set(preset_names()) == {"seed", *OFFICIAL_TOTALS}
+    assert set(preset_names()) == {"8m-h10", "seed", *OFFICIAL_TOTALS}
 
 
 def test_seed_counts_exact():

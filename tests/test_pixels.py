@@ -180,9 +180,10 @@ def test_planner_acts_on_pixel_observations():
 # ---------------------------------------------------------------- a short pixel run
 
 
+@pytest.mark.slow
 def test_pixel_run_writes_run_directory(tmp_path):
-    run_dir = train(tmp_path, "task=cartpole-swingup", "obs=rgb", "steps=250", "seed_steps=200", "eval_freq=0",
-                    "eval_episodes=1", "checkpoint_freq=0")
+    run_dir = train(tmp_path, "task=cartpole-swingup", "obs=rgb", "steps=250", "collector.seed_steps=200", "eval.freq=0",
+                    "eval.episodes=1", "checkpoint_freq=0")
     assert [int(r["step"]) for r in read_csv(run_dir / "eval.csv")] == [250]
     assert 0 <= float(read_csv(run_dir / "eval.csv")[0]["episode_reward"]) <= 500
     state = torch.load(run_dir / "checkpoints" / "step_000000250.pt", weights_only=False)

@@ -1,43 +1,38 @@
 """Official TD-MPC2 training defaults of the official presets: encoder lr scale 0.3 and +2 MPPI iterations when the
-action has >= 20 dimensions; the seed preset keeps one learning rate and the configured iterations."""
+action has >= 20 dimensions; the default 8m-h10 preset keeps one learning rate and the configured iterations."""
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+from tdmpc2_trl.compose import load_config
+from tdmpc2_trl.config import TrainConfig
 from tdmpc2_trl.envs import TaskInfo
 from tdmpc2_trl.factory import make_loss, make_planner, make_updater, make_world_model
-from tdmpc2_trl.presets import config_dir
 
 OFFICIAL = ["1m", "5m", "19m", "48m", "317m"]
-TINY = ["model.latent_dim=16", "model.enc_dim=16", "model.mlp_dim=16", "planner.compile=false", "compile_update=false"]
+TINY = ["model.latent_dim=16", "model.enc_dim=16", "model.mlp_dim=16", "planner.compile=false", "optim.compile=false"]
 
 
-def recipe_config(*overrides: str) -> dict[str, Any]:
-    """The training recipe's config (configs/config.yaml) as train.py resolves it, without Hydra's run keys."""
-    with initialize_config_dir(str(config_dir()), version_base=None):
-        cfg = OmegaConf.to_container(compose("config", overrides=[*TINY, *overrides]))
-    cfg.pop("run_dir")
-    return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+def recipe_config(*overrides: str) -> TrainConfig:
+    """The training recipe's config (configs/config.yaml) as train.py composes it."""
+    return load_config("config", [*TINY, *overrides])
 
 
 def task(action_dim: int) -> TaskInfo:
     return TaskInfo("made-up", "gym", 100, False, obs_dim=5, action_dim=action_dim)
 
 
-def encoder_lr(c: dict[str, Any]) -> float:
-    loss = make_loss(c, make_world_model(c, task(2), torch.device("cpu")), 0.99)
-    groups = {g["name"]: g["lr"] for g in make_updater(c, loss).wm_optim.param_groups}
-    assert groups["dynamics_reward_termination_q"] == pytest.approx(float(c["lr"]))
+def encoder_lr(c: TrainConfig) -> float:
+    loss = make_loss(c.loss, make_world_model(c.model, task(2), torch.device("cpu")), 0.99)
+    groups = {g["name"]: g["lr"] for g in make_updater(c.optim, loss, c.loss.tau).wm_optim.param_groups}
+    assert groups["dynamics_reward_termination_q"] == pytest.approx(c.optim.lr)
     return groups["encoder"]
 
 
-def iterations(c: dict[str, Any], action_dim: int) -> int:
-    return make_planner(c, make_world_model(c, task(action_dim), torch.device("cpu")), None, 0.99).iterations
+def iterations(c: TrainConfig, action_dim: int) -> int:
+    return make_planner(c.planner, make_world_model(c.model, task(action_dim), torch.device("cpu")), None,
+                        0.99).iterations
 
 
 @pytest.mark.parametrize("preset", OFFICIAL)
@@ -49,9 +44,9 @@ def test_seed_preset_keeps_one_learning_rate():
     assert encoder_lr(recipe_config()) == pytest.approx(3e-4)
 
 
-@pytest.mark.parametrize("preset,scale", [("5m", 1.0), ("seed", 0.3)])
+@pytest.mark.parametrize("preset,scale", [("5m", 1.0), ("8m-h10", 0.3)])
 def test_enc_lr_scale_override_wins(preset: str, scale: float):
-    assert encoder_lr(recipe_config(f"model={preset}", f"enc_lr_scale={scale}", "lr=1e-3")) == pytest.approx(
+    assert encoder_lr(recipe_config(f"model={preset}", f"optim.enc_lr_scale={scale}", "optim.lr=1e-3")) == pytest.approx(
         1e-3 * scale)
 
 

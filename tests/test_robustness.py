@@ -1,6 +1,7 @@
 """Nothing lost, clear errors: atomic checkpoints, fallback to the last good one, SIGTERM, mismatched resume."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,22 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from omegaconf import OmegaConf
 from torchrl.collectors import Collector
 
 from tdmpc2_trl.checkpoint import (
     checkpoint_path, list_checkpoints, resolve_checkpoint, restore_training_state, save_checkpoint, training_state,
 )
-from tdmpc2_trl.config import ConfigError
+from tdmpc2_trl.compose import load_config
+from tdmpc2_trl.config import ConfigError, TrainConfig
 from tdmpc2_trl.data import add, make_replay_buffer, sample_batch
 from tdmpc2_trl.envs import make_env, task_info
-from tdmpc2_trl.factory import make_discount, make_loss, make_updater, make_world_model, to_dict
+from tdmpc2_trl.factory import make_discount, make_loss, make_updater, make_world_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "task=Pendulum-v1", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2",
-    "horizon=3", "batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
-    "planner.iterations=2", "planner.compile=false", "compile_update=false", "logger.wandb=false", "progress=false", "eval_episodes=1",
+    "model.horizon=3", "buffer.batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
+    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "logger.wandb=false", "progress=false", "eval.episodes=1",
 ]
 
 
@@ -80,7 +81,7 @@ def _train(*overrides: str) -> subprocess.Popen:
 def interrupted_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """A long run stopped with SIGTERM once its first episode is logged (still in the random seed steps)."""
     run_dir = tmp_path_factory.mktemp("sigterm") / "run"
-    proc = _train(f"hydra.run.dir={run_dir}", "steps=1000000", "seed_steps=100000", "checkpoint_freq=0")
+    proc = _train(f"hydra.run.dir={run_dir}", "steps=1000000", "collector.seed_steps=100000", "checkpoint_freq=0")
     deadline = time.time() + 300
     while not (run_dir / "train.csv").is_file():
         assert proc.poll() is None, proc.communicate()
@@ -91,6 +92,7 @@ def interrupted_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess
     return run_dir, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(interrupted_run):
     run_dir, proc = interrupted_run
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -99,6 +101,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(interrupted_run):
     assert state["step"] >= 200 and len(state["replay_buffer"]) > 0
 
 
+@pytest.mark.slow
 def test_resume_with_another_model_is_a_one_line_error(interrupted_run):
     run_dir, _ = interrupted_run
     proc = _train(f"resume={run_dir}", "model.mlp_dim=64", "steps=1000000")
@@ -108,24 +111,19 @@ def test_resume_with_another_model_is_a_one_line_error(interrupted_run):
     assert len(err.strip().splitlines()) == 1
 
 
-def _recipe_config(**overrides) -> dict:
-    """configs/config.yaml with the 1m preset (tiny sizes), resolved without Hydra's run-time keys."""
-    cfg = OmegaConf.load(ROOT / "configs" / "config.yaml")
-    for key in ("defaults", "hydra", "run_dir"):
-        del cfg[key]
-    cfg.model = OmegaConf.load(ROOT / "configs" / "model" / "1m.yaml")
-    cfg.merge_with(OmegaConf.from_dotlist([
-        "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2", "batch_size=8",
-        "precision=fp32", *[f"{k}={v}" for k, v in overrides.items()]]))
-    return to_dict(cfg)
+def _recipe_config(**overrides) -> TrainConfig:
+    """configs/config.yaml with the 1m preset at tiny sizes."""
+    return load_config("config", [
+        "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2",
+        "buffer.batch_size=8", "precision=fp32", *[f"{k}={v}" for k, v in overrides.items()]])
 
 
-def _training_objects(c: dict, info, seed: int):
+def _training_objects(c: TrainConfig, info, seed: int):
     torch.manual_seed(seed)
-    world_model = make_world_model(c, info, torch.device("cpu"))
-    loss = make_loss(c, world_model, make_discount(c, info))
-    updater = make_updater(c, loss)
-    buffer = make_replay_buffer(capacity=300, batch_size=c["batch_size"], horizon=c["horizon"])
+    world_model = make_world_model(c.model, info, torch.device("cpu"))
+    loss = make_loss(c.loss, world_model, make_discount(c.loss, info))
+    updater = make_updater(c.optim, loss, c.loss.tau)
+    buffer = make_replay_buffer(capacity=300, batch_size=c.buffer.batch_size, horizon=c.model.horizon)
     return dict(world_model=world_model, loss=loss, updater=updater, buffer=buffer)
 
 
@@ -146,7 +144,7 @@ def test_resume_restores_every_piece_of_training_state_bit_identically(tmp_path:
     collector.shutdown()
     _updates(straight, 5)
     path = save_checkpoint(checkpoint_path(tmp_path, 250), training_state(
-        step=250, burst_done=True, config=c, task=info.__dict__, **straight))
+        step=250, burst_done=True, config=dataclasses.asdict(c), task=info.__dict__, **straight))
     _updates(straight, 5)  # the uninterrupted run goes on
 
     resumed = _training_objects(c, info, seed=123)  # different init and RNG: everything must come from the file
@@ -163,12 +161,13 @@ def test_resume_restores_every_piece_of_training_state_bit_identically(tmp_path:
     assert len(resumed["buffer"]) == 250
 
 
+@pytest.mark.slow
 def test_non_finite_observation_is_reported_with_its_step(tmp_path: Path):
     """An env that returns NaN once: the run says at which step, skips the poisoned updates and finishes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "recipes" / "train.py"), *TINY, "task=nan_pendulum:NaNPendulum-v0",
-         f"hydra.run.dir={tmp_path / 'run'}", "steps=260", "seed_steps=200", "eval_freq=0"],
+         f"hydra.run.dir={tmp_path / 'run'}", "steps=260", "collector.seed_steps=200", "eval.freq=0"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "non-finite observation at step 150" in proc.stdout + proc.stderr

@@ -62,9 +62,10 @@ def test_recorder_stops_at_the_end_of_the_first_episode():
     env.close()
 
 
+@pytest.mark.slow
 def test_train_and_eval_write_videos_of_a_state_based_run(tmp_path):
-    run_dir = train(tmp_path, "task=cartpole-swingup", "steps=120", "seed_steps=100", "eval_freq=0",
-                    "eval_episodes=2", "checkpoint_freq=0", "save_video=true", "video_size=64")
+    run_dir = train(tmp_path, "task=cartpole-swingup", "steps=120", "collector.seed_steps=100", "eval.freq=0",
+                    "eval.episodes=2", "checkpoint_freq=0", "eval.save_video=true", "eval.video_size=64")
     video = read_video(run_dir / "videos" / "eval_step_000000120.mp4")
     assert video.shape == (501, 64, 64, 3)  # the reset + 500 decisions of the first eval env
     assert video.std() > 0

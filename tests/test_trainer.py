@@ -1,0 +1,63 @@
+"""The training loop in-process (tdmpc2_trl/trainer.py), the env seam (envs.EnvFactory) and start-up messages."""
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+
+import torch
+
+from tdmpc2_trl.collectors import WorkerEnv
+from tdmpc2_trl.compiling import EagerOnFailure, on_compile
+from tdmpc2_trl.compose import load_config
+from tdmpc2_trl.envs import EnvFactory
+from tdmpc2_trl.trainer import train
+
+TINY = [
+    "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2",
+    "buffer.batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
+    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "logger.wandb=false", "progress=false",
+    "precision=fp32",
+]
+
+
+def test_train_in_process_writes_the_run_directory(tmp_path: Path, capsys):
+    cfg = load_config("config", [*TINY, "steps=120", "collector.seed_steps=100", "eval.freq=0", "eval.episodes=1",
+                                 "checkpoint_freq=0"])
+    train(cfg, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert out.startswith("building the env, the networks and the replay buffer for Pendulum-v1 (model 1m)")
+    assert "first 100 env steps with random actions" in out
+    with open(tmp_path / "run" / "eval.csv", newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [120]
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt")] == ["step_000000120.pt"]
+    assert "horizon: 3" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_env_factory_is_picklable_and_seeds_its_copies():
+    factory = EnvFactory("Pendulum-v1", seed=7, num_envs=2)
+    again = pickle.loads(pickle.dumps(factory))
+    assert again == factory
+    first, second = factory(), again()
+    try:
+        assert first.batch_size == (2,)
+        torch.testing.assert_close(first.reset()["observation"], second.reset()["observation"])
+    finally:
+        first.close()
+        second.close()
+    worker = WorkerEnv(factory, worker=1)
+    assert worker.env_seed == 9  # seed + worker * num_envs: K workers of N envs seed like one process of K*N
+    assert pickle.loads(pickle.dumps(worker)).env == factory
+
+
+def test_compile_notice_comes_before_each_new_graph():
+    said: list[str] = []
+    on_compile(said.append)
+    try:
+        fn = EagerOnFailure(lambda x: x + 1, lambda x: x - 1, "the test function")  # stands in for a compiled fn
+        fn(torch.zeros(2))
+        fn(torch.zeros(2))
+        fn(torch.zeros(3))
+    finally:
+        on_compile(None)
+    assert said == ["the test function", "the test function"]  # once per new input shape
