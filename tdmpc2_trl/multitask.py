@@ -12,12 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from .config import ConfigError
 from .math import discount_from_episode_length
+from .presets import config_dir
 
-__all__ = ["TaskSpec", "TaskSet", "TaskEmbedding", "official_task_dim", "OFFICIAL_TASK_SETS"]
+__all__ = ["TaskSpec", "TaskSet", "TaskEmbedding", "OFFICIAL_TASK_SETS", "official_model_overrides",
+           "official_task_dim", "official_task_names", "official_task_set"]
 
 
 @dataclass(frozen=True)
@@ -134,26 +137,16 @@ _DMC_SIZES = {  # domain: (observation size, action size) of the state observati
 _DMC_EPISODE = 500
 _METAWORLD_SIZES, _METAWORLD_EPISODE = (39, 4), 100
 
-_MT30 = (
-    "walker-stand", "walker-walk", "walker-run", "cheetah-run", "reacher-easy", "reacher-hard", "acrobot-swingup",
-    "pendulum-swingup", "cartpole-balance", "cartpole-balance-sparse", "cartpole-swingup", "cartpole-swingup-sparse",
-    "cup-catch", "finger-spin", "finger-turn-easy", "finger-turn-hard", "fish-swim", "hopper-stand", "hopper-hop",
-    "walker-walk-backwards", "walker-run-backwards", "cheetah-run-backwards", "cheetah-run-front",
-    "cheetah-run-back", "cheetah-jump", "hopper-hop-backwards", "reacher-three-easy", "reacher-three-hard",
-    "cup-spin", "pendulum-spin",
-)
-_MW50 = tuple(f"mw-{name}" for name in (
-    "assembly", "basketball", "button-press-topdown", "button-press-topdown-wall", "button-press",
-    "button-press-wall", "coffee-button", "coffee-pull", "coffee-push", "dial-turn", "disassemble", "door-open",
-    "door-close", "drawer-close", "drawer-open", "faucet-open", "faucet-close", "hammer", "handle-press-side",
-    "handle-press", "handle-pull-side", "handle-pull", "lever-pull", "peg-insert-side", "peg-unplug-side",
-    "pick-out-of-hole", "pick-place", "pick-place-wall", "plate-slide", "plate-slide-side", "plate-slide-back",
-    "plate-slide-back-side", "push-back", "push", "push-wall", "reach", "reach-wall", "shelf-place", "soccer",
-    "stick-push", "stick-pull", "sweep-into", "sweep", "window-open", "window-close", "bin-picking", "box-close",
-    "door-lock", "door-unlock", "hand-insert",
-))
-# The official task orders (task id = position): the official checkpoints' embeddings are indexed by them.
-OFFICIAL_TASK_SETS: dict[str, tuple[str, ...]] = {"mt30": _MT30, "mt80": _MT30 + _MW50}
+OFFICIAL_TASK_SETS = ("mt30", "mt80")
+
+
+def official_task_names(name: str) -> list[str]:
+    """The task list of ``configs/task_sets/<name>.yaml`` (official task-id order; ``includes:`` comes first)."""
+    if name not in OFFICIAL_TASK_SETS:
+        raise ConfigError(f"unknown task set {name!r}; known: {list(OFFICIAL_TASK_SETS)}")
+    cfg = OmegaConf.load(config_dir() / "task_sets" / f"{name}.yaml")
+    included = official_task_names(cfg.includes) if cfg.get("includes") else []
+    return included + list(cfg.tasks)
 
 
 def _official_spec(name: str) -> TaskSpec:
@@ -171,7 +164,10 @@ def official_task_dim(task_set: str, model: str) -> int:
 
 def official_task_set(name: str, model: str = "5m") -> TaskSet:
     """``mt30`` or ``mt80`` with the official task order, sizes, episode lengths and embedding size."""
-    if name not in OFFICIAL_TASK_SETS:
-        raise ConfigError(f"unknown task set {name!r}; known: {sorted(OFFICIAL_TASK_SETS)}")
-    return TaskSet(tuple(_official_spec(t) for t in OFFICIAL_TASK_SETS[name]), official_task_dim(name, model))
+    return TaskSet(tuple(_official_spec(t) for t in official_task_names(name)), official_task_dim(name, model))
+
+
+def official_model_overrides(name: str, model: str) -> dict[str, int]:
+    """Model settings of the official multitask checkpoints that differ from the preset (mt30 at 19m: latent 512)."""
+    return {"latent_dim": 512} if (name, model) == ("mt30", "19m") else {}
 

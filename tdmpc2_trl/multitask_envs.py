@@ -7,15 +7,19 @@ TorchRL has no padding transform for observations or actions, hence these two.
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from tensordict import TensorDictBase
 from torch.nn import functional as F
 from torchrl.data import Bounded, Composite, TensorSpec, Unbounded
-from torchrl.envs import TensorDictPrimer, Transform
+from torchrl.envs import EnvBase, SerialEnv, TensorDictPrimer, Transform, TransformedEnv
 
+from .envs import EnvFactory
 from .multitask import TaskSet
 
-__all__ = ["PadObservation", "PadAction", "task_id_primer", "multitask_transforms"]
+__all__ = ["MultitaskEnvFactory", "PadObservation", "PadAction", "task_id_primer", "multitask_transforms"]
 
 TASK_KEY = "task"
 
@@ -72,3 +76,38 @@ def multitask_transforms(task_set: TaskSet, task: str) -> list[Transform]:
     i = task_set.index(task)
     own = task_set.tasks[i].action_dim
     return [PadObservation(task_set.obs_dim), PadAction(task_set.action_dim, own), task_id_primer(i)]
+
+
+@dataclass(frozen=True)
+class MultitaskEnvFactory:
+    """``envs_per_task`` envs of every task of ``task_set`` as one batched env (task-major: env ``i * envs_per_task
+    + k`` is copy ``k`` of task ``i``, seeded ``seed + i * envs_per_task + k``), in the set's shared specs, with a
+    clone of each of ``transforms`` on the batch. Each copy keeps its own episode length and bookkeeping. Picklable,
+    like ``envs.EnvFactory``, with the same ``num_envs``/``seed`` fields and ``replace``."""
+
+    task_set: TaskSet
+    seed: int = 0
+    envs_per_task: int = 1
+    device: str = "cpu"
+    transforms: tuple[Transform, ...] = ()
+
+    @property
+    def num_envs(self) -> int:
+        return len(self.task_set) * self.envs_per_task
+
+    def task_ids(self) -> list[int]:
+        """The task id of each env of the batch."""
+        return [i for i in range(len(self.task_set)) for _ in range(self.envs_per_task)]
+
+    def __call__(self) -> TransformedEnv:
+        copies = [EnvFactory(self.task_set.names[i], seed=self.seed + n, device=self.device,
+                             transforms=tuple(multitask_transforms(self.task_set, self.task_set.names[i])))
+                  for n, i in enumerate(self.task_ids())]
+        env: EnvBase = SerialEnv(len(copies), copies, device=self.device)
+        env = TransformedEnv(env)
+        for transform in self.transforms:
+            env.append_transform(transform.clone())
+        return env
+
+    def replace(self, **changes) -> "MultitaskEnvFactory":
+        return dataclasses.replace(self, **changes)

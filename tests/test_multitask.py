@@ -8,7 +8,7 @@ from tensordict import TensorDict
 from tdmpc2_trl.config import ConfigError
 from tdmpc2_trl.math import discount_from_episode_length, gaussian_log_prob, tanh_log_det
 from tdmpc2_trl.modules import WorldModel
-from tdmpc2_trl.multitask import TaskSet, TaskSpec, official_task_set
+from tdmpc2_trl.multitask import TaskSet, TaskSpec, official_model_overrides, official_task_names, official_task_set
 from tdmpc2_trl.presets import load_model_config
 
 # Three tasks of different sizes: pendulum-like (3 obs, 1 action), reacher-like (6, 2), a 5-obs 3-action task.
@@ -48,12 +48,20 @@ OFFICIAL_COUNTS = {("mt30", "1m"): 1_426_427, ("mt30", "5m"): 5_241_066, ("mt30"
 def test_official_multitask_parameter_counts(task_set, size):
     ts = official_task_set(task_set, size)
     assert (ts.obs_dim, ts.action_dim) == ((24, 6) if task_set == "mt30" else (39, 6))
-    overrides = {"latent_dim": 512} if (task_set, size) == ("mt30", "19m") else {}
+    overrides = official_model_overrides(task_set, size)
     with torch.device("meta"):
         model = WorldModel(load_model_config(size, **overrides), ts.obs_dim, ts.action_dim, task_set=ts)
     counts = model.parameter_counts()
     assert counts["total"] == OFFICIAL_COUNTS[task_set, size]
     assert counts["task_embedding"] == len(ts) * ts.task_dim
+
+
+def test_official_task_lists():
+    mt30, mt80 = official_task_names("mt30"), official_task_names("mt80")
+    assert len(mt30) == 30 and len(mt80) == 80 and mt80[:30] == mt30 and len(set(mt80)) == 80
+    assert mt30[:3] == ["walker-stand", "walker-walk", "walker-run"] and mt80[30] == "mw-assembly"
+    with pytest.raises(ConfigError, match="unknown task set"):
+        official_task_names("mt10")
 
 
 def test_masked_action_dims_get_zero_action_zero_gradient_no_entropy(model):
@@ -302,3 +310,12 @@ def test_finetune_refuses_a_task_larger_than_the_checkpoint():
     pretrained = TaskSet(SPECS)
     with pytest.raises(ConfigError, match="exceed the checkpoint"):
         finetune_task_set([TaskSpec("huge", 40, 1, 100)], pretrained)
+
+
+def test_summary_prints_the_official_multitask_count(capsys):
+    from tdmpc2_trl.summary import main
+    assert main(["model=1m", "tasks=mt80"]) == 0
+    out = capsys.readouterr().out
+    assert f"TOTAL TRAINABLE PARAMETERS: {OFFICIAL_COUNTS['mt80', '1m']:,}" in out and "80 tasks" in out
+    assert main(["model=1m", "tasks=mt10"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -55,3 +55,19 @@ def test_one_planner_call_acts_for_envs_of_different_tasks():
     assert torch.equal(action[0, :, 1], torch.zeros(4))  # Pendulum's unused second dimension
     assert action[1].abs().sum() > 0
     env.close()
+
+
+def test_multitask_env_factory_keeps_each_task_episode_length():
+    from tdmpc2_trl.multitask import TaskSpec as Spec
+    from tdmpc2_trl.multitask_envs import MultitaskEnvFactory
+
+    task_set = TaskSet((Spec("Pendulum-v1", 3, 1, 200), Spec("cartpole-swingup", 5, 1, 500)), task_dim=8)
+    factory = MultitaskEnvFactory(task_set, seed=3, envs_per_task=2)
+    assert factory.num_envs == 4 and factory.task_ids() == [0, 0, 1, 1]
+    env = factory()
+    assert env.batch_size == (4,) and env.observation_spec["observation"].shape == (4, 5)
+    rollout = env.rollout(210, break_when_any_done=False)
+    truncated = rollout["next", "truncated"].squeeze(-1)
+    assert truncated[:2, 199].all() and not truncated[2:].any()  # Pendulum ends at 200 steps, cartpole at 500
+    assert rollout["task"][:, 0].tolist() == [0, 0, 1, 1]
+    env.close()
