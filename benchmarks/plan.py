@@ -1,6 +1,6 @@
 """Time one TD-MPC2 planner call (MPPI over B envs at once) and print one JSON line with the figures.
 
-Example: python benchmarks/plan.py --model seed --horizon 10 --envs 16 --iters 5 --warmup 1
+Example: python benchmarks/plan.py --model 8m-h10 --horizon 10 --envs 16 --iters 5 --warmup 1
 GFLOP/s counts the matmul FLOPs of one call (torch.utils.flop_counter, counted once) over its median time.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tdmpc2_trl.presets import load_model_config
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="seed", help="model preset (seed, 1m, 5m, 19m, 48m, 317m)")
+    p.add_argument("--model", default="8m-h10", help="model preset (8m-h10 alias seed, 1m, 5m, 19m, 48m, 317m)")
     p.add_argument("--horizon", type=int, default=10)
     p.add_argument("--envs", type=int, default=1, help="environments planned for in one call")
     p.add_argument("--obs-dim", type=int, default=18)

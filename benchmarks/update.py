@@ -1,6 +1,6 @@
 """Time one full TD-MPC2 update (TDMPC2Update: world-model step, policy step, target lerp); print one JSON line.
 
-Example: python benchmarks/update.py --model seed --horizon 10 --batch 256 --iters 10 --warmup 2
+Example: python benchmarks/update.py --model 8m-h10 --horizon 10 --batch 256 --iters 10 --warmup 2
 GFLOP/s counts the matmul FLOPs of one update (torch.utils.flop_counter, counted once) over its median time.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tdmpc2_trl.update import TDMPC2Update, make_optimizers
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="seed", help="model preset (seed, 1m, 5m, 19m, 48m, 317m)")
+    p.add_argument("--model", default="8m-h10", help="model preset (8m-h10 alias seed, 1m, 5m, 19m, 48m, 317m)")
     p.add_argument("--horizon", type=int, default=10, help="training slice length H")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--obs-dim", type=int, default=18)
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="bf16: matmuls under autocast; auto: bf16 where it is fast here (precision.py)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="compile_update: the loss terms through torch.compile (default on, as the recipe)")
+                   help="optim.compile: the loss terms through torch.compile (default on, as the recipe)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 

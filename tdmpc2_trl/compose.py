@@ -15,6 +15,7 @@ from typing import Any, TypeVar, get_type_hints
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -50,10 +51,13 @@ def config_dir() -> Path:
 def load_config(name: str, overrides: list[str]) -> Any:
     """Compose ``configs/<name>.yaml`` with command-line ``overrides`` and return its checked dataclass
     (``TrainConfig`` for ``config``, ``EvalAppConfig`` for ``eval``); ``ConfigError`` (one line) on any mistake."""
-    schema = SCHEMAS[name]
+    schema, overrides = SCHEMAS[name], [o for o in overrides if not o.startswith("hydra.")]
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-            cfg = compose(name, overrides=[o for o in overrides if not o.startswith("hydra.")])
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app whose search path has configs/ (benchmark)
+            cfg = compose(name, overrides=overrides)
+        else:
+            with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+                cfg = compose(name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(explain(err, schema)) from None
     return to_dataclass(cfg, schema)

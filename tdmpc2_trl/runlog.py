@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .checkpoint import atomic_file, named_os_error
+from .config import LoggerConfig
 
 
 class CSVTable:
@@ -94,18 +95,18 @@ def _fmt(value: Any) -> Any:
 class RunLogger:
     """``log_eval(step, episode_reward)`` → eval.csv; ``log_train(step, metrics)`` → train.csv; both → wandb."""
 
-    def __init__(self, run_dir: Path, config: Mapping[str, Any], wandb: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, run_dir: Path, config: Mapping[str, Any], logger: LoggerConfig | None = None) -> None:
+        """CSV tables in ``run_dir``; wandb too if ``logger.wandb`` (``config``: the run's, for wandb's record)."""
         self.run_dir = Path(run_dir)
         self.eval_table = CSVTable(self.run_dir / "eval.csv", ["step", "episode_reward"])
         self.train_table = CSVTable(self.run_dir / "train.csv", ["step"])
         self.wandb = None
-        if wandb and wandb.get("wandb", False):
+        if logger is not None and logger.wandb:
             from torchrl.record.loggers import WandbLogger
 
             self.wandb = WandbLogger(
-                exp_name=self.run_dir.name, offline=wandb.get("wandb_mode", "offline") == "offline",
-                save_dir=str(self.run_dir), project=wandb.get("project"), entity=wandb.get("entity"),
-                config=dict(config), log_env_packages=False,
+                exp_name=self.run_dir.name, offline=logger.wandb_mode == "offline", save_dir=str(self.run_dir),
+                project=logger.project, entity=logger.entity, config=dict(config), log_env_packages=False,
             )
 
     def log_eval(self, step: int, episode_reward: float, **extra: float) -> None:

@@ -149,7 +149,7 @@ class Run:
             raise named_os_error(err, self.run_dir) from None
         with atomic_file(self.run_dir / "config.yaml", "w") as f:
             f.write(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        self.logger = RunLogger(self.run_dir, dataclasses.asdict(cfg), dataclasses.asdict(cfg.logger))
+        self.logger = RunLogger(self.run_dir, dataclasses.asdict(cfg), cfg.logger)
         if cfg.resume:
             self.logger.rewind(self.p.step)
         print(f"run {self.run_dir}: task={cfg.task} model={cfg.model.name} device={self.device} "

@@ -73,4 +73,4 @@ def test_train_and_eval_write_videos_of_a_state_based_run(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["video"] == str(run_dir / "videos" / "checkpoint_step_000000120.mp4")
     assert read_video(result["video"]).shape == (501, 48, 48, 3)
-    assert torch.load(run_dir / "checkpoints" / "step_000000120.pt", weights_only=False)["config"]["save_video"]
+    assert torch.load(run_dir / "checkpoints" / "step_000000120.pt", weights_only=False)["config"]["eval"]["save_video"]
