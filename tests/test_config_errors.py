@@ -24,7 +24,7 @@ BAD = [  # (override, what the one line must say)
     ("planner.num_pi_trajs=512", "planner.num_pi_trajs=512 must be below planner.num_samples=512"),
     ("planner.min_std=3", "planner.min_std=3.0 must be below planner.max_std=2.0"),
     ("stepz=10", "unknown key stepz (did you mean steps?)"),
-    ("+foo=1", "unknown key foo; keys: task, obs, steps"),
+    ("+foo=1", "unknown key foo; keys: task"),
     ("model.nope=1", "unknown key model.nope"),
     ("horizon=5", "unknown key horizon: it is now model.horizon"),
     ("eval_freq=100", "unknown key eval_freq: it is now eval.freq"),
