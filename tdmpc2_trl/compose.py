@@ -65,12 +65,12 @@ def load_config(name: str, overrides: list[str]) -> Any:
 
 def command_line_error(name: str, argv: list[str]) -> str | None:
     """What is wrong with a recipe's command line, in one line (``None``: nothing): its config ``name`` composed
-    with the ``key=value`` arguments, and (train) whether the run directory's parent can be written. A sweep
-    (``--multirun``) is left to Hydra: each of its jobs checks its own config."""
-    if "-m" in argv or "--multirun" in argv:
+    with the ``key=value`` arguments, and (train) whether the run directory's parent can be written. A command
+    line with Hydra flags (``--multirun``, ``--cfg job``, ``--help``, …) is left to Hydra."""
+    if any(a.startswith("-") for a in argv):
         return None
     try:
-        load_config(name, [a for a in argv if not a.startswith("-")])
+        load_config(name, argv)
         if name == "config":
             check_writable(argv)
     except ConfigError as err:

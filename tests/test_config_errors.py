@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tdmpc2_trl.compose import load_config
+from tdmpc2_trl.compose import command_line_error, load_config
 from tdmpc2_trl.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,3 +119,10 @@ def test_horizon_has_one_home():
     assert "horizon" not in {f.name for f in dataclasses.fields(TrainConfig)}
     assert load_config("config", ["model=1m"]).model.horizon == 3
     assert load_config("config", ["model=1m", "model.horizon=5"]).model.horizon == 5
+
+
+def test_hydra_flags_are_left_to_hydra():
+    """``--cfg job``, ``--help``, ``--multirun`` sweeps: not checked as a single config (Hydra handles them)."""
+    assert command_line_error("config", ["--cfg", "job", "model=1m"]) is None
+    assert command_line_error("config", ["--multirun", "seed=1,2"]) is None
+    assert command_line_error("config", ["seed=1,2"]) is not None  # a sweep without --multirun is a mistake
