@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, List, Optional, Union, get_args, get_origin, get_type_hints
 
 
 class ConfigError(ValueError):
@@ -50,6 +50,7 @@ class ModelConfig:
     log_std_min: float = -10.0
     log_std_max: float = 2.0
     horizon: int = _f(10, ge=1)  # MPPI planning horizon = training slice length
+    task_dim: int = _f(96, ge=1)  # multitask only: the learned task embedding's size (TD-MPC2: 96)
     num_channels: int = _f(32, ge=1)  # conv channels of the pixel encoder (obs=rgb; TD-MPC2: 32)
 
     def check(self) -> None:
@@ -168,6 +169,10 @@ class TrainConfig:
     """``recipes/train.py``'s whole configuration (``configs/config.yaml`` picks the model preset)."""
 
     task: str = "Pendulum-v1"  # DMControl `domain-task`, a gymnasium id, or `module:EnvId` (your own env)
+    # multitask: one agent for these tasks (README "Multitask"): num_envs envs of each, all planned in one batched
+    # call; `task` is then unused. Empty: the single task `task`.
+    tasks: List[str] = field(default_factory=list)
+    init_from: Optional[str] = None  # multitask: start from this multitask checkpoint (or run dir)'s networks
     obs: str = _f("state", choices=OBS_TYPES)  # rgb: DMControl pixels, 3 stacked 64x64 frames
     steps: int = _f(10_000, ge=1)  # env steps in total (over all envs)
     seed: int = _f(1, ge=0)
@@ -189,6 +194,12 @@ class TrainConfig:
 
     def check(self) -> None:
         _check_device(self.device)
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"tasks={self.tasks}: a task appears twice")
+        if self.tasks and self.obs != "state":
+            raise ConfigError(f"tasks=[...] takes state observations only (obs={self.obs})")
+        if self.init_from and not self.tasks:
+            raise ConfigError("init_from=... starts a multitask run: give tasks=[...] (a single task: tasks=[name])")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from .envs import TaskInfo
 from .loss import TDMPC2Loss
 from .math import discount_from_episode_length
 from .modules import WorldModel
+from .multitask import TaskSet
 from .pixels import RandomShift
 from .planner import TDMPC2Planner
 from .precision import resolve_precision
@@ -35,8 +36,11 @@ def make_discount(loss_cfg: LossConfig, info: TaskInfo) -> float:
     return loss_cfg.discount if loss_cfg.discount is not None else discount_from_episode_length(info.episode_length)
 
 
-def make_world_model(model_cfg: ModelConfig, info: TaskInfo, device: torch.device) -> WorldModel:
-    return WorldModel(model_cfg, info.obs_shape, info.action_dim, episodic=info.episodic).to(device)
+def make_world_model(model_cfg: ModelConfig, info: TaskInfo, device: torch.device,
+                     task_set: TaskSet | None = None) -> WorldModel:
+    """The networks for the task (``info``), or for every task of ``task_set`` (multitask; ``info``: theirs joined)."""
+    return WorldModel(model_cfg, info.obs_shape, info.action_dim, episodic=info.episodic,
+                      task_set=task_set).to(device)
 
 
 def make_loss(loss_cfg: LossConfig, world_model: WorldModel, discount: float) -> TDMPC2Loss:

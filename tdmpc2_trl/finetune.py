@@ -8,6 +8,7 @@ checkpoint is a task set of one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -16,10 +17,16 @@ from .config import ConfigError
 from .modules import WorldModel
 from .multitask import TaskSet, TaskSpec
 
-__all__ = ["checkpoint_task_set", "finetune_task_set", "load_pretrained"]
+__all__ = ["checkpoint_task_set", "finetune_task_set", "load_pretrained", "task_set_state"]
 
 TASK_SET_KEY = "task_set"  # a multitask checkpoint's {"tasks": [TaskSpec fields...], "task_dim": int}
 EMBEDDING_KEY = "tasks.embedding.weight"
+
+
+def task_set_state(task_set: TaskSet) -> dict[str, Any]:
+    """What a multitask checkpoint keeps of its task set (plain data: ``checkpoint_task_set`` reads it back)."""
+    return {"tasks": [asdict(t) for t in task_set.tasks], "task_dim": task_set.task_dim,
+            "min_obs_dim": task_set.obs_dim, "min_action_dim": task_set.action_dim}
 
 
 def checkpoint_task_set(state: dict[str, Any], source: str = "the checkpoint") -> TaskSet:
@@ -27,7 +34,8 @@ def checkpoint_task_set(state: dict[str, Any], source: str = "the checkpoint") -
     saved = state.get(TASK_SET_KEY)
     if saved is None:
         raise ConfigError(f"{source} is not a multitask checkpoint (no task set): init_from needs one")
-    return TaskSet(tuple(TaskSpec(**t) for t in saved["tasks"]), int(saved["task_dim"]))
+    return TaskSet(tuple(TaskSpec(**t) for t in saved["tasks"]), int(saved["task_dim"]),
+                   int(saved.get("min_obs_dim", 0)), int(saved.get("min_action_dim", 0)))
 
 
 def finetune_task_set(tasks: Sequence[TaskSpec], pretrained: TaskSet) -> TaskSet:
@@ -58,9 +66,22 @@ def load_pretrained(world_model: WorldModel, weights: dict[str, torch.Tensor], p
     state[EMBEDDING_KEY] = new_rows
     for key in ("tasks.masks", "tasks.action_counts", "tasks.discounts"):  # the new task set's own
         state[key] = world_model.state_dict()[key]
+    # The termination head exists only for episodic task sets: a head the checkpoint lacks starts fresh, one this
+    # model lacks is dropped; every other weight must fit.
+    own_keys = set(world_model.state_dict())
+    state = {k: v for k, v in state.items() if k in own_keys or not k.startswith("termination.")}
     try:
-        world_model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ConfigError(f"the checkpoint's networks do not fit this model ({str(err).splitlines()[0]}): "
+        missing, unexpected = world_model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a shape differs
+        raise ConfigError(f"the checkpoint's networks do not fit this model ({_first_problem(err)}): "
                           f"use the checkpoint's model preset") from None
+    misfits = [k for k in missing if not k.startswith("termination.")] + list(unexpected)
+    if misfits:
+        raise ConfigError(f"the checkpoint's networks do not fit this model (e.g. {misfits[0]}): "
+                          f"use the checkpoint's model preset")
     return fresh
+
+
+def _first_problem(err: RuntimeError) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[1] if len(lines) > 1 else lines[0]

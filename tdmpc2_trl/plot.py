@@ -93,18 +93,27 @@ def _std(values: list[float]) -> float:
 # ---------------------------------------------------------------- reading
 
 
-def read_eval(path: Path) -> dict[int, float]:
-    """``eval.csv`` → ``{step: episode_reward}``; a step logged twice (a resumed run) keeps its last row."""
+def read_eval(path: Path) -> dict[str | None, dict[int, float]]:
+    """``eval.csv`` → ``{task: {step: episode_reward}}`` (task ``None`` for a single-task run; a multitask run's
+    rows carry a ``task`` column); a step logged twice (a resumed run) keeps its last row."""
+    out: dict[str | None, dict[int, float]] = {}
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        return {int(float(r["step"])): float(r["episode_reward"]) for r in rows}
+            for r in csv.DictReader(f):
+                out.setdefault(r.get("task") or None, {})[int(float(r["step"]))] = float(r["episode_reward"])
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"{path} is not an eval.csv with columns step,episode_reward ({err})") from None
+    return out
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Read one run directory; ``ConfigError`` (one line) if it has no ``eval.csv`` or no ``config.yaml``."""
+    """Read one single-task run directory (``load_runs`` also reads multitask ones)."""
+    return load_runs(run_dir)[0]
+
+
+def load_runs(run_dir: str | Path) -> list[Run]:
+    """Read one run directory: one ``Run`` per task (a multitask run's tasks are curves of their own);
+    ``ConfigError`` (one line) if it has no ``eval.csv`` or no ``config.yaml``."""
     path = Path(run_dir)
     if not (path / "eval.csv").is_file():
         raise ConfigError(f"{path} has no eval.csv (not a run directory, or no evaluation yet)")
@@ -118,9 +127,13 @@ def load_run(run_dir: str | Path) -> Run:
         task, model, seed = str(cfg["task"]), str(cfg["model"]["name"]), int(cfg["seed"])
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"{path}/config.yaml does not name the run's task, model.name and seed") from None
-    repeat = task_info(task).action_repeat
-    steps = sorted(evals)
-    return Run(path, task, model, seed, [s * repeat for s in steps], [evals[s] for s in steps], repeat)
+    runs = []
+    for row_task, by_step in evals.items():
+        name = row_task or task
+        repeat = task_info(name).action_repeat
+        steps = sorted(by_step)
+        runs.append(Run(path, name, model, seed, [s * repeat for s in steps], [by_step[s] for s in steps], repeat))
+    return runs
 
 
 def load_official(task: str, directory: Path = OFFICIAL_DIR) -> Curve | None:
@@ -363,7 +376,7 @@ def draw(groups: dict[tuple[str, str], list[Run]], official: dict[str, Curve | N
 def report(run_dirs: list[str | Path], out: Path, official_dir: Path = OFFICIAL_DIR,
            random_play_path: Path = RANDOM_PLAY, published_path: Path = PUBLISHED) -> str:
     """Plot ``run_dirs`` to ``out`` (PNG), write the table to ``out`` with suffix ``.md`` and return it."""
-    groups = group_runs([load_run(d) for d in run_dirs])
+    groups = group_runs([run for d in run_dirs for run in load_runs(d)])
     official = {task: load_official(task, official_dir) for task, _ in groups}
     random_play = load_random_play(random_play_path)
     published = load_published(published_path)

@@ -109,9 +109,13 @@ class RunLogger:
                 project=logger.project, entity=logger.entity, config=dict(config), log_env_packages=False,
             )
 
-    def log_eval(self, step: int, episode_reward: float, **extra: float) -> None:
-        self.eval_table.append({"step": step, "episode_reward": episode_reward})
-        self._wandb({"eval/episode_reward": episode_reward, **{f"eval/{k}": v for k, v in extra.items()}}, step)
+    def log_eval(self, step: int, episode_reward: float, task: str | None = None, **extra: float) -> None:
+        """One evaluation; a multitask run logs one row per task (eval.csv's ``task`` column)."""
+        row = {"step": step, "episode_reward": episode_reward}
+        self.eval_table.append(row if task is None else {**row, "task": task})
+        prefix = "eval/" if task is None else f"eval/{task}/"
+        self._wandb({f"{prefix}episode_reward": episode_reward, **{f"{prefix}{k}": v for k, v in extra.items()}},
+                    step)
 
     def log_train(self, step: int, metrics: Mapping[str, float]) -> None:
         self.train_table.append({"step": step, **metrics})

@@ -33,11 +33,14 @@ from .compose import to_dataclass
 from .config import ConfigError, TrainConfig
 from .data import add, make_replay_buffer, next_traj_offset, sample_batch
 from .envs import EnvFactory, task_info
+from .finetune import TASK_SET_KEY, load_pretrained, task_set_state
 from .evaluate import evaluate
 from .factory import (
     make_autocast_dtype, make_discount, make_loss, make_planner, make_updater, make_world_model, resolve_device,
 )
 from .interrupts import Stop, phase, stop_if_signalled, uninterrupted
+from .multitask_envs import MultitaskEnvFactory
+from .multitask_run import joined_info, multitask_setup, per_task_means
 from .precision import precision_name
 from .runlog import RunLogger
 from .update import NonFiniteUpdateError
@@ -86,25 +89,36 @@ class Run:
         self.device = device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.say(f"building the env, the networks and the replay buffer for {cfg.task} (model {cfg.model.name})…")
-        self.info = info = task_info(cfg.task, cfg.obs)
+        tasks = ", ".join(cfg.tasks) if cfg.tasks else cfg.task
+        self.say(f"building the env{'s' if cfg.tasks else ''}, the networks and the replay buffer for {tasks} "
+                 f"(model {cfg.model.name})…")
+        self.task_set, pretrained = multitask_setup(cfg) if cfg.tasks else (None, None)
+        self.info = info = task_info(cfg.task, cfg.obs) if self.task_set is None else joined_info(self.task_set)
         torch.manual_seed(cfg.seed)
         self.steps = cfg.steps
         self.seed_steps = cfg.collector.seed_steps or max(1000, 5 * info.episode_length)
         capacity = cfg.buffer.size or min(1_000_000, self.steps)
 
         # --- the TorchRL pieces, all sharing one world model ---
-        discount = make_discount(cfg.loss, info)
-        self.world_model = make_world_model(cfg.model, info, device)
+        discount = make_discount(cfg.loss, info)  # a multitask model discounts each task with its own
+        self.world_model = make_world_model(cfg.model, info, device, self.task_set)
+        if pretrained is not None:
+            fresh = load_pretrained(self.world_model, *pretrained)
+            self.say(f"networks from {cfg.init_from}" + (f"; new task embeddings for {fresh}" if fresh else ""))
         self.loss = make_loss(cfg.loss, self.world_model, discount)
         self.autocast_dtype = make_autocast_dtype(cfg.precision, device)
         self.updater = make_updater(cfg.optim, self.loss, cfg.loss.tau, self.autocast_dtype)
         self.planner = make_planner(cfg.planner, self.world_model, None, discount, self.autocast_dtype)
         # every env of the run comes from this factory: the collector's (or each worker's), the evaluation's
-        self.envs = EnvFactory(cfg.task, info.obs, cfg.seed, cfg.num_envs, str(device), (self.planner.primer(),))
+        primer = (self.planner.primer(),)
         self.recorder = EpisodeRecorder(cfg.eval.video_size) if cfg.eval.save_video else None  # videos of evals
-        self.eval_env = self.envs.replace(seed=cfg.seed + 10_000, num_envs=cfg.eval.episodes,
-                                          render=self.recorder is not None)()
+        if self.task_set is None:
+            self.envs = EnvFactory(cfg.task, info.obs, cfg.seed, cfg.num_envs, str(device), primer)
+            self.eval_env = self.envs.replace(seed=cfg.seed + 10_000, num_envs=cfg.eval.episodes,
+                                              render=self.recorder is not None)()
+        else:  # num_envs envs of every task, in one batched env; evaluation: eval.episodes of every task
+            self.envs = MultitaskEnvFactory(self.task_set, cfg.seed, cfg.num_envs, str(device), primer)
+            self.eval_env = self.envs.replace(seed=cfg.seed + 10_000, envs_per_task=cfg.eval.episodes)()
         if self.recorder is not None:
             self.eval_env.append_transform(self.recorder)
         self.buffer = make_replay_buffer(capacity=capacity, batch_size=cfg.buffer.batch_size,
@@ -152,7 +166,8 @@ class Run:
         self.logger = RunLogger(self.run_dir, dataclasses.asdict(cfg), cfg.logger)
         if cfg.resume:
             self.logger.rewind(self.p.step)
-        print(f"run {self.run_dir}: task={cfg.task} model={cfg.model.name} device={self.device} "
+        tasks = f"tasks={','.join(cfg.tasks)}" if cfg.tasks else f"task={cfg.task}"
+        print(f"run {self.run_dir}: {tasks} model={cfg.model.name} device={self.device} "
               f"precision={precision_name(self.autocast_dtype)} threads={torch.get_num_threads()}")
         print(f"first {max(0, self.seed_steps - self.p.step)} env steps with random actions, then "
               f"{'the initial burst of updates and ' if not self.p.burst_done else ''}planning"
@@ -246,11 +261,16 @@ class Run:
         if self.recorder is not None and self.recorder.frames:
             video = write_video(video_path(self.run_dir, step), self.recorder.frames)
         with uninterrupted():
-            self.logger.log_eval(step, mean)
+            if self.task_set is not None:  # one row per task (eval.csv's task column)
+                for task, task_mean in per_task_means(returns, self.task_set, self.cfg.eval.episodes).items():
+                    self.logger.log_eval(step, task_mean, task=task)
+                    write(f"eval @ {step}: {task}: mean return {task_mean:.1f}")
+            else:
+                self.logger.log_eval(step, mean)
+                write(f"eval @ {step}: mean return {mean:.1f} over {len(returns)} episodes")
             if video is not None:
                 self.logger.log_video(step, video)
             self.p.eval_step, self.p.dirty = step, True
-        write(f"eval @ {step}: mean return {mean:.1f} over {len(returns)} episodes")
 
     def checkpoint(self) -> Path:
         """Write the whole training state at the current step (a signal during the write waits for it)."""
@@ -259,6 +279,8 @@ class Run:
             state = training_state(step=p.step, burst_done=p.burst_done, config=dataclasses.asdict(self.cfg),
                                    task=self.info.__dict__, world_model=self.world_model, loss=self.loss,
                                    updater=self.updater, buffer=self.buffer, progress=p.saved())
+            if self.task_set is not None:
+                state[TASK_SET_KEY] = task_set_state(self.task_set)
             path = save_checkpoint(checkpoint_path(self.run_dir, p.step), state)
             p.ckpt_step, p.dirty = p.step, False
         return path
@@ -346,7 +368,8 @@ def check_compatible(state: dict[str, Any], cfg: TrainConfig) -> None:
 def _run_identity(c: dict[str, Any]) -> dict[str, Any]:
     """The settings a checkpoint is tied to: task, number of envs and every model setting (the horizon too)."""
     model = c.get("model") or {}
-    return {"task": c.get("task"), "obs": c.get("obs", "state"), "num_envs": c.get("num_envs"),
+    return {"task": c.get("task"), "tasks": c.get("tasks") or [], "obs": c.get("obs", "state"),
+            "num_envs": c.get("num_envs"),
             **{f"model.{k}": v for k, v in model.items()}}
 
 

@@ -278,3 +278,21 @@ def test_reducer_counts_total_env_steps(tmp_path: Path, monkeypatch):
     assert (sac["mean"], sac["std"], sac["seeds"]) == ("901.0", f"{statistics.stdev([900, 902]):.1f}", "2")
     td3 = rows[("Hopper-v5", "TD3", reducer.TIANSHOU, 100_000)]  # env_step 75,000 + 25,000 warm-up
     assert td3["mean"] == "751.0" and td3["env_version"] == "Hopper-v3"
+
+
+def test_a_multitask_run_gives_one_curve_per_task(tmp_path: Path, random_play: Path, capsys):
+    run = tmp_path / "mt"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: Pendulum-v1\ntasks: [cartpole-swingup, Pendulum-v1]\nseed: 3\n"
+                                     "model:\n  name: 1m\n")
+    (run / "eval.csv").write_text("step,episode_reward,task\n5000,300,cartpole-swingup\n5000,-400,Pendulum-v1\n"
+                                  "10000,600,cartpole-swingup\n10000,-200,Pendulum-v1\n")
+    runs = plot.load_runs(run)
+    assert [(r.task, r.frames, r.returns) for r in runs] == [
+        ("cartpole-swingup", [10_000, 20_000], [300.0, 600.0]),  # DMControl: 2 frames per step
+        ("Pendulum-v1", [5_000, 10_000], [-400.0, -200.0]),
+    ]
+    assert plot.main([str(run), "--out", str(tmp_path / "mt.png"), "--random-play", str(random_play)]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert rows[("cartpole-swingup", "1m")]["this project"] == "600.0 (one seed)"
+    assert rows[("Pendulum-v1", "1m")]["this project"] == "-200.0 (one seed)"

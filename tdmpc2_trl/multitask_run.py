@@ -1,0 +1,46 @@
+"""What a multitask training run needs beyond a single-task one: its task set (sizes read from each task's env, or
+a checkpoint's for ``init_from``), one joined ``TaskInfo`` for the loop's bookkeeping, and per-task returns."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .checkpoint import resolve_checkpoint
+from .config import TrainConfig
+from .envs import TaskInfo, task_info
+from .finetune import checkpoint_task_set, finetune_task_set
+from .multitask import TaskSet, TaskSpec
+
+__all__ = ["joined_info", "multitask_setup", "per_task_means"]
+
+
+def multitask_setup(cfg: TrainConfig) -> tuple[TaskSet, tuple[dict[str, torch.Tensor], TaskSet] | None]:
+    """The run's task set and, for ``init_from``, the checkpoint's world-model weights and task set (the run's
+    tasks are then padded to the checkpoint's sizes). A task with discrete actions fails in ``task_info``."""
+    specs = []
+    for name in cfg.tasks:
+        info = task_info(name)
+        specs.append(TaskSpec(name, info.obs_dim, info.action_dim, info.episode_length))
+    if not cfg.init_from:
+        return TaskSet(tuple(specs), cfg.model.task_dim), None
+    path, state = resolve_checkpoint(cfg.init_from)
+    pretrained = checkpoint_task_set(state, str(path))
+    return finetune_task_set(specs, pretrained), (state["world_model"], pretrained)
+
+
+def joined_info(task_set: TaskSet) -> TaskInfo:
+    """One ``TaskInfo`` for the loop: padded sizes, the longest episode (seed steps, evaluation length), episodic if
+    any task is (then every task gets the termination head's input; those that never end learn "never")."""
+    infos = [task_info(name) for name in task_set.names]
+    return TaskInfo("+".join(task_set.names), "multitask", max(i.episode_length for i in infos),
+                    any(i.episodic for i in infos), task_set.obs_dim, task_set.action_dim)
+
+
+def per_task_means(returns: list[float], task_set: TaskSet, episodes_per_task: int) -> dict[str, float]:
+    """Mean return of each task from an evaluation of ``MultitaskEnvFactory``'s task-major batch."""
+    out: dict[str, Any] = {}
+    for i, name in enumerate(task_set.names):
+        chunk = returns[i * episodes_per_task:(i + 1) * episodes_per_task]
+        out[name] = sum(chunk) / len(chunk)
+    return out
