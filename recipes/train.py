@@ -10,28 +10,11 @@ from __future__ import annotations
 
 import sys
 
-from tdmpc2_trl import interrupts  # standard library only
+from tdmpc2_trl.entry import recipe_main  # standard library only: signals are handled before torch loads
 
 
 def main(argv: list[str]) -> int:
-    """Check the command line's config, then run the Hydra app (which composes it again and trains)."""
-    interrupts.install()  # before the slow imports: from here on SIGINT/SIGTERM stop the run cleanly
-    from tdmpc2_trl.compose import command_line_error  # Hydra, not yet torch
-
-    if error := command_line_error("config", argv):
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-
-    @hydra.main(config_path="../configs", config_name="config", version_base=None)
-    def app(cfg) -> None:
-        from tdmpc2_trl.trainer import train_app  # torch, TorchRL
-
-        sys.exit(train_app(cfg, HydraConfig.get().runtime.output_dir))
-
-    app()
-    return 0
+    return recipe_main("config", "tdmpc2_trl.trainer:train_app", argv)
 
 
 if __name__ == "__main__":

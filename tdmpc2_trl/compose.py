@@ -20,14 +20,15 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from .config import MOVED, ConfigError, EvalAppConfig, TrainConfig, check, describe, field_names
+from .config import MOVED, ConfigError, EvalAppConfig, OfflineConfig, TrainConfig, check, describe, field_names
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-SCHEMAS: dict[str, type] = {"config": TrainConfig, "eval": EvalAppConfig}
+SCHEMAS: dict[str, type] = {"config": TrainConfig, "eval": EvalAppConfig, "offline": OfflineConfig}
 T = TypeVar("T")
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 ConfigStore.instance().store(name="eval_schema", node=EvalAppConfig)
+ConfigStore.instance().store(name="offline_schema", node=OfflineConfig)
 
 
 def _run_dir_for(resume: str | None, default: str) -> str:

@@ -165,7 +165,31 @@ class EvalConfig:
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
+    """What every training run has (online ``TrainConfig`` and offline ``OfflineConfig``): seed, device, threads,
+    checkpoints, resume, and the network, planner, loss, optimiser, buffer, logger and evaluation groups."""
+
+    seed: int = _f(1, ge=0)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = _f("auto", choices=PRECISIONS)  # auto: bf16 matmuls where they are faster
+    threads: Optional[int] = _f(None, ge=1)  # CPU threads for torch (null: torch's default)
+    checkpoint_freq: int = _f(10_000, ge=0)  # steps between checkpoints (also at the end and on a signal)
+    resume: Optional[str] = None  # a run directory or checkpoint file to continue from
+    progress: bool = True  # tqdm progress bar
+    model: ModelConfig = field(default_factory=ModelConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self) -> None:
+        _check_device(self.device)
+
+
+@dataclass
+class TrainConfig(RunConfig):
     """``recipes/train.py``'s whole configuration (``configs/config.yaml`` picks the model preset)."""
 
     task: str = "Pendulum-v1"  # DMControl `domain-task`, a gymnasium id, or `module:EnvId` (your own env)
@@ -175,31 +199,39 @@ class TrainConfig:
     init_from: Optional[str] = None  # multitask: start from this multitask checkpoint (or run dir)'s networks
     obs: str = _f("state", choices=OBS_TYPES)  # rgb: DMControl pixels, 3 stacked 64x64 frames
     steps: int = _f(10_000, ge=1)  # env steps in total (over all envs)
-    seed: int = _f(1, ge=0)
-    num_envs: int = _f(1, ge=1)  # envs planned for together in one batched planner call
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = _f("auto", choices=PRECISIONS)  # auto: bf16 matmuls where they are faster
-    threads: Optional[int] = _f(None, ge=1)  # CPU threads for torch (null: torch's default)
-    checkpoint_freq: int = _f(10_000, ge=0)  # env steps between checkpoints (also at the end and on a signal)
-    resume: Optional[str] = None  # a run directory or checkpoint file to continue from
-    progress: bool = True  # tqdm progress bar
-    model: ModelConfig = field(default_factory=ModelConfig)
-    planner: PlannerConfig = field(default_factory=PlannerConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    buffer: BufferConfig = field(default_factory=BufferConfig)
+    num_envs: int = _f(1, ge=1)  # envs planned for together in one batched planner call (per task: multitask)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def check(self) -> None:
-        _check_device(self.device)
+        super().check()
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(f"tasks={self.tasks}: a task appears twice")
         if self.tasks and self.obs != "state":
             raise ConfigError(f"tasks=[...] takes state observations only (obs={self.obs})")
         if self.init_from and not self.tasks:
             raise ConfigError("init_from=... starts a multitask run: give tasks=[...] (a single task: tasks=[name])")
+        if self.tasks:
+            _no_discount(self.loss)
+
+
+@dataclass
+class OfflineConfig(RunConfig):
+    """``recipes/train_offline.py``: updates on a dataset's slices (``tdmpc2_trl.dataset``), evaluating every task
+    online. ``steps``, ``eval.freq`` and ``checkpoint_freq`` count updates; ``eval.episodes`` is per task."""
+
+    dataset: str = "???"  # a dataset directory (python -m tdmpc2_trl.dataset export/import-official)
+    tasks: List[str] = field(default_factory=list)  # the dataset's tasks in its order (checked); empty: the dataset's
+    steps: int = _f(100_000, ge=1)  # updates
+
+    def check(self) -> None:
+        super().check()
+        _no_discount(self.loss)
+
+
+def _no_discount(loss: LossConfig) -> None:
+    if loss.discount is not None:
+        raise ConfigError(f"loss.discount={loss.discount}: a multitask agent discounts each task with its own "
+                          f"(TD-MPC2's rule from its episode length); leave loss.discount null")
 
 
 @dataclass
@@ -262,9 +294,10 @@ def describe(cls: type, name: str) -> str:
 
 
 def field_names(cls: type, prefix: str = "") -> list[str]:
-    """Every key of ``cls``, groups expanded (``planner.num_samples``, …)."""
-    names = []
-    for f in dataclasses.fields(cls):
+    """Every key of ``cls``, groups expanded (``planner.num_samples``, …); a subclass's own keys first."""
+    names, own = [], set(cls.__dict__.get("__annotations__", {}))
+    fields = dataclasses.fields(cls)
+    for f in [f for f in fields if f.name in own] + [f for f in fields if f.name not in own]:
         kind = get_type_hints(cls)[f.name]
         names += field_names(kind, f"{prefix}{f.name}.") if dataclasses.is_dataclass(kind) else [prefix + f.name]
     return names

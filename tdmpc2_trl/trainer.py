@@ -24,7 +24,7 @@ from tensordict import TensorDictBase
 from tqdm import tqdm
 
 from .checkpoint import (
-    atomic_file, checkpoint_path, named_os_error, os_error_line, resolve_checkpoint, restore_training_state,
+    atomic_file, checkpoint_path, named_os_error, resolve_checkpoint, restore_training_state,
     save_checkpoint, training_state,
 )
 from .collectors import make_collector, push_weights
@@ -32,6 +32,7 @@ from .compiling import on_compile
 from .compose import to_dataclass
 from .config import ConfigError, TrainConfig
 from .data import add, make_replay_buffer, next_traj_offset, sample_batch
+from .entry import exit_code
 from .envs import EnvFactory, task_info
 from .finetune import TASK_SET_KEY, load_pretrained, task_set_state
 from .evaluate import evaluate
@@ -339,15 +340,8 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> None:
 def train_app(cfg: DictConfig | TrainConfig, run_dir: str | Path) -> int:
     """``train`` for a command line: 0 when done or stopped by a signal; 2 after a one-line error on stderr (a bad
     setting found while building, a full disk: the file's name)."""
-    try:
-        train(cfg if isinstance(cfg, TrainConfig) else to_dataclass(cfg, TrainConfig), run_dir)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(os_error_line(err), file=sys.stderr)
-        return 2
-    return 0
+    cfg = cfg if isinstance(cfg, TrainConfig) else to_dataclass(cfg, TrainConfig)
+    return exit_code(lambda: train(cfg, run_dir))
 
 
 def resume_command(run_dir: Path) -> str:

@@ -1,0 +1,54 @@
+"""Offline training in-process: a dataset exported from a finished run trains an agent that is evaluated online on
+each task; resume; a dataset whose tasks differ from tasks= is a one-line error."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from tdmpc2_trl.checkpoint import resolve_checkpoint
+from tdmpc2_trl.compose import load_config
+from tdmpc2_trl.config import ConfigError
+from tdmpc2_trl.dataset import export_runs
+from tdmpc2_trl.finetune import checkpoint_task_set
+from tdmpc2_trl.offline import train_offline
+from tdmpc2_trl.trainer import train
+
+SMALL = [
+    "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.task_dim=8",
+    "buffer.batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
+    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "logger.wandb=false", "progress=false",
+    "precision=fp32", "eval.episodes=1", "threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("offline")
+    train(load_config("config", [*SMALL, "task=Pendulum-v1", "steps=220", "collector.seed_steps=200",
+                                 "eval.freq=0", "checkpoint_freq=0"]), root / "run")
+    return export_runs([root / "run"], root / "data")
+
+
+def test_offline_run_evaluates_checkpoints_and_resumes(dataset: Path, tmp_path: Path):
+    cfg = load_config("offline", [*SMALL, f"dataset={dataset}", "tasks=[Pendulum-v1]", "steps=40", "eval.freq=20",
+                                  "checkpoint_freq=0"])
+    train_offline(cfg, tmp_path / "off")
+    with open(tmp_path / "off" / "eval.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["task"]) for r in rows] == [("20", "Pendulum-v1"), ("40", "Pendulum-v1")]
+    _, state = resolve_checkpoint(tmp_path / "off")
+    assert state["step"] == 40 and checkpoint_task_set(state).names == ["Pendulum-v1"]
+
+    more = load_config("offline", [*SMALL, f"dataset={dataset}", "steps=50", "eval.freq=0",
+                                   f"resume={tmp_path / 'off'}"])
+    train_offline(more, tmp_path / "off")
+    _, state = resolve_checkpoint(tmp_path / "off")
+    assert state["step"] == 50
+
+
+def test_tasks_must_match_the_dataset(dataset: Path, tmp_path: Path):
+    cfg = load_config("offline", [*SMALL, f"dataset={dataset}", "tasks=[cartpole-swingup]", "steps=5"])
+    with pytest.raises(ConfigError, match="differ from the dataset"):
+        train_offline(cfg, tmp_path / "x")
