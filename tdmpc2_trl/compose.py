@@ -42,6 +42,14 @@ def _run_dir_for(resume: str | None, default: str) -> str:
 OmegaConf.register_new_resolver("run_dir_for", _run_dir_for, replace=True)
 
 
+def _run_task(task: str, tasks: Any) -> str:
+    """The task part of a run directory: the task, or ``multitask-N`` for ``tasks=[...]`` of N tasks."""
+    return f"multitask-{len(tasks)}" if tasks else task
+
+
+OmegaConf.register_new_resolver("run_task", _run_task, replace=True)
+
+
 def config_dir() -> Path:
     """The repository's ``configs/`` (the package is meant to be installed with ``pip install -e .``)."""
     if not (CONFIG_DIR / "model").is_dir():
