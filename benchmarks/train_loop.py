@@ -46,8 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def recipe_config(args: argparse.Namespace) -> TrainConfig:
     """The recipe's config (its defaults) for this model, horizon and compile setting."""
-    overrides = [f"model={args.model}", f"planner.compile={args.compile}", f"optim.compile={args.compile}",
-                 "optim.enc_lr_scale=1.0"]
+    overrides = [f"model={args.model}", f"planner.compile={args.compile}", f"optim.compile={args.compile}"]
     return load_config("config", overrides + ([f"model.horizon={args.horizon}"] if args.horizon else []))
 
 
