@@ -7,6 +7,7 @@ from tensordict import TensorDict
 from torch import nn
 from torch.nn import functional as F
 
+from tdmpc2_trl import _compat
 from tdmpc2_trl.config import ConfigError, ModelConfig
 from tdmpc2_trl.envs import make_env, task_info
 from tdmpc2_trl.loss import TDMPC2Loss
@@ -188,6 +189,6 @@ def test_pixel_run_writes_run_directory(tmp_path):
     assert 0 <= float(read_csv(run_dir / "eval.csv")[0]["episode_reward"]) <= 500
     state = torch.load(run_dir / "checkpoints" / "step_000000250.pt", weights_only=False)
     assert state["config"]["obs"] == "rgb"
-    stored = state["replay_buffer"]["_storage"]["_storage"]
-    for key in ("observation", "next.observation"):  # frames are stored as uint8
+    stored = _compat.saved_storage(state["replay_buffer"])
+    for key in ("observation", ("next", "observation")):  # frames are stored as uint8
         assert stored[key].dtype == torch.uint8 and stored[key].shape == (250, 1, *OBS)
