@@ -136,7 +136,7 @@ class TDMPC2Loss(LossModule):
         compiled terms compute the same function of the same draws. A graph that fails to compile warns once and
         runs eagerly. The compiled callables are not pickled.
         """
-        hint = "compile_update=false silences this"
+        hint = "optim.compile=false silences this"
         self.__dict__["_compiled_terms"] = {
             "world_model": compile_or_eager(self._world_model_terms, "the world-model loss", hint),
             "policy": compile_or_eager(self._policy_terms, "the policy loss", hint),

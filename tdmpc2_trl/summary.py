@@ -1,6 +1,6 @@
 """Print every network of a preset and its trainable parameter count.
 
-    python -m tdmpc2_trl.summary model=seed obs_dim=18 action_dim=4
+    python -m tdmpc2_trl.summary model=8m-h10 obs_dim=18 action_dim=4
     python -m tdmpc2_trl.summary model=5m obs=rgb action_dim=1     # pixel observations (9, 64, 64): conv encoder
     python -m tdmpc2_trl.summary model=5m tasks=mt30               # an official multitask model (mt30 or mt80)
     python -m tdmpc2_trl.summary model=1m 'tasks=[Pendulum-v1,cartpole-swingup,reacher-easy]' task_dim=96
