@@ -212,6 +212,8 @@ class TrainConfig(RunConfig):
             raise ConfigError("init_from=... starts a multitask run: give tasks=[...] (a single task: tasks=[name])")
         if self.tasks:
             _no_discount(self.loss)
+            if self.eval.save_video:
+                raise ConfigError("eval.save_video=true records single-task runs only (not tasks=[...]) for now")
 
 
 @dataclass

@@ -61,6 +61,8 @@ def test_bad_task_lists_are_one_line_errors(tmp_path: Path):
         load_config("config", [*TINY, "tasks=[Pendulum-v1,Pendulum-v1]"])
     with pytest.raises(ConfigError, match="leave loss.discount null"):
         load_config("config", [*TINY, "tasks=[Pendulum-v1]", "loss.discount=0.9"])
+    with pytest.raises(ConfigError, match="single-task runs only"):
+        load_config("config", [*TINY, "tasks=[Pendulum-v1]", "eval.save_video=true"])
     with pytest.raises(ConfigError, match="give tasks"):
         load_config("config", [*TINY, f"init_from={tmp_path}"])
     with pytest.raises(ConfigError, match="not a multitask checkpoint|no checkpoint"):
