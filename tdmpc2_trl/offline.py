@@ -23,6 +23,7 @@ from .checkpoint import (
     atomic_file, checkpoint_path, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
 from .compose import to_dataclass
+from .compiling import on_compile
 from .config import ConfigError, OfflineConfig
 from .dataset import check_tasks, load_dataset, make_offline_buffer
 from .entry import exit_code
@@ -35,6 +36,7 @@ from .multitask_envs import MultitaskEnvFactory
 from .multitask import TaskSet
 from .multitask_run import joined_info, per_task_means
 from .runlog import RunLogger
+from .trainer import COMPILE_TIME
 
 __all__ = ["train_offline", "train_offline_app"]
 
@@ -138,6 +140,7 @@ def _sizes(task_set: TaskSet, episodic: bool) -> TaskInfo:
 def train_offline(cfg: OfflineConfig, run_dir: str | Path) -> None:
     """Train from ``cfg.dataset``; a signal (with ``interrupts.install()``) checkpoints and returns."""
     run = OfflineRun(cfg, run_dir)
+    on_compile(lambda what: print(f"compiling {what} ({COMPILE_TIME})…", flush=True))
     Stop.deferred -= 1
     try:
         stop_if_signalled()
@@ -148,6 +151,7 @@ def train_offline(cfg: OfflineConfig, run_dir: str | Path) -> None:
             print(f"interrupted at update {run.step}: checkpoint {run.checkpoint()}; continue with resume={run_dir}")
     finally:
         Stop.deferred += 1
+        on_compile(None)
         run.shutdown()
 
 
