@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torch.nn import functional as F
 from torchrl.data import TensorDictReplayBuffer, TensorStorage
 from torchrl.data.replay_buffers.samplers import SliceSampler
 
@@ -125,10 +124,10 @@ def _transitions(column: TensorDictBase) -> TensorDictBase:
     }, [len(traj)])
 
 
-def _pad(data: TensorDictBase, obs_dim: int, action_dim: int) -> TensorDictBase:
+def _pad(data: TensorDictBase, tasks: TaskSet) -> TensorDictBase:
     for key in ("observation", ("next", "observation")):
-        data.set(key, F.pad(data.get(key), (0, obs_dim - data.get(key).shape[-1])))
-    data.set("action", F.pad(data["action"], (0, action_dim - data["action"].shape[-1])))
+        data.set(key, tasks.pad_observation(data.get(key)))
+    data.set("action", tasks.pad_action(data["action"]))
     return data
 
 
@@ -147,7 +146,7 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         data.set("task", torch.full((len(data),), tasks.index(name), dtype=torch.long))
         data.set("episode", data["episode"] + episodes)
         episodes = int(data["episode"].max()) + 1
-        _pad(data, tasks.obs_dim, tasks.action_dim)
+        _pad(data, tasks)
     return write_dataset(out, tasks.tasks, torch.cat([d for _, d in parts]))
 
 

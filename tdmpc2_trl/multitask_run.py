@@ -12,21 +12,24 @@ from .envs import TaskInfo, task_info
 from .finetune import checkpoint_task_set, finetune_task_set
 from .multitask import TaskSet, TaskSpec
 
-__all__ = ["joined_info", "multitask_setup", "per_task_means"]
+__all__ = ["joined_info", "multitask_setup", "per_task_means", "task_spec"]
 
 
 def multitask_setup(cfg: TrainConfig) -> tuple[TaskSet, tuple[dict[str, torch.Tensor], TaskSet] | None]:
     """The run's task set and, for ``init_from``, the checkpoint's world-model weights and task set (the run's
     tasks are then padded to the checkpoint's sizes). A task with discrete actions fails in ``task_info``."""
-    specs = []
-    for name in cfg.tasks:
-        info = task_info(name)
-        specs.append(TaskSpec(name, info.obs_dim, info.action_dim, info.episode_length))
+    specs = [task_spec(name) for name in cfg.tasks]
     if not cfg.init_from:
         return TaskSet(tuple(specs), cfg.model.task_dim), None
     path, state = resolve_checkpoint(cfg.init_from)
     pretrained = checkpoint_task_set(state, str(path))
     return finetune_task_set(specs, pretrained), (state["world_model"], pretrained)
+
+
+def task_spec(name: str) -> TaskSpec:
+    """A task's own sizes and episode length, read from its env (``task_info``)."""
+    info = task_info(name)
+    return TaskSpec(name, info.obs_dim, info.action_dim, info.episode_length)
 
 
 def joined_info(task_set: TaskSet) -> TaskInfo:

@@ -14,9 +14,9 @@ from hydra.errors import HydraException
 from omegaconf import ListConfig, OmegaConf
 
 from .config import ConfigError, ModelConfig
-from .envs import task_info
+from .multitask_run import task_spec
 from .modules import WorldModel
-from .multitask import TaskSet, TaskSpec, official_model_overrides, official_task_set
+from .multitask import TaskSet, official_model_overrides, official_task_set
 from .pixels import pixel_obs_shape
 from .presets import config_dir
 
@@ -88,11 +88,8 @@ def _task_set(tasks: str | ListConfig, model: str, task_dim: int | None) -> Task
     if isinstance(tasks, str):
         official = official_task_set(tasks, model)
         return official if task_dim is None else TaskSet(official.tasks, int(task_dim))
-    specs = []
-    for name in tasks:
-        info = task_info(str(name))
-        specs.append(TaskSpec(info.name, info.obs_dim, info.action_dim, info.episode_length))
-    return TaskSet(tuple(specs), 96 if task_dim is None else int(task_dim))
+    specs = tuple(task_spec(str(name)) for name in tasks)
+    return TaskSet(specs, 96 if task_dim is None else int(task_dim))
 
 
 if __name__ == "__main__":
