@@ -32,7 +32,8 @@ from .multitask import TaskEmbedding, TaskSet
 from .math import (
     Bins, gaussian_log_prob, gaussian_log_prob_terms, squashed_log_std, tanh_log_det, tanh_log_det_terms, two_hot_inv,
 )
-from .nn import count_parameters, last_linear, mlp, normed_blocks, relu_mlp, weight_init, zero_
+from .nn import (Linear, bias_after_matmul, count_parameters, last_linear, mlp, normed_blocks, relu_mlp, weight_init,
+                 zero_)
 from .pixels import PixelEncoder
 
 
@@ -83,8 +84,11 @@ class QEnsemble(nn.Module):
         for name, layer in self._layers:
             if isinstance(layer, nn.Linear):
                 p = params[name]
-                x = torch.baddbmm(p["bias"].unsqueeze(-2), x.expand(p["weight"].shape[0], -1, -1),
-                                  p["weight"].transpose(-1, -2))
+                x = x.expand(p["weight"].shape[0], -1, -1)
+                if bias_after_matmul():  # planning: faster as bmm + add (nn.bias_after_matmul)
+                    x = torch.bmm(x, p["weight"].transpose(-1, -2)) + p["bias"].unsqueeze(-2)
+                else:
+                    x = torch.baddbmm(p["bias"].unsqueeze(-2), x, p["weight"].transpose(-1, -2))
             elif isinstance(layer, nn.LayerNorm):
                 p = params[name]
                 x = F.layer_norm(x, layer.normalized_shape, eps=layer.eps)
@@ -113,10 +117,10 @@ class Policy(nn.Module):
         super().__init__()
         self.net = net
         if split_heads:  # the seed's layout
-            self.mean_head = nn.Linear(mlp_dim, action_dim)
-            self.log_std_head = nn.Linear(mlp_dim, action_dim)
+            self.mean_head = Linear(mlp_dim, action_dim)
+            self.log_std_head = Linear(mlp_dim, action_dim)
         else:  # the official layout: one Linear(mlp, 2A), chunked
-            self.head = nn.Linear(mlp_dim, 2 * action_dim)
+            self.head = Linear(mlp_dim, 2 * action_dim)
         self.split_heads = split_heads
         self.action_dim = action_dim
         self.log_std_min, self.log_std_max = log_std_min, log_std_max

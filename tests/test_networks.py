@@ -6,7 +6,7 @@ from torch import nn
 
 from tdmpc2_trl import ConfigError, WorldModel
 from tdmpc2_trl.math import two_hot_inv
-from tdmpc2_trl.nn import SimNorm
+from tdmpc2_trl.nn import Linear, SimNorm, bias_after_matmul
 from tdmpc2_trl.presets import load_model_config, preset_names
 from tdmpc2_trl.summary import main as summary_main
 
@@ -169,3 +169,23 @@ def test_q_ensemble_matches_each_head_and_subsets():
     # train mode: dropout differs between heads and calls, eval mode is deterministic
     ens.train()
     assert not torch.equal(ens(z, a), ens(z, a))
+
+
+def test_linear_adds_bias_after_the_matmul_only_when_compiled_without_grad():
+    """The planner's Linear layers: the same state_dict as nn.Linear, the same output in every mode."""
+    torch.manual_seed(0)
+    layer, plain = Linear(6, 5), nn.Linear(6, 5)
+    plain.load_state_dict(layer.state_dict())
+    assert list(layer.state_dict()) == ["weight", "bias"]
+    x = torch.randn(7, 6)
+    seen = []
+
+    def run(inp):
+        seen.append(bias_after_matmul())
+        return layer(inp)
+
+    compiled = torch.compile(run, dynamic=False)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), plain(x))
+    torch.testing.assert_close(compiled(x.requires_grad_()), plain(x))
+    assert seen == [True, False] and not bias_after_matmul()  # traced once per grad mode; False outside compile
