@@ -2,7 +2,7 @@
 a checkpoint's for ``init_from``), one joined ``TaskInfo`` for the loop's bookkeeping, and per-task returns."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -12,7 +12,7 @@ from .envs import TaskInfo, task_info
 from .finetune import checkpoint_task_set, finetune_task_set
 from .multitask import TaskSet, TaskSpec
 
-__all__ = ["joined_info", "multitask_setup", "per_task_means", "task_spec"]
+__all__ = ["joined_info", "log_task_evals", "multitask_setup", "padded_info", "per_task_means", "task_spec"]
 
 
 def multitask_setup(cfg: TrainConfig) -> tuple[TaskSet, tuple[dict[str, torch.Tensor], TaskSet] | None]:
@@ -32,12 +32,17 @@ def task_spec(name: str) -> TaskSpec:
     return TaskSpec(name, info.obs_dim, info.action_dim, info.episode_length)
 
 
+def padded_info(task_set: TaskSet, episode_length: int, episodic: bool) -> TaskInfo:
+    """A ``TaskInfo`` of the task set's padded sizes (what ``make_world_model`` reads)."""
+    return TaskInfo("+".join(task_set.names), "multitask", episode_length, episodic, task_set.obs_dim,
+                    task_set.action_dim)
+
+
 def joined_info(task_set: TaskSet) -> TaskInfo:
     """One ``TaskInfo`` for the loop: padded sizes, the longest episode (seed steps, evaluation length), episodic if
     any task is (then every task gets the termination head's input; those that never end learn "never")."""
     infos = [task_info(name) for name in task_set.names]
-    return TaskInfo("+".join(task_set.names), "multitask", max(i.episode_length for i in infos),
-                    any(i.episodic for i in infos), task_set.obs_dim, task_set.action_dim)
+    return padded_info(task_set, max(i.episode_length for i in infos), any(i.episodic for i in infos))
 
 
 def per_task_means(returns: list[float], task_set: TaskSet, episodes_per_task: int) -> dict[str, float]:
@@ -47,3 +52,11 @@ def per_task_means(returns: list[float], task_set: TaskSet, episodes_per_task: i
         chunk = returns[i * episodes_per_task:(i + 1) * episodes_per_task]
         out[name] = sum(chunk) / len(chunk)
     return out
+
+
+def log_task_evals(logger: Any, step: int, returns: list[float], task_set: TaskSet, episodes_per_task: int,
+                   write: Callable[[str], Any], unit: str = "") -> None:
+    """One ``eval.csv`` row (its ``task`` column set) and one printed line per task (``unit``: e.g. " updates")."""
+    for task, mean in per_task_means(returns, task_set, episodes_per_task).items():
+        logger.log_eval(step, mean, task=task)
+        write(f"eval @ {step}{unit}: {task}: mean return {mean:.1f}")

@@ -27,14 +27,12 @@ from .compiling import on_compile
 from .config import ConfigError, OfflineConfig
 from .dataset import check_tasks, load_dataset, make_offline_buffer
 from .entry import exit_code
-from .envs import TaskInfo
 from .evaluate import evaluate
 from .factory import make_autocast_dtype, make_loss, make_planner, make_updater, make_world_model, resolve_device
 from .finetune import TASK_SET_KEY, checkpoint_task_set, task_set_state
 from .interrupts import Interrupted, Stop, stop_if_signalled, uninterrupted
 from .multitask_envs import MultitaskEnvFactory
-from .multitask import TaskSet
-from .multitask_run import joined_info, per_task_means
+from .multitask_run import joined_info, log_task_evals, padded_info
 from .runlog import RunLogger
 from .trainer import COMPILE_TIME
 
@@ -62,7 +60,7 @@ class OfflineRun:
         self.buffer = make_offline_buffer(data, batch_size=cfg.buffer.batch_size, horizon=cfg.model.horizon)
         info = joined_info(self.task_set) if cfg.eval.freq else None  # the tasks' envs: only to evaluate
         episodic = bool(data["next", "terminated"].any())
-        self.world_model = make_world_model(cfg.model, _sizes(self.task_set, episodic), device, self.task_set)
+        self.world_model = make_world_model(cfg.model, padded_info(self.task_set, 0, episodic), device, self.task_set)
         self.loss = make_loss(cfg.loss, self.world_model, 0.99)  # a multitask model uses each task's discount
         self.autocast_dtype = make_autocast_dtype(cfg.precision, device)
         self.updater = make_updater(cfg.optim, self.loss, cfg.loss.tau, self.autocast_dtype)
@@ -113,9 +111,7 @@ class OfflineRun:
     def evaluate(self, write) -> None:
         returns = evaluate(self.eval_env, self.planner, self.episode_length)
         with uninterrupted():
-            for task, mean in per_task_means(returns, self.task_set, self.cfg.eval.episodes).items():
-                self.logger.log_eval(self.step, mean, task=task)
-                write(f"eval @ {self.step} updates: {task}: mean return {mean:.1f}")
+            log_task_evals(self.logger, self.step, returns, self.task_set, self.cfg.eval.episodes, write, " updates")
 
     def checkpoint(self) -> Path:
         with uninterrupted():
@@ -130,11 +126,6 @@ class OfflineRun:
             self.eval_env.close()
         if self.logger is not None:
             self.logger.close()
-
-
-def _sizes(task_set: TaskSet, episodic: bool) -> TaskInfo:
-    """A ``TaskInfo`` of the task set's padded sizes (what ``make_world_model`` reads)."""
-    return TaskInfo("+".join(task_set.names), "multitask", 0, episodic, task_set.obs_dim, task_set.action_dim)
 
 
 def train_offline(cfg: OfflineConfig, run_dir: str | Path) -> None:

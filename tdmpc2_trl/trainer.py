@@ -41,7 +41,7 @@ from .factory import (
 )
 from .interrupts import Stop, phase, stop_if_signalled, uninterrupted
 from .multitask_envs import MultitaskEnvFactory
-from .multitask_run import joined_info, multitask_setup, per_task_means
+from .multitask_run import joined_info, log_task_evals, multitask_setup
 from .precision import precision_name
 from .runlog import RunLogger
 from .update import NonFiniteUpdateError
@@ -263,9 +263,7 @@ class Run:
             video = write_video(video_path(self.run_dir, step), self.recorder.frames)
         with uninterrupted():
             if self.task_set is not None:  # one row per task (eval.csv's task column)
-                for task, task_mean in per_task_means(returns, self.task_set, self.cfg.eval.episodes).items():
-                    self.logger.log_eval(step, task_mean, task=task)
-                    write(f"eval @ {step}: {task}: mean return {task_mean:.1f}")
+                log_task_evals(self.logger, step, returns, self.task_set, self.cfg.eval.episodes, write)
             else:
                 self.logger.log_eval(step, mean)
                 write(f"eval @ {step}: mean return {mean:.1f} over {len(returns)} episodes")
