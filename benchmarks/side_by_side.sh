@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One sitting of the issue-14 comparison: the official TD-MPC2 (compiled) and this project (defaults), one process
+# per figure, alternating case by case, with the matmul ceiling at the start of each round.
+#
+#   OFFICIAL_SRC=DIR/cpu_src THREADS=2 ROUNDS=2 bash benchmarks/side_by_side.sh     # from the project root, venv active
+#
+# OFFICIAL_SRC: the official sources patched for a CPU (../shared/bench-official/setup.sh makes them; unset: project
+# only). MODELS ["1m 5m"], THREADS ["2"], ROUNDS [2], SEED [1: also the 8m-h10 H=10 plan and update at 2 threads],
+# OUT [side_by_side_<time>.jsonl]. PAUSE="pattern": processes (pkill -f) paused with SIGSTOP for the sitting and
+# resumed at its end, e.g. PAUSE="recipes/(train|benchmark)" for training runs sharing the machine.
+# Prints one line per figure (tag, median ms, GFLOP/s); every JSON line goes to OUT with its "tag".
+set -u
+OUT=${OUT:-side_by_side_$(date +%Y%m%d_%H%M%S).jsonl}
+BENCH_OFFICIAL=${BENCH_OFFICIAL:-../shared/bench-official/bench_official.py}
+if [ -n "${PAUSE:-}" ]; then
+  pkill -STOP -f "$PAUSE"
+  trap 'pkill -CONT -f "$PAUSE"' EXIT
+fi
+run() {  # run TAG CMD...: append CMD's JSON lines to OUT, tagged; print the last one's median and GFLOP/s
+  local tag=$1; shift
+  "$@" 2>/dev/null | grep '^{' | python -c "
+import json, sys
+for line in sys.stdin:
+    d = {**json.loads(line), 'tag': sys.argv[1]}
+    print(json.dumps(d))
+    last = d
+print(f\"{sys.argv[1]}: {last.get('median_ms')} ms, {last.get('gflops')} GFLOP/s\", file=sys.stderr)" "$tag" >> "$OUT"
+}
+for T in ${THREADS:-2}; do
+  for r in $(seq 1 "${ROUNDS:-2}"); do
+    run "peak T$T r$r" python benchmarks/matmul_peak.py --threads "$T" --rows 512 --precisions bf16 fp32
+    for m in ${MODELS:-1m 5m}; do
+      for w in plan update; do
+        [ -n "${OFFICIAL_SRC:-}" ] && run "official $w $m T$T r$r" \
+          python "$BENCH_OFFICIAL" --what $w --model "$m" --horizon 3 --threads "$T" --iters 10 --warmup 2 --compile
+        if [ $w = plan ]; then run "project $w $m T$T r$r" python benchmarks/plan.py --model "$m" --horizon 3 --threads "$T"
+        else run "project $w $m T$T r$r" python benchmarks/update.py --model "$m" --horizon 3 --batch 256 --threads "$T"; fi
+      done
+    done
+    if [ -n "${SEED-1}" ] && [ "$T" = 2 ]; then
+      run "project plan 8m-h10 T$T r$r" python benchmarks/plan.py --model 8m-h10 --horizon 10 --threads "$T" --iters 5
+      run "project update 8m-h10 T$T r$r" python benchmarks/update.py --model 8m-h10 --horizon 10 --batch 256 \
+        --threads "$T" --iters 5
+    fi
+  done
+done
+echo "done: $OUT" >&2
