@@ -20,11 +20,14 @@ run() {  # run TAG CMD...: append CMD's JSON lines to OUT, tagged; print the las
   local tag=$1; shift
   "$@" 2>/dev/null | grep '^{' | python -c "
 import json, sys
+last = None
 for line in sys.stdin:
-    d = {**json.loads(line), 'tag': sys.argv[1]}
-    print(json.dumps(d))
-    last = d
-print(f\"{sys.argv[1]}: {last.get('median_ms')} ms, {last.get('gflops')} GFLOP/s\", file=sys.stderr)" "$tag" >> "$OUT"
+    last = {**json.loads(line), 'tag': sys.argv[1]}
+    print(json.dumps(last))
+if last is None:
+    print(f\"{sys.argv[1]}: FAILED (no JSON line; rerun its command to see why)\", file=sys.stderr)
+else:
+    print(f\"{sys.argv[1]}: {last.get('median_ms')} ms, {last.get('gflops')} GFLOP/s\", file=sys.stderr)" "$tag" >> "$OUT"
 }
 for T in ${THREADS:-2}; do
   for r in $(seq 1 "${ROUNDS:-2}"); do
