@@ -16,18 +16,18 @@ if [ -n "${PAUSE:-}" ]; then
   pkill -STOP -f "$PAUSE"
   trap 'pkill -CONT -f "$PAUSE"' EXIT
 fi
-run() {  # run TAG CMD...: append CMD's JSON lines to OUT, tagged; print the last one's median and GFLOP/s
+run() {  # run TAG CMD...: append CMD's JSON lines to OUT, tagged; print each one's median and GFLOP/s
   local tag=$1; shift
   "$@" 2>/dev/null | grep '^{' | python -c "
 import json, sys
-last = None
+seen = False
 for line in sys.stdin:
-    last = {**json.loads(line), 'tag': sys.argv[1]}
-    print(json.dumps(last))
-if last is None:
-    print(f\"{sys.argv[1]}: FAILED (no JSON line; rerun its command to see why)\", file=sys.stderr)
-else:
-    print(f\"{sys.argv[1]}: {last.get('median_ms')} ms, {last.get('gflops')} GFLOP/s\", file=sys.stderr)" "$tag" >> "$OUT"
+    d, seen = {**json.loads(line), 'tag': sys.argv[1]}, True
+    print(json.dumps(d))
+    what = ' '.join(str(d[k]) for k in ('precision', 'rows') if k in d and d.get('benchmark') == 'matmul_peak')
+    print(f\"{sys.argv[1]} {what}: {d.get('median_ms')} ms, {d.get('gflops')} GFLOP/s\", file=sys.stderr)
+if not seen:
+    print(f\"{sys.argv[1]}: FAILED (no JSON line; rerun its command to see why)\", file=sys.stderr)" "$tag" >> "$OUT"
 }
 for T in ${THREADS:-2}; do
   for r in $(seq 1 "${ROUNDS:-2}"); do
