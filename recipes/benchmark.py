@@ -73,13 +73,22 @@ class Grid:
 # ---------------------------------------------------------------- the command line
 
 
+# Hydra's flags that take the next argument as their value (``--cfg job``, ``-cn benchmark``, ``--info config``)
+HYDRA_VALUE_FLAGS = frozenset({"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                               "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"})
+
+
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """This script's overrides (keys of configs/benchmark.yaml, hydra.*, flags) and the ones for train.py."""
+    """This script's overrides (keys of configs/benchmark.yaml, hydra.*, flags and their values) and the ones for
+    train.py."""
     own, passthrough = [], []
+    flag_value_next = False
     for arg in argv:
         key = arg.lstrip("+~").split("=", 1)[0]
-        is_own = arg.startswith("-") or key in OWN_KEYS or key == "hydra" or key.startswith("hydra.")
+        is_flag_value = flag_value_next and "=" not in arg and not arg.startswith("-")
+        is_own = is_flag_value or arg.startswith("-") or key in OWN_KEYS or key == "hydra" or key.startswith("hydra.")
         (own if is_own else passthrough).append(arg)
+        flag_value_next = arg in HYDRA_VALUE_FLAGS
     return own, passthrough
 
 

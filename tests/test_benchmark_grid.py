@@ -80,8 +80,10 @@ def test_sigterm_mid_grid_then_rerun_resumes(tmp_path: Path):
 def test_argument_split_and_commands(tmp_path: Path):
     own, passthrough = benchmark.split_argv(["tasks=[a]", "model=5m", "steps=9", "hydra.run.dir=x", "--cfg", "job",
                                              "model.latent_dim=16", "eval.freq=5", "+foo=1"])
-    assert own == ["tasks=[a]", "model=5m", "steps=9", "hydra.run.dir=x", "--cfg"]
-    assert passthrough == ["job", "model.latent_dim=16", "eval.freq=5", "+foo=1"]
+    assert own == ["tasks=[a]", "model=5m", "steps=9", "hydra.run.dir=x", "--cfg", "job"]  # a flag keeps its value
+    assert passthrough == ["model.latent_dim=16", "eval.freq=5", "+foo=1"]
+    own, passthrough = benchmark.split_argv(["--info", "eval.freq=5", "-cn", "benchmark", "--multirun", "x=1"])
+    assert own == ["--info", "-cn", "benchmark", "--multirun"] and passthrough == ["eval.freq=5", "x=1"]
     cfg = {"tasks": "Pendulum-v1", "seeds": [3, 4], "model": {"name": "5m"}, "steps": 9, "threads": 1,
            "parallel": 2, "train": ["eval.freq=5"], "grid_dir": str(tmp_path / "my grid")}
     grid = benchmark.make_grid(cfg, ["buffer.batch_size=8"])
