@@ -10,6 +10,10 @@ import os
 if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "1000"
 
+from .allocator import keep_freed_memory  # noqa: E402  (standard library only)
+
+keep_freed_memory()  # freed tensor memory stays for the next call instead of new page faults (allocator.py)
+
 from .config import ConfigError, ModelConfig  # noqa: E402
 
 __all__ = ["ConfigError", "ModelConfig", "QEnsemble", "WorldModel"]
