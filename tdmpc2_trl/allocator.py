@@ -5,7 +5,7 @@ glibc's malloc serves blocks above its mmap threshold with fresh ``mmap``s and r
 heap to the OS above its trim threshold, so the next call touches new pages: ~4,400 page faults and 7-10 ms of
 kernel time per 1m update, ~5,000-7,000 and 15-21 ms per 5m planner call (2-core AVX512-BF16 CPU). Raising both
 thresholds to 1 GiB keeps that memory for reuse (no faults after the first calls): the 1m update 8-17 % and the
-5m plan 9 % faster (README "CPU threads"). The process keeps its peak heap instead of handing it back between calls.
+5m plan 9 % faster (README "Benchmarks"). The process keeps its peak heap instead of handing it back between calls.
 
 TorchRL/torch have no such setting (torch's CPU allocator calls ``malloc`` directly), hence this module. Applied at
 ``import tdmpc2_trl`` (any time works: ``mallopt`` acts at run time) on glibc only; a glibc malloc setting of the
