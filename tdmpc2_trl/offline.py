@@ -138,6 +138,7 @@ def train_offline(cfg: OfflineConfig, run_dir: str | Path) -> None:
         run.build()
         run.train()
     except Interrupted:
+        Stop.deferred += 1  # the signal is handled here: the checkpoint below must not raise it again
         if run.logger is not None:
             print(f"interrupted at update {run.step}: checkpoint {run.checkpoint()}; continue with resume={run_dir}")
     finally:
