@@ -13,7 +13,6 @@ import argparse
 import functools
 import json
 import statistics
-import time
 from collections.abc import Callable
 
 import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
@@ -22,6 +21,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 import plan as plan_bench
 import update as update_bench
+from _common import time_calls
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,16 +55,8 @@ def _variant(args: argparse.Namespace) -> Callable[[], object]:
     else:
         updater, batch = update_bench.build(update_bench.parse_args(common))
         fn = functools.partial(updater, batch)
-    for _ in range(args.warmup):
-        fn()
+    time_calls(fn, args.warmup, "cpu")
     return fn
-
-
-def _block(fn: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls * 1e3
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         for i in range(args.blocks):
             order = (("a", a), ("b", b)) if i % 2 == 0 else (("b", b), ("a", a))
             for name, fn in order:
-                times[name].append(_block(fn, args.calls))
+                times[name].append(statistics.fmean(time_calls(fn, args.calls, "cpu")))
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "benchmark": "compile_ab", "what": args.what, "model": args.model, "horizon": args.horizon,
