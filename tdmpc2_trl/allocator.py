@@ -2,8 +2,8 @@
 
 Every compiled update or planner call allocates its intermediate buffers (MBs each) and frees them at the end.
 glibc's malloc serves blocks above its mmap threshold with fresh ``mmap``s and returns free memory at the top of the
-heap to the OS above its trim threshold, so the next call touches new pages: ~4,400 page faults and 7-10 ms of
-kernel time per 1m update, ~5,000-7,000 and 15-21 ms per 5m planner call (2-core AVX512-BF16 CPU). Raising both
+heap to the OS above its trim threshold, so the next call touches new pages: 2,800-4,700 page faults and 7-10 ms of
+kernel time per 1m update, 4,900-7,100 and 15-21 ms per 5m planner call (2-core AVX512-BF16 CPU). Raising both
 thresholds to 1 GiB keeps that memory for reuse (no faults after the first calls): the 1m update 8-17 % and the
 5m plan 9 % faster (README "Benchmarks"). The process keeps its peak heap instead of handing it back between calls.
 
