@@ -3,6 +3,9 @@ each task; resume; a dataset whose tasks differ from tasks= is a one-line error.
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,9 +13,10 @@ import pytest
 from tdmpc2_trl.checkpoint import resolve_checkpoint
 from tdmpc2_trl.compose import load_config
 from tdmpc2_trl.config import ConfigError
+from tdmpc2_trl import interrupts
 from tdmpc2_trl.dataset import export_runs
 from tdmpc2_trl.finetune import checkpoint_task_set
-from tdmpc2_trl.offline import train_offline
+from tdmpc2_trl.offline import OfflineRun, train_offline
 from tdmpc2_trl.trainer import train
 
 SMALL = [
@@ -52,3 +56,40 @@ def test_tasks_must_match_the_dataset(dataset: Path, tmp_path: Path):
     cfg = load_config("offline", [*SMALL, f"dataset={dataset}", "tasks=[cartpole-swingup]", "steps=5"])
     with pytest.raises(ConfigError, match="differ from the dataset"):
         train_offline(cfg, tmp_path / "x")
+
+
+@pytest.fixture
+def signal_handlers():
+    """The recipe's SIGINT/SIGTERM handlers for one test; pytest's handlers and a fresh ``Stop`` afterwards."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
+    interrupts.install()
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    sys.unraisablehook = hook
+    interrupts.Stop.signum, interrupts.Stop.deferred = 0, 1
+
+
+def test_sigterm_checkpoints_with_one_line_and_resumes(dataset: Path, tmp_path: Path, signal_handlers,
+                                                       monkeypatch, capsys):
+    """SIGTERM during the evaluation at update 20: one line (no traceback), a checkpoint at 20, resume to 30."""
+    evaluate = OfflineRun.evaluate
+
+    def evaluate_then_sigterm(run: OfflineRun, write) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        evaluate(run, write)
+
+    monkeypatch.setattr(OfflineRun, "evaluate", evaluate_then_sigterm)
+    run_dir = tmp_path / "off"
+    train_offline(load_config("offline", [*SMALL, f"dataset={dataset}", "tasks=[Pendulum-v1]", "steps=40",
+                                          "eval.freq=20", "checkpoint_freq=0"]), run_dir)
+    out, err = capsys.readouterr()
+    assert f"interrupted at update 20: checkpoint {run_dir}" in out and "Traceback" not in out + err, out + err
+    assert resolve_checkpoint(run_dir)[1]["step"] == 20
+
+    monkeypatch.setattr(OfflineRun, "evaluate", evaluate)
+    interrupts.Stop.signum, interrupts.Stop.deferred = 0, 1
+    train_offline(load_config("offline", [*SMALL, f"dataset={dataset}", "steps=30", "eval.freq=0",
+                                          f"resume={run_dir}"]), run_dir)
+    assert resolve_checkpoint(run_dir)[1]["step"] == 30
