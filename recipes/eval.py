@@ -3,8 +3,9 @@
     python recipes/eval.py checkpoint=runs/.../checkpoints/step_000020000.pt episodes=10
     python recipes/eval.py checkpoint=RUN_DIR save_video=true   # + RUN_DIR/videos/checkpoint_step_*.mp4
 
-The last line printed is one JSON object with the mean return (and the video's path). Every key: EvalAppConfig in
-tdmpc2_trl/config.py.
+A multitask checkpoint (``tasks=[...]``) runs ``episodes`` episodes of every task in one batched rollout and
+reports each task's mean return. The last line printed is one JSON object with the mean return (per task for a
+multitask checkpoint, and the video's path). Every key: EvalAppConfig in tdmpc2_trl/config.py.
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def run(cfg: EvalAppConfig) -> dict:
     from tdmpc2_trl.envs import EnvFactory, task_info
     from tdmpc2_trl.evaluate import evaluate
     from tdmpc2_trl.factory import make_autocast_dtype, make_discount, make_planner, make_world_model, resolve_device
+    from tdmpc2_trl.finetune import TASK_SET_KEY, checkpoint_task_set
+    from tdmpc2_trl.multitask_envs import MultitaskEnvFactory
+    from tdmpc2_trl.multitask_run import joined_info, per_task_means
     from tdmpc2_trl.video import EpisodeRecorder, video_path, write_video
 
     path, state = resolve_checkpoint(cfg.checkpoint)
@@ -32,22 +36,34 @@ def run(cfg: EvalAppConfig) -> dict:
                                                            if getattr(cfg, k) is not None})  # null: as trained
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    info = task_info(trained.task, trained.obs)
-    world_model = make_world_model(trained.model, info, device)
+    task_set = checkpoint_task_set(state, str(path)) if state.get(TASK_SET_KEY) is not None else None
+    if task_set is not None and cfg.save_video:
+        raise ConfigError("save_video records single-task checkpoints only; this one is multitask "
+                          f"({', '.join(task_set.names)})")
+    info = task_info(trained.task, trained.obs) if task_set is None else joined_info(task_set)
+    world_model = make_world_model(trained.model, info, device, task_set)
     world_model.load_state_dict(state["world_model"])
     dtype = make_autocast_dtype(cfg.precision or trained.precision, device)
     planner = make_planner(planner_cfg, world_model, None, make_discount(trained.loss, info), dtype)
     recorder = EpisodeRecorder(cfg.video_size) if cfg.save_video else None
-    env = EnvFactory(trained.task, info.obs, cfg.seed, cfg.episodes, str(device), (planner.primer(),),
-                     render=recorder is not None)()
+    if task_set is None:
+        env = EnvFactory(trained.task, info.obs, cfg.seed, cfg.episodes, str(device), (planner.primer(),),
+                         render=recorder is not None)()
+    else:  # task-major: episodes of task 0, then of task 1, ...
+        env = MultitaskEnvFactory(task_set, cfg.seed, cfg.episodes, str(device), (planner.primer(),))()
     if recorder is not None:
         env.append_transform(recorder)
     returns = evaluate(env, planner, info.episode_length, recorder)
     env.close()
-    for i, r in enumerate(returns):
-        print(f"episode {i}: return {r:.2f}")
-    result = {"checkpoint": str(path), "task": trained.task, "step": state["step"], "episodes": len(returns),
-              "mean_return": sum(returns) / len(returns), "returns": returns}
+    names = [trained.task] * len(returns) if task_set is None else \
+        [name for name in task_set.names for _ in range(cfg.episodes)]
+    for i, (name, r) in enumerate(zip(names, returns)):
+        print(f"episode {i}: return {r:.2f}" + (f" ({name})" if task_set is not None else ""))
+    result = {"checkpoint": str(path), "task": trained.task if task_set is None else list(task_set.names),
+              "step": state["step"], "episodes": len(returns), "mean_return": sum(returns) / len(returns),
+              "returns": returns}
+    if task_set is not None:
+        result["task_mean_returns"] = per_task_means(returns, task_set, cfg.episodes)
     if recorder is not None:  # beside the checkpoints: <run dir>/videos/checkpoint_step_*.mp4
         video = video_path(path.parent.parent, int(state["step"]), prefix="checkpoint")
         result["video"] = str(write_video(video, recorder.frames))

@@ -3,6 +3,7 @@ the task set in the checkpoint, fine-tuning from it, and the one-line errors of 
 from __future__ import annotations
 
 import csv
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ TINY = [
     "planner.iterations=2", "planner.compile=false", "optim.compile=false", "logger.wandb=false", "progress=false",
     "precision=fp32", "eval.episodes=1", "checkpoint_freq=0", "threads=1",
 ]
+ROOT = Path(__file__).resolve().parents[1]
 TASKS = "tasks=[Pendulum-v1,Reacher-v5]"  # obs 3 and 10, actions 1 and 2; episodes of 200 and 50 steps
 
 
@@ -67,3 +69,24 @@ def test_bad_task_lists_are_one_line_errors(tmp_path: Path):
         load_config("config", [*TINY, f"init_from={tmp_path}"])
     with pytest.raises(ConfigError, match="not a multitask checkpoint|no checkpoint"):
         train(load_config("config", [*TINY, "tasks=[Pendulum-v1]", f"init_from={tmp_path}"]), tmp_path / "b")
+
+
+def _eval_recipe():
+    spec = importlib.util.spec_from_file_location("recipe_eval", ROOT / "recipes" / "eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_recipe_reports_each_task_of_a_multitask_checkpoint(tmp_path: Path):
+    train(load_config("config", [*TINY, TASKS, "steps=130", "collector.seed_steps=120", "eval.freq=0"]),
+          tmp_path / "run")
+    recipe = _eval_recipe()
+    result = recipe.run(load_config("eval", [f"checkpoint={tmp_path / 'run'}", "episodes=2", "seed=3"]))
+    assert result["task"] == ["Pendulum-v1", "Reacher-v5"] and result["episodes"] == 4
+    pendulum, reacher = result["returns"][:2], result["returns"][2:]  # task-major
+    assert result["task_mean_returns"] == pytest.approx({"Pendulum-v1": sum(pendulum) / 2,
+                                                        "Reacher-v5": sum(reacher) / 2})
+    assert all(-2000 < r <= 0 for r in pendulum) and all(-200 < r <= 0 for r in reacher)  # negative-reward tasks
+    with pytest.raises(ConfigError, match="save_video records single-task checkpoints only"):
+        recipe.run(load_config("eval", [f"checkpoint={tmp_path / 'run'}", "save_video=true"]))
