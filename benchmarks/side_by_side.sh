@@ -6,15 +6,21 @@
 #
 # OFFICIAL_SRC: the official sources patched for a CPU (../shared/bench-official/setup.sh makes them; unset: project
 # only). MODELS ["1m 5m"], THREADS ["2"], ROUNDS [2], SEED [1: also the 8m-h10 H=10 plan and update at 2 threads],
-# OUT [side_by_side_<time>.jsonl]. PAUSE="pattern": processes (pkill -f) paused with SIGSTOP for the sitting and
-# resumed at its end, e.g. PAUSE="recipes/(train|benchmark)" for training runs sharing the machine.
+# OUT [side_by_side_<time>.jsonl]. PAUSE="pattern": processes (pgrep -f) and all their descendants (env workers,
+# inductor's compile workers and their compilers) paused with SIGSTOP for the sitting and resumed at its end,
+# e.g. PAUSE="recipes/(train|benchmark)" for training runs sharing the machine.
 # Prints one line per figure (tag, median ms, GFLOP/s); every JSON line goes to OUT with its "tag".
 set -u
 OUT=${OUT:-side_by_side_$(date +%Y%m%d_%H%M%S).jsonl}
 BENCH_OFFICIAL=${BENCH_OFFICIAL:-../shared/bench-official/bench_official.py}
+tree() {  # tree PID...: the PIDs and all their descendants (a run's env workers, inductor's compile workers, gcc)
+  local p
+  for p in "$@"; do echo "$p"; tree $(pgrep -P "$p"); done
+}
 if [ -n "${PAUSE:-}" ]; then
-  pkill -STOP -f "$PAUSE"
-  trap 'pkill -CONT -f "$PAUSE"' EXIT
+  PAUSED=$(tree $(pgrep -f "$PAUSE" | grep -vx "$$") | sort -u)
+  [ -n "$PAUSED" ] && kill -STOP $PAUSED
+  trap '[ -n "$PAUSED" ] && kill -CONT $PAUSED 2>/dev/null' EXIT
 fi
 run() {  # run TAG CMD...: append CMD's JSON lines to OUT, tagged; print each one's median and GFLOP/s
   local tag=$1; shift
