@@ -3,9 +3,10 @@
     python recipes/eval.py checkpoint=runs/.../checkpoints/step_000020000.pt episodes=10
     python recipes/eval.py checkpoint=RUN_DIR save_video=true   # + RUN_DIR/videos/checkpoint_step_*.mp4
 
-A multitask checkpoint (``tasks=[...]``) runs ``episodes`` episodes of every task in one batched rollout and
-reports each task's mean return. The last line printed is one JSON object with the mean return (per task for a
-multitask checkpoint, and the video's path). Every key: EvalAppConfig in tdmpc2_trl/config.py.
+A multitask checkpoint (``tasks=[...]``, and every checkpoint of ``recipes/train_offline.py``) runs ``episodes``
+episodes of every task in one batched rollout and reports each task's mean return. The last line printed is one JSON
+object with the mean return (per task for a multitask checkpoint, and the video's path). Every key: EvalAppConfig in
+tdmpc2_trl/config.py.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import sys
 
 import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
 from tdmpc2_trl.compose import load_config, to_dataclass
-from tdmpc2_trl.config import ConfigError, EvalAppConfig, TrainConfig
+from tdmpc2_trl.config import ConfigError, EvalAppConfig, OfflineConfig, TrainConfig
 
 
 def run(cfg: EvalAppConfig) -> dict:
@@ -31,7 +32,8 @@ def run(cfg: EvalAppConfig) -> dict:
     from tdmpc2_trl.video import EpisodeRecorder, video_path, write_video
 
     path, state = resolve_checkpoint(cfg.checkpoint)
-    trained = to_dataclass(state["config"], TrainConfig)
+    offline = "dataset" in state["config"]  # recipes/train_offline.py's checkpoints: always multitask
+    trained = to_dataclass(state["config"], OfflineConfig if offline else TrainConfig)
     planner_cfg = dataclasses.replace(trained.planner, **{k: getattr(cfg, k) for k in ("mpc", "compile")
                                                            if getattr(cfg, k) is not None})  # null: as trained
     device = resolve_device(cfg.device)

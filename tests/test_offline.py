@@ -3,6 +3,7 @@ each task; resume; a dataset whose tasks differ from tasks= is a one-line error.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import signal
 import sys
@@ -93,3 +94,15 @@ def test_sigterm_checkpoints_with_one_line_and_resumes(dataset: Path, tmp_path: 
     train_offline(load_config("offline", [*SMALL, f"dataset={dataset}", "steps=30", "eval.freq=0",
                                           f"resume={run_dir}"]), run_dir)
     assert resolve_checkpoint(run_dir)[1]["step"] == 30
+
+
+def test_eval_recipe_reads_an_offline_checkpoint(dataset: Path, tmp_path: Path):
+    """recipes/eval.py on an offline run: its config has ``dataset`` and no ``task``; the task set says what to run."""
+    train_offline(load_config("offline", [*SMALL, f"dataset={dataset}", "steps=10", "eval.freq=0"]), tmp_path / "off")
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("recipe_eval", root / "recipes" / "eval.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    result = recipe.run(load_config("eval", [f"checkpoint={tmp_path / 'off'}", "episodes=2"]))
+    assert result["task"] == ["Pendulum-v1"] and result["step"] == 10 and len(result["returns"]) == 2
+    assert -2000 < result["task_mean_returns"]["Pendulum-v1"] <= 0
