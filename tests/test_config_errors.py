@@ -3,9 +3,7 @@ no traceback, before anything slow (the typed configs of tdmpc2_trl/config.py, c
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,22 +52,10 @@ BAD = [  # (override, what the one line must say)
 ]
 
 
-def _load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
-def train_main():
-    """recipes/train.py's ``main`` in this process (it installs signal handlers: put pytest's back after)."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    hook = sys.unraisablehook
-    yield _load_recipe("train").main
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
-    sys.unraisablehook = hook
+def train_main(load_recipe, restore_signal_handlers):
+    """recipes/train.py's ``main`` in this process (it installs signal handlers: pytest's come back after)."""
+    return load_recipe("train").main
 
 
 @pytest.mark.parametrize("override,says", BAD, ids=[o for o, _ in BAD])

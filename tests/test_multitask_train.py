@@ -3,7 +3,6 @@ the task set in the checkpoint, fine-tuning from it, and the one-line errors of 
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ TINY = [
     "planner.iterations=2", "planner.compile=false", "optim.compile=false", "logger.wandb=false", "progress=false",
     "precision=fp32", "eval.episodes=1", "checkpoint_freq=0", "threads=1",
 ]
-ROOT = Path(__file__).resolve().parents[1]
 TASKS = "tasks=[Pendulum-v1,Reacher-v5]"  # obs 3 and 10, actions 1 and 2; episodes of 200 and 50 steps
 
 
@@ -71,17 +69,10 @@ def test_bad_task_lists_are_one_line_errors(tmp_path: Path):
         train(load_config("config", [*TINY, "tasks=[Pendulum-v1]", f"init_from={tmp_path}"]), tmp_path / "b")
 
 
-def _eval_recipe():
-    spec = importlib.util.spec_from_file_location("recipe_eval", ROOT / "recipes" / "eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_eval_recipe_reports_each_task_of_a_multitask_checkpoint(tmp_path: Path):
+def test_eval_recipe_reports_each_task_of_a_multitask_checkpoint(tmp_path: Path, load_recipe):
     train(load_config("config", [*TINY, TASKS, "steps=130", "collector.seed_steps=120", "eval.freq=0"]),
           tmp_path / "run")
-    recipe = _eval_recipe()
+    recipe = load_recipe("eval")
     result = recipe.run(load_config("eval", [f"checkpoint={tmp_path / 'run'}", "episodes=2", "seed=3"]))
     assert result["task"] == ["Pendulum-v1", "Reacher-v5"] and result["episodes"] == 4
     pendulum, reacher = result["returns"][:2], result["returns"][2:]  # task-major

@@ -3,18 +3,16 @@ each task; resume; a dataset whose tasks differ from tasks= is a one-line error.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
+from tdmpc2_trl import interrupts
 from tdmpc2_trl.checkpoint import resolve_checkpoint
 from tdmpc2_trl.compose import load_config
 from tdmpc2_trl.config import ConfigError
-from tdmpc2_trl import interrupts
 from tdmpc2_trl.dataset import export_runs
 from tdmpc2_trl.finetune import checkpoint_task_set
 from tdmpc2_trl.offline import OfflineRun, train_offline
@@ -60,15 +58,10 @@ def test_tasks_must_match_the_dataset(dataset: Path, tmp_path: Path):
 
 
 @pytest.fixture
-def signal_handlers():
+def signal_handlers(restore_signal_handlers):
     """The recipe's SIGINT/SIGTERM handlers for one test; pytest's handlers and a fresh ``Stop`` afterwards."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    hook = sys.unraisablehook
     interrupts.install()
     yield
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
-    sys.unraisablehook = hook
     interrupts.Stop.signum, interrupts.Stop.deferred = 0, 1
 
 
@@ -96,13 +89,9 @@ def test_sigterm_checkpoints_with_one_line_and_resumes(dataset: Path, tmp_path: 
     assert resolve_checkpoint(run_dir)[1]["step"] == 30
 
 
-def test_eval_recipe_reads_an_offline_checkpoint(dataset: Path, tmp_path: Path):
+def test_eval_recipe_reads_an_offline_checkpoint(dataset: Path, tmp_path: Path, load_recipe):
     """recipes/eval.py on an offline run: its config has ``dataset`` and no ``task``; the task set says what to run."""
     train_offline(load_config("offline", [*SMALL, f"dataset={dataset}", "steps=10", "eval.freq=0"]), tmp_path / "off")
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("recipe_eval", root / "recipes" / "eval.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    result = recipe.run(load_config("eval", [f"checkpoint={tmp_path / 'off'}", "episodes=2"]))
+    result = load_recipe("eval").run(load_config("eval", [f"checkpoint={tmp_path / 'off'}", "episodes=2"]))
     assert result["task"] == ["Pendulum-v1"] and result["step"] == 10 and len(result["returns"]) == 2
     assert -2000 < result["task_mean_returns"]["Pendulum-v1"] <= 0
