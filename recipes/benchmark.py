@@ -255,11 +255,18 @@ class Runner:
             if proc.returncode == 0 and step is not None and step >= self.grid.steps:
                 print(f"done {cell.name} in {time.monotonic() - t0:.0f} s", flush=True)
             elif proc.returncode == 0 and self.signum:
-                print(f"stopped {cell.name} at step {step} (checkpointed)", flush=True)
+                print(stopped_message(cell, step), flush=True)
             else:
                 self.failed.append(cell)
                 print(f"FAILED {cell.name} (exit {proc.returncode}): {_last_line(cell.run_dir / 'output.log')}",
                       flush=True)
+
+
+def stopped_message(cell: Cell, step: int | None) -> str:
+    """What the runner says of a cell a signal stopped (one stopped while it set up has no checkpoint yet)."""
+    if step is None:
+        return f"stopped {cell.name} before its first checkpoint (the next run starts it afresh)"
+    return f"stopped {cell.name} at step {step} (checkpointed)"
 
 
 def _last_line(path: Path) -> str:

@@ -136,3 +136,10 @@ def test_a_grid_in_use_is_refused(tmp_path: Path):
         child.kill()
         child.wait()
     os.close(benchmark.lock_grid(tmp_path))  # free again once the run has ended
+
+
+def test_stopped_message_says_whether_the_cell_checkpointed(tmp_path: Path):
+    cell = benchmark.Cell("Hopper-v5", 1, tmp_path)
+    assert benchmark.stopped_message(cell, 2500) == "stopped Hopper-v5/seed1 at step 2500 (checkpointed)"
+    assert benchmark.stopped_message(cell, None) == (
+        "stopped Hopper-v5/seed1 before its first checkpoint (the next run starts it afresh)")
