@@ -8,7 +8,6 @@ Each task keeps its own discount (from its own episode length).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch

@@ -6,7 +6,6 @@ import csv
 from pathlib import Path
 
 import pytest
-import torch
 
 from tdmpc2_trl.checkpoint import resolve_checkpoint
 from tdmpc2_trl.compose import load_config
