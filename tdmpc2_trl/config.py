@@ -208,6 +208,11 @@ class TrainConfig(RunConfig):
             raise ConfigError(f"tasks={self.tasks}: a task appears twice")
         if self.tasks and self.obs != "state":
             raise ConfigError(f"tasks=[...] takes state observations only (obs={self.obs})")
+        seed_steps = self.collector.seed_steps
+        if seed_steps is not None and seed_steps < self.model.horizon:
+            raise ConfigError(f"collector.seed_steps={seed_steps}: the first update needs a slice of "
+                              f"model.horizon={self.model.horizon} stored steps; null takes TD-MPC2's "
+                              f"max(1000, 5 × episode length)")
         if self.init_from and not self.tasks:
             raise ConfigError("init_from=... starts a multitask run: give tasks=[...] (a single task: tasks=[name])")
         if self.tasks:

@@ -97,7 +97,8 @@ class Run:
         self.info = info = task_info(cfg.task, cfg.obs) if self.task_set is None else joined_info(self.task_set)
         torch.manual_seed(cfg.seed)
         self.steps = cfg.steps
-        self.seed_steps = cfg.collector.seed_steps or max(1000, 5 * info.episode_length)
+        seed_steps = cfg.collector.seed_steps
+        self.seed_steps = seed_steps if seed_steps is not None else max(1000, 5 * info.episode_length)
         capacity = cfg.buffer.size or min(1_000_000, self.steps)
 
         # --- the TorchRL pieces, all sharing one world model ---

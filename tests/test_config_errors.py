@@ -46,6 +46,7 @@ BAD = [  # (override, what the one line must say)
     ("loss.discount=1.5", "loss.discount=1.5: must be a number > 0.0 and <= 1.0 or null"),
     ("buffer.storage=disk", "buffer.storage='disk': must be one of memory, memmap"),
     ("collector.workers=0", "collector.workers=0: must be an integer >= 1"),
+    ("collector.seed_steps=0", "collector.seed_steps=0: the first update needs a slice of model.horizon=10 stored"),
     ("collector.backend=mpi", "collector.backend='mpi': must be one of local, ray"),
     ("logger.wandb_mode=sometimes", "logger.wandb_mode='sometimes': must be one of offline, online"),
     ("eval.episodes=0", "eval.episodes=0: must be an integer >= 1"),
