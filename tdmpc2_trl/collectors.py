@@ -6,7 +6,7 @@
 - ``workers=K>1, backend=local``: ``MultiSyncCollector`` with K spawned processes, each stepping ``num_envs`` envs
   with its own copy of the planner; weights reach the workers through shared memory (``push_weights``).
 - ``backend=ray``: ``RayCollector`` with K Ray actors (a local Ray instance, or the cluster at
-  ``collector.ray_address``); weights are sent through Ray's object store.
+  ``collector.ray_address``); weights go over a Gloo channel that TorchRL sets up through Ray.
 
 Both multi-worker collectors are synchronous: each batch holds one step of every env of every worker, so the
 replay buffer (``data.py``) gets ``K * num_envs`` columns that always hold the same envs, and a slice down a
