@@ -19,13 +19,15 @@ if TYPE_CHECKING:  # annotations only: importing this module stays as light as i
     import torch
     from torchrl.collectors import BaseCollector
     from torchrl.data import ReplayBuffer
+    from torchrl.data.replay_buffers.samplers import SliceSampler
     from torchrl.data.replay_buffers.storages import Storage
     from torchrl.envs import EnvBase
     from torchrl.envs.batched_envs import BatchedEnvBase
     from torchrl.objectives import LossModule
 
 __all__ = ["NoIndexWriteback", "allocate_storage", "batched_env_copies", "raise_ray_weight_sync_timeout",
-           "restore_last_cursor", "saved_storage", "shutdown_weight_sync", "target_params", "wrapped_env"]
+           "restore_last_cursor", "saved_storage", "shutdown_weight_sync", "target_params", "trajectory_bounds",
+           "wrapped_env"]
 
 
 # ---- replay buffer (data.py) ----
@@ -143,3 +145,17 @@ def target_params(loss: LossModule, name: str) -> TensorDictBase:
     upstream warns only when the target is used in a loss (or offers a public accessor).
     """
     return loss._modules[name]
+
+
+# ---- slice sampling (data.py) ----
+
+def trajectory_bounds(sampler: SliceSampler, storage: Storage) -> tuple[torch.Tensor, torch.Tensor]:
+    """``SliceSampler``'s stored trajectories: each one's first ``(row, column)`` ``[N, 2]`` and its length ``[N]``.
+
+    0.14.1 and nightly: ``_get_stop_and_length`` (cached per storage write with ``cache_values=True``) is the only
+    way to them; a sampler that draws its own slices over the same trajectories needs it. Removable once upstream
+    exposes the trajectory table, or lets ``span``/``pad_output`` pad every slice that runs past an episode's end
+    (0.14.1 pads only when some trajectory is shorter than the slice).
+    """
+    start, _, lengths = sampler._get_stop_and_length(storage)
+    return start, lengths

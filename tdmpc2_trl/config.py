@@ -132,6 +132,9 @@ class BufferConfig:
     batch_size: int = _f(256, ge=1)  # slices per update
     size: Optional[int] = _f(None, ge=1)  # null: min(1_000_000, steps)
     storage: str = _f("memory", choices=("memory", "memmap"))  # memmap: memory-mapped in the run directory
+    # true: slices may also start in an episode's last horizon-1 steps, padded and masked past its end, so that
+    # Q(encode(obs)) is trained on every state; false: TD-MPC2's sampling (results/README.md, "Hopper-v5 so far")
+    episode_end_slices: bool = False
 
 
 @dataclass

@@ -25,9 +25,11 @@ from torchrl.data.replay_buffers.samplers import SliceSampler
 from . import _compat
 from .config import ConfigError
 
-__all__ = ["SliceReplayBuffer", "add", "make_replay_buffer", "next_traj_offset", "sample_batch"]
+__all__ = ["MASK_KEY", "EpisodeEndSliceSampler", "SliceReplayBuffer", "add", "make_replay_buffer", "next_traj_offset",
+           "sample_batch"]
 
 TRAJ_KEY = ("collector", "traj_ids")
+MASK_KEY = ("collector", "mask")  # TorchRL's key for the real (True) and padded (False) steps of a padded slice
 STEP_KEY = "step_count"
 # the planner's warm start rides in the collector's output but is not needed for learning
 EXCLUDED_KEYS = ("planner_mean", ("next", "planner_mean"))
@@ -79,13 +81,44 @@ class SliceReplayBuffer(_compat.NoIndexWriteback, TensorDictReplayBuffer):
         _compat.restore_last_cursor(self)
 
 
+class EpisodeEndSliceSampler(SliceSampler):
+    """Slices that may start at every stored transition, also the last ``horizon - 1`` of a trajectory.
+
+    ``SliceSampler(strict_length=True)`` (and the official buffer) start a slice only where ``horizon`` transitions
+    of the same trajectory follow, so the last ``horizon - 1`` transitions of an episode are never a slice's first
+    step. The value loss then trains their Q only on dynamics latents, never on ``encode(obs)``, which is what every
+    TD target bootstraps from; on a task that terminates the value of the terminal step never reaches the targets
+    (results/README.md, "Hopper-v5 so far"). Here a trajectory is drawn uniformly (as ``SliceSampler``), then a
+    start among all its transitions; steps past its end repeat its last transition and are ``False`` in
+    ``("collector", "mask")``, which ``TDMPC2Loss`` weights 0.
+
+    TorchRL's ``span=(False, True)`` draws such starts, but 0.14.1 pads them (``pad_output``) only when some stored
+    trajectory is shorter than the slice; otherwise the short slices come back unpadded and unmasked.
+    """
+
+    def sample(self, storage, batch_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
+        first, lengths = _compat.trajectory_bounds(self, storage)
+        horizon = self.slice_len
+        device = lengths.device
+        traj = torch.randint(lengths.shape[0], (batch_size // horizon, 1), device=device)
+        length = lengths[traj]
+        start = (torch.rand(length.shape, device=device) * length).floor().long()
+        step = start + torch.arange(horizon, device=device)
+        mask = step < length
+        rows = (first[traj, 0] + torch.minimum(step, length - 1)) % storage.shape[0]
+        cols = first[traj, 1].expand_as(rows)
+        return (rows.reshape(-1), cols.reshape(-1)), {MASK_KEY: mask.reshape(-1)}
+
+
 def make_replay_buffer(*, capacity: int, batch_size: int, horizon: int, storage: str = "memory",
-                       scratch_dir: str | Path | None = None, device: torch.device | str = "cpu"
-                       ) -> SliceReplayBuffer:
+                       scratch_dir: str | Path | None = None, device: torch.device | str = "cpu",
+                       episode_end_slices: bool = False) -> SliceReplayBuffer:
     """A buffer of about ``capacity`` transitions whose ``sample()`` returns ``batch_size`` slices of
     ``horizon`` transitions, flattened to ``[batch_size * horizon]`` (``sample_batch`` gives ``[B, H]``).
 
     ``storage="memory"`` keeps it in RAM (or on ``device``); ``"memmap"`` memory-maps it under ``scratch_dir``.
+    ``episode_end_slices``: slices may also start in an episode's last ``horizon - 1`` transitions, padded and
+    masked past its end (``EpisodeEndSliceSampler``); the default is TD-MPC2's sampling.
     """
     if capacity < horizon or batch_size < 1 or horizon < 1:
         raise ConfigError(f"replay buffer: need capacity >= horizon >= 1 and batch_size >= 1 "
@@ -97,8 +130,9 @@ def make_replay_buffer(*, capacity: int, batch_size: int, horizon: int, storage:
         store = LazyMemmapStorage(capacity, scratch_dir=scratch, device=device, ndim=2)
     else:
         raise ConfigError(f"buffer storage {storage!r} must be 'memory' or 'memmap'")
-    sampler = SliceSampler(slice_len=horizon, traj_key=TRAJ_KEY, strict_length=True, truncated_key=None,
-                           init_key=None, cache_values=True)
+    sampler_cls = EpisodeEndSliceSampler if episode_end_slices else SliceSampler
+    sampler = sampler_cls(slice_len=horizon, traj_key=TRAJ_KEY, strict_length=True, truncated_key=None,
+                          init_key=None, cache_values=True)
     return SliceReplayBuffer(horizon=horizon, storage=store, sampler=sampler, batch_size=batch_size * horizon)
 
 

@@ -27,6 +27,7 @@ from torchrl.objectives import LossModule
 from . import _compat
 from .bounds import ActionBounds
 from .compiling import compile_or_eager
+from .data import MASK_KEY
 from .math import RunningScale, soft_ce, two_hot_inv
 from .modules import QEnsemble, WorldModel
 from .nn import eval_mode
@@ -37,6 +38,14 @@ __all__ = ["TDMPC2Loss", "rho_weights"]
 def rho_weights(rho: float, steps: int, device: torch.device | None = None) -> torch.Tensor:
     """``[1, ρ, ρ², …]`` of length ``steps``: TD-MPC2's temporal weighting of the unrolled losses."""
     return torch.pow(torch.full((steps,), rho, device=device), torch.arange(steps, device=device))
+
+
+def _weighting(mask: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Zero a ``[..., B, T, C]`` per-step loss where ``mask [B, T]`` is False (identity without a mask)."""
+    if mask is None:
+        return lambda x: x
+    weight = mask.unsqueeze(-1)
+    return lambda x: x * weight.to(x.dtype)
 
 
 def _per_step_mean(x: torch.Tensor) -> torch.Tensor:
@@ -234,16 +243,22 @@ class TDMPC2Loss(LossModule):
         (and, multitask, ``latent_task``: the latents' task ids, for ``policy_loss``)."""
         obs, action, next_obs, reward, terminated, task = self._read(batch)
         heads = self.world_model.random_heads(obs.device)
-        out = TensorDict(self._terms_fns["world_model"](obs, action, next_obs, reward, terminated, heads, task))
+        mask = batch.get(MASK_KEY, None)  # [B, H]: False past an episode's end (EpisodeEndSliceSampler)
+        out = TensorDict(self._terms_fns["world_model"](obs, action, next_obs, reward, terminated, heads, task, mask))
         if task is not None:  # the latents z_0..z_H: the slice's ids, the last one repeated
             out.set("latent_task", torch.cat([task, task[..., -1:]], -1))
+        if mask is not None:  # z_t is real when step t-1 is; z_0 always
+            out.set("latent_mask", torch.cat([torch.ones_like(mask[..., :1]), mask], -1))
         return out
 
     def _world_model_terms(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor,
-                           reward: torch.Tensor, terminated: torch.Tensor,
-                           td_heads: torch.Tensor, task: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``world_model_loss`` on plain tensors; ``td_heads``: the 2 target Q heads of the TD target."""
+                           reward: torch.Tensor, terminated: torch.Tensor, td_heads: torch.Tensor,
+                           task: torch.Tensor | None = None, mask: torch.Tensor | None = None
+                           ) -> dict[str, torch.Tensor]:
+        """``world_model_loss`` on plain tensors; ``td_heads``: the 2 target Q heads of the TD target; ``mask``
+        ``[B, H]``: the real steps (padded ones weigh 0, the normalisation stays that of a full batch)."""
         wm, horizon = self.world_model, action.shape[-2]
+        real = _weighting(mask)
         obs_0 = obs.select(obs.ndim - len(wm.obs_shape) - 1, 0)  # the first step of each slice
         if self.augment is not None:
             obs_0, next_obs = self.augment(obs_0), self.augment(next_obs)
@@ -255,13 +270,13 @@ class TDMPC2Loss(LossModule):
         z, z_next = zs[..., :-1, :], zs[..., 1:, :]
         w = rho_weights(self.rho, horizon, zs.device)
 
-        consistency = (w * _per_step_mean((z_next - next_z).pow(2))).sum() / horizon
+        consistency = (w * _per_step_mean(real((z_next - next_z).pow(2)))).sum() / horizon
         reward_logits = wm.reward_logits(z, action, task)
-        reward_loss = (w * _per_step_mean(soft_ce(reward_logits, reward, wm.bins))).sum() / horizon
+        reward_loss = (w * _per_step_mean(real(soft_ce(reward_logits, reward, wm.bins)))).sum() / horizon
         q_logits = wm.q_logits(z, action, task=task)  # [num_q, B, H, bins], every head, online params
         # Σ_q Σ_t ρ^t·mean_B CE / (H·num_q) = Σ_t ρ^t·mean_{q,B} CE / H
-        value = (w * _per_step_mean(soft_ce(q_logits, td_target, wm.bins))).sum() / horizon
-        termination = self._termination_loss(z, z_next, action, terminated, task)
+        value = (w * _per_step_mean(real(soft_ce(q_logits, td_target, wm.bins)))).sum() / horizon
+        termination = self._termination_loss(z, z_next, action, terminated, task, mask)
 
         return dict(
             loss_consistency=self.consistency_coef * consistency,
@@ -282,8 +297,10 @@ class TDMPC2Loss(LossModule):
         )
 
     def _termination_loss(self, z: torch.Tensor, z_next: torch.Tensor, action: torch.Tensor,
-                          terminated: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
-        """BCE-with-logits of the predicted transition's termination; zero for non-episodic tasks.
+                          terminated: torch.Tensor, task: torch.Tensor | None = None,
+                          mask: torch.Tensor | None = None) -> torch.Tensor:
+        """BCE-with-logits of the predicted transition's termination (padded steps weigh 0); zero for non-episodic
+        tasks.
 
         The seed head reads ``(z_t, a_t)``, the official one ``z_{t+1}``; both predict ``terminated_t``.
         """
@@ -291,27 +308,31 @@ class TDMPC2Loss(LossModule):
         if not wm.episodic:
             return torch.zeros((), device=z.device, dtype=z.dtype)
         logits = wm.termination_logit(z if wm.termination_uses_action else z_next, action, task)
-        return F.binary_cross_entropy_with_logits(logits, terminated.to(logits.dtype))
+        target = terminated.to(logits.dtype)
+        if mask is None:
+            return F.binary_cross_entropy_with_logits(logits, target)
+        return _weighting(mask)(F.binary_cross_entropy_with_logits(logits, target, reduction="none")).mean()
 
-    def policy_loss(self, latents: torch.Tensor, task: torch.Tensor | None = None) -> TensorDictBase:
+    def policy_loss(self, latents: torch.Tensor, task: torch.Tensor | None = None,
+                    mask: torch.Tensor | None = None) -> TensorDictBase:
         """TD-MPC2's policy objective on detached latents ``[..., T, L]`` with the Q ensemble frozen (``task``:
-        a multitask model's ids ``[..., T]``).
+        a multitask model's ids ``[..., T]``; ``mask``: the real latents ``[..., T]``, ``latent_mask``).
 
         Updates the ``RunningScale`` with the t=0 Q values, then
         ``loss = mean_t ρ^t · mean(−(entropy_coef · scaled_entropy + Q / scale))``.
         """
         heads = self.world_model.random_heads(latents.device)
-        return TensorDict(self._terms_fns["policy"](latents.detach(), heads, task))
+        return TensorDict(self._terms_fns["policy"](latents.detach(), heads, task, mask))
 
-    def _policy_terms(self, z: torch.Tensor, heads: torch.Tensor,
-                      task: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def _policy_terms(self, z: torch.Tensor, heads: torch.Tensor, task: torch.Tensor | None = None,
+                      mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``policy_loss`` on a plain tensor; ``heads``: the 2 Q heads averaged."""
         action, _, log_std, log_prob, scaled_entropy = self.world_model.pi(z, task)
         # grads reach the action only
         q = self.world_model.q_value(z, action, "avg", params=self.q_params.detach(), heads=heads, task=task)
         self.scale.update(q[..., 0, :])
         q_scaled = self.scale(q)
-        per_step = _per_step_mean(-(self.entropy_coef * scaled_entropy + q_scaled))
+        per_step = _per_step_mean(_weighting(mask)(-(self.entropy_coef * scaled_entropy + q_scaled)))
         loss = (rho_weights(self.rho, per_step.shape[0], z.device) * per_step).mean()
         return dict(
             loss_policy=loss,
@@ -325,4 +346,5 @@ class TDMPC2Loss(LossModule):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Both objectives; the policy term runs on this batch's detached rollout latents."""
         out = self.world_model_loss(tensordict)
-        return out.update(self.policy_loss(out.get("latents"), out.get("latent_task", None)))
+        return out.update(self.policy_loss(out.get("latents"), out.get("latent_task", None),
+                                           out.get("latent_mask", None)))

@@ -125,7 +125,8 @@ class Run:
             self.eval_env.append_transform(self.recorder)
         self.buffer = make_replay_buffer(capacity=capacity, batch_size=cfg.buffer.batch_size,
                                          horizon=cfg.model.horizon, storage=cfg.buffer.storage,
-                                         scratch_dir=self.run_dir / "buffer", device=device)
+                                         scratch_dir=self.run_dir / "buffer", device=device,
+                                         episode_end_slices=cfg.buffer.episode_end_slices)
         if cfg.resume:
             self.restore(cfg.resume)
         self.traj_offset = next_traj_offset(self.buffer)  # the new collector restarts its trajectory ids at 0

@@ -128,17 +128,20 @@ class TDMPC2Update:
         grad_norm, stepped = self._step(total, self.wm_optim, self._wm_params)
         return out.set("total_loss", total.detach()).set("grad_norm", grad_norm), stepped
 
-    def policy_step(self, latents: torch.Tensor, task: torch.Tensor | None = None) -> tuple[TensorDictBase, bool]:
-        """Backward of ``loss_policy`` into the policy only, clip, step (``task``: a multitask batch's ids)."""
+    def policy_step(self, latents: torch.Tensor, task: torch.Tensor | None = None,
+                    mask: torch.Tensor | None = None) -> tuple[TensorDictBase, bool]:
+        """Backward of ``loss_policy`` into the policy only, clip, step (``task``: a multitask batch's ids;
+        ``mask``: the real latents of slices padded past an episode's end)."""
         with autocast(latents.device, self.autocast_dtype):
-            out = self.loss.policy_loss(latents, task)
+            out = self.loss.policy_loss(latents, task, mask)
         grad_norm, stepped = self._step(out.get("loss_policy"), self.pi_optim, self._pi_params)
         return out.set("pi_grad_norm", grad_norm), stepped
 
     def __call__(self, batch: TensorDictBase) -> TensorDictBase:
         self.loss.train()
         wm_out, wm_ok = self.world_model_step(batch)
-        pi_out, pi_ok = self.policy_step(wm_out.get("latents"), wm_out.get("latent_task", None))
+        pi_out, pi_ok = self.policy_step(wm_out.get("latents"), wm_out.get("latent_task", None),
+                                         wm_out.get("latent_mask", None))
         if wm_ok and pi_ok:
             self.target_updater.step()
             self.consecutive_skips = 0
@@ -150,7 +153,7 @@ class TDMPC2Update:
                     f"{self.consecutive_skips} consecutive updates had a non-finite loss or gradient "
                     f"(last: total_loss={float(wm_out['total_loss']):.4g}, loss_policy="
                     f"{pi_out['loss_policy'].detach().item():.4g}); check the observations/rewards or lower lr")
-        metrics = wm_out.exclude("latents", "latent_task").update(pi_out)
+        metrics = wm_out.exclude("latents", "latent_task", "latent_mask").update(pi_out)
         metrics.set("skipped_updates", torch.tensor(float(self.skipped_updates)))
         return metrics.apply(lambda v: v.detach())
 

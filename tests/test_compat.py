@@ -332,3 +332,16 @@ def test_target_params_reads_the_target_without_warning():
     assert (target["weight"] == loss.qvalue_network_params["weight"]).all()
     assert target["weight"].data_ptr() != loss.qvalue_network_params["weight"].data_ptr()
 
+
+
+def test_trajectory_bounds_follow_the_ring_in_time_order():
+    rb = make_replay_buffer(capacity=6, batch_size=30, horizon=3, episode_end_slices=True)
+    add(rb, trajectory(0, 4))
+    add(rb, trajectory(4, 5))  # one trajectory of 9 steps in 6 rows: rows hold steps 6 7 8 3 4 5
+    first, lengths = _compat.trajectory_bounds(rb.sampler, rb.storage)
+    # one piece in time order, from the oldest row (3) on and around the ring: steps 3..8
+    assert list(zip(first[:, 0].tolist(), lengths.tolist())) == [(3, 6)]
+    for _ in range(5):
+        batch = sample_batch(rb)
+        steps, mask = batch["step_count"].squeeze(-1), batch["collector", "mask"]
+        assert (steps.diff(dim=1)[mask[:, 1:]] == 1).all() and (steps.diff(dim=1)[~mask[:, 1:]] == 0).all()

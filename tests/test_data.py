@@ -133,3 +133,55 @@ def test_bad_buffer_settings_raise_config_error():
         make_replay_buffer(capacity=100, batch_size=4, horizon=3, storage="disk")
     with pytest.raises(ConfigError, match="capacity"):
         make_replay_buffer(capacity=2, batch_size=4, horizon=3)
+
+
+def stored_trajectories(lengths: list[int], num_envs: int = 2) -> TensorDict:
+    """``[num_envs, T]`` rows: env ``e`` holds trajectories of ``lengths`` (ids unique over envs), ``i`` = (env, t)."""
+    envs = []
+    for e in range(num_envs):
+        traj = torch.cat([torch.full((n,), 100 * e + k) for k, n in enumerate(lengths)])
+        envs.append(TensorDict({("collector", "traj_ids"): traj, "i": 1000 * e + torch.arange(len(traj))},
+                               [len(traj)]))
+    return torch.stack(envs)
+
+
+@pytest.mark.parametrize("episode_end_slices", [False, True])
+def test_episode_end_slices_start_at_every_step_and_mask_past_the_end(episode_end_slices):
+    lengths, horizon = [5, 4, 6, 2], 3
+    rb = make_replay_buffer(capacity=200, batch_size=2000, horizon=horizon, episode_end_slices=episode_end_slices)
+    add(rb, stored_trajectories(lengths))
+    torch.manual_seed(0)
+    batch = sample_batch(rb)
+    i, traj = batch["i"], batch["collector", "traj_ids"]
+    ends = {}  # (env, trajectory) -> its last index
+    for e in range(2):
+        t0 = 0
+        for k, n in enumerate(lengths):
+            ends[100 * e + k] = 1000 * e + t0 + n - 1
+            t0 += n
+    if not episode_end_slices:  # TD-MPC2's sampling: never within horizon - 1 of a trajectory's end
+        assert ("collector", "mask") not in batch.keys(True)
+        assert all(start <= ends[int(k)] - (horizon - 1) for start, k in zip(i[:, 0].tolist(), traj[:, 0].tolist()))
+        return
+    mask = batch["collector", "mask"]
+    assert mask.shape == (2000, horizon) and mask[:, 0].all()
+    assert (traj == traj[:, :1]).all()  # padded steps repeat the last real one, of the same trajectory
+    real_steps = mask.sum(-1)
+    for start, k, n_real, row in zip(i[:, 0].tolist(), traj[:, 0].tolist(), real_steps.tolist(), i.tolist()):
+        assert n_real == min(horizon, ends[k] - start + 1)
+        assert row == [min(start + t, ends[k]) for t in range(horizon)]
+    every = {j for e in range(2) for j in range(1000 * e, 1000 * e + sum(lengths))}
+    assert set(i[:, 0].tolist()) == every  # every transition starts some slice, the last of each trajectory too
+
+
+def test_episode_end_slices_wrap_without_crossing_the_write_cursor():
+    rb = make_replay_buffer(capacity=40, batch_size=300, horizon=3, episode_end_slices=True)
+    collect(rb, 200)  # 20 rows x 2 envs, overwritten 5 times; the write cursor cuts the oldest trajectory
+    for _ in range(5):
+        batch = sample_batch(rb)
+        mask, traj = batch["collector", "mask"], batch["collector", "traj_ids"]
+        assert (traj == traj[:, :1]).all()
+        steps = batch["step_count"].squeeze(-1)
+        gaps = steps[:, 1:] - steps[:, :-1]
+        assert (gaps[mask[:, 1:]] == 1).all() and (gaps[~mask[:, 1:]] == 0).all()  # real steps run on, pads repeat
+        assert not mask.all()  # some slices start in a trajectory's last steps

@@ -380,3 +380,60 @@ def test_compiled_terms_equal_eager_terms_and_gradients():
     for key in eager:
         torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5, msg=key)
     assert loss.compile_terms(False)._terms_fns["world_model"] == loss._world_model_terms
+
+
+# ---------------------------------------------------------------- slices padded past an episode's end
+def with_mask(batch: TensorDict, mask: torch.Tensor) -> TensorDict:
+    out = batch.clone()
+    out.set(("collector", "mask"), mask)
+    return out
+
+
+def objective(batch: TensorDict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Every loss term of a fresh ``make_loss()(batch)`` (the policy term updates RunningScale) and the gradient
+    of their sum, per parameter."""
+    loss = make_loss()
+    loss.eval()
+    out = loss(batch)
+    terms = {k: v for k, v in out.items() if k.startswith("loss_")}
+    sum(terms.values()).backward()
+    grads = {n: p.grad.clone() for n, p in loss.world_model.named_parameters() if p.grad is not None}
+    return terms, grads
+
+
+def test_an_all_real_mask_is_the_unmasked_loss(fixed_noise):
+    batch = make_batch()
+    plain, plain_grads = objective(batch)
+    masked, masked_grads = objective(with_mask(batch, torch.ones(B, H, dtype=torch.bool)))
+    for key in plain:
+        torch.testing.assert_close(masked[key], plain[key], rtol=0, atol=0, msg=key)
+    for name in plain_grads:
+        # the same sums, accumulated in another order by autograd
+        torch.testing.assert_close(masked_grads[name], plain_grads[name], rtol=1e-6, atol=1e-8, msg=name)
+
+
+def test_padded_steps_weigh_nothing(fixed_noise):
+    """What lies past an episode's end (the padded steps) changes no loss term and no gradient; the mask does."""
+    mask = torch.ones(B, H, dtype=torch.bool)
+    mask[0, 1:] = False  # slice 0: one real step; slice 2: two
+    mask[2, 2:] = False
+    batch = with_mask(make_batch(terminated_at=((0, 0), (2, 1))), mask)
+    other = batch.clone()
+    g = torch.Generator().manual_seed(5)
+    pad = ~mask
+    for key in ("action", ("next", "observation"), ("next", "reward")):
+        value = other.get(key).clone()
+        value[pad] = 3 * torch.randn(value[pad].shape, generator=g)
+        other.set(key, value)
+    flipped = other.get(("next", "terminated")).clone()
+    flipped[pad] = ~flipped[pad]
+    other.set(("next", "terminated"), flipped)
+    terms, grads = objective(batch)
+    other_terms, other_grads = objective(other)
+    for key in terms:
+        torch.testing.assert_close(other_terms[key], terms[key], rtol=1e-6, atol=1e-7, msg=key)
+    for name in grads:
+        torch.testing.assert_close(other_grads[name], grads[name], rtol=1e-5, atol=1e-7, msg=name)
+    unmasked, _ = objective(other.exclude(("collector", "mask")))
+    for key in ("loss_consistency", "loss_reward", "loss_value", "loss_termination", "loss_policy"):
+        assert not torch.allclose(unmasked[key], terms[key]), key

@@ -61,3 +61,15 @@ def test_compile_notice_comes_before_each_new_graph():
     finally:
         on_compile(None)
     assert said == ["the test function", "the test function"]  # once per new input shape
+
+
+def test_episodic_run_trains_on_slices_padded_past_episode_ends(tmp_path: Path):
+    """Hopper under random play ends an episode every ~20 steps: with buffer.episode_end_slices=true the updates
+    see padded slices (the mask reaches the losses) and stay finite."""
+    cfg = load_config("config", [*TINY, "task=Hopper-v5", "steps=160", "collector.seed_steps=120", "eval.freq=0",
+                                 "checkpoint_freq=0", "buffer.episode_end_slices=true"])
+    train(cfg, tmp_path / "run")
+    with open(tmp_path / "run" / "train.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("total_loss")]
+    assert rows and all(torch.isfinite(torch.tensor(float(r["total_loss"]))) for r in rows)
+    assert any(float(r["terminated_frac"]) > 0 for r in rows)
