@@ -27,7 +27,6 @@ from torchrl.objectives import LossModule
 from . import _compat
 from .bounds import ActionBounds
 from .compiling import compile_or_eager
-from .data import MASK_KEY
 from .math import RunningScale, soft_ce, two_hot_inv
 from .modules import QEnsemble, WorldModel
 from .nn import eval_mode
@@ -89,6 +88,8 @@ class TDMPC2Loss(LossModule):
             terminated: termination flag under ``"next"`` (the only flag that stops bootstrapping).
                 Defaults to ``"terminated"``.
             task: task ids ``[B, H]`` of a multitask world model's batches. Defaults to ``"task"``.
+            mask: the real (True) and padded (False) steps ``[B, H]`` of slices padded past an episode's end
+                (``data.EpisodeEndSliceSampler``); padded steps weigh 0. Defaults to ``("collector", "mask")``.
         """
 
         observation: NestedKey = "observation"
@@ -96,6 +97,7 @@ class TDMPC2Loss(LossModule):
         reward: NestedKey = "reward"
         terminated: NestedKey = "terminated"
         task: NestedKey = "task"
+        mask: NestedKey = ("collector", "mask")
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
@@ -243,7 +245,7 @@ class TDMPC2Loss(LossModule):
         (and, multitask, ``latent_task``: the latents' task ids, for ``policy_loss``)."""
         obs, action, next_obs, reward, terminated, task = self._read(batch)
         heads = self.world_model.random_heads(obs.device)
-        mask = batch.get(MASK_KEY, None)  # [B, H]: False past an episode's end (EpisodeEndSliceSampler)
+        mask = batch.get(self.tensor_keys.mask, None)  # [B, H]: False past an episode's end
         out = TensorDict(self._terms_fns["world_model"](obs, action, next_obs, reward, terminated, heads, task, mask))
         if task is not None:  # the latents z_0..z_H: the slice's ids, the last one repeated
             out.set("latent_task", torch.cat([task, task[..., -1:]], -1))

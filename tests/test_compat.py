@@ -333,7 +333,6 @@ def test_target_params_reads_the_target_without_warning():
     assert target["weight"].data_ptr() != loss.qvalue_network_params["weight"].data_ptr()
 
 
-
 def test_trajectory_bounds_follow_the_ring_in_time_order():
     rb = make_replay_buffer(capacity=6, batch_size=30, horizon=3, episode_end_slices=True)
     add(rb, trajectory(0, 4))
