@@ -133,8 +133,13 @@ class BufferConfig:
     size: Optional[int] = _f(None, ge=1)  # null: min(1_000_000, steps)
     storage: str = _f("memory", choices=("memory", "memmap"))  # memmap: memory-mapped in the run directory
     # true: slices may also start in an episode's last horizon-1 steps, padded and masked past its end, so that
-    # Q(encode(obs)) is trained on every state; false: TD-MPC2's sampling (results/README.md, "Hopper-v5 so far")
-    episode_end_slices: bool = False
+    # Q(encode(obs)) is trained on every state; false: TD-MPC2's sampling; null: true for episodic tasks (they
+    # terminate) and false otherwise (results/README.md, "Hopper-v5: the Q function did not see terminations")
+    episode_end_slices: Optional[bool] = None
+
+    def resolve_episode_end_slices(self, episodic: bool) -> bool:
+        """``episode_end_slices``, its ``null`` resolved for a task (set) that is episodic or not."""
+        return episodic if self.episode_end_slices is None else self.episode_end_slices
 
 
 @dataclass

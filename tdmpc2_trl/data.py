@@ -106,8 +106,11 @@ class EpisodeEndSliceSampler(SliceSampler):
         step = start + torch.arange(horizon, device=device)
         mask = step < length
         rows = (first[traj, 0] + torch.minimum(step, length - 1)) % storage.shape[0]
+        info = {MASK_KEY: mask.reshape(-1)}
+        if first.shape[-1] == 1:  # a one-dimensional storage (an offline dataset's transitions)
+            return rows.reshape(-1), info
         cols = first[traj, 1].expand_as(rows)
-        return (rows.reshape(-1), cols.reshape(-1)), {MASK_KEY: mask.reshape(-1)}
+        return (rows.reshape(-1), cols.reshape(-1)), info
 
 
 def make_replay_buffer(*, capacity: int, batch_size: int, horizon: int, storage: str = "memory",

@@ -34,6 +34,7 @@ from torchrl.data.replay_buffers.samplers import SliceSampler
 from . import _compat
 from .checkpoint import resolve_checkpoint
 from .config import ConfigError
+from .data import TRAJ_KEY, EpisodeEndSliceSampler
 from .multitask import TaskSet, TaskSpec, official_task_set
 
 __all__ = ["export_runs", "import_official", "load_dataset", "make_offline_buffer", "write_dataset"]
@@ -41,7 +42,6 @@ __all__ = ["export_runs", "import_official", "load_dataset", "make_offline_buffe
 FORMAT = 1
 META = "dataset.json"
 DATA = "data"
-TRAJ_KEY = ("collector", "traj_ids")
 
 
 # ---------------------------------------------------------------- writing and reading
@@ -72,11 +72,16 @@ def load_dataset(path: str | Path, task_dim: int = 96) -> tuple[TaskSet, TensorD
     return tasks, TensorDict.load_memmap(path / DATA)
 
 
-def make_offline_buffer(data: TensorDictBase, *, batch_size: int, horizon: int) -> TensorDictReplayBuffer:
+def make_offline_buffer(data: TensorDictBase, *, batch_size: int, horizon: int,
+                        episode_end_slices: bool = False) -> TensorDictReplayBuffer:
     """A buffer over the dataset's transitions whose ``sample()`` gives ``batch_size`` slices of ``horizon`` steps
-    of one episode each, flattened (``.reshape(-1, horizon)`` gives the loss's ``[B, H]``)."""
-    sampler = SliceSampler(slice_len=horizon, traj_key="episode", strict_length=True, truncated_key=None,
-                           init_key=None, cache_values=True)
+    of one episode each, flattened (``.reshape(-1, horizon)`` gives the loss's ``[B, H]``).
+
+    ``episode_end_slices``: slices may also start in an episode's last ``horizon - 1`` transitions, padded and
+    masked past its end (``data.EpisodeEndSliceSampler``), as in online training."""
+    sampler_cls = EpisodeEndSliceSampler if episode_end_slices else SliceSampler
+    sampler = sampler_cls(slice_len=horizon, traj_key="episode", strict_length=True, truncated_key=None,
+                          init_key=None, cache_values=True)
     return TensorDictReplayBuffer(storage=TensorStorage(data), sampler=sampler, batch_size=batch_size * horizon)
 
 

@@ -57,9 +57,10 @@ class OfflineRun:
             check_tasks(self.task_set, cfg.tasks)
         print(f"dataset {cfg.dataset}: {len(data):,} transitions of {len(self.task_set)} task(s) "
               f"{self.task_set.names}", flush=True)
-        self.buffer = make_offline_buffer(data, batch_size=cfg.buffer.batch_size, horizon=cfg.model.horizon)
-        info = joined_info(self.task_set) if cfg.eval.freq else None  # the tasks' envs: only to evaluate
         episodic = bool(data["next", "terminated"].any())
+        self.buffer = make_offline_buffer(data, batch_size=cfg.buffer.batch_size, horizon=cfg.model.horizon,
+                                          episode_end_slices=cfg.buffer.resolve_episode_end_slices(episodic))
+        info = joined_info(self.task_set) if cfg.eval.freq else None  # the tasks' envs: only to evaluate
         self.world_model = make_world_model(cfg.model, padded_info(self.task_set, 0, episodic), device, self.task_set)
         self.loss = make_loss(cfg.loss, self.world_model, 0.99)  # a multitask model uses each task's discount
         self.autocast_dtype = make_autocast_dtype(cfg.precision, device)

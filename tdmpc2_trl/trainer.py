@@ -126,7 +126,7 @@ class Run:
         self.buffer = make_replay_buffer(capacity=capacity, batch_size=cfg.buffer.batch_size,
                                          horizon=cfg.model.horizon, storage=cfg.buffer.storage,
                                          scratch_dir=self.run_dir / "buffer", device=device,
-                                         episode_end_slices=cfg.buffer.episode_end_slices)
+                                         episode_end_slices=cfg.buffer.resolve_episode_end_slices(info.episodic))
         if cfg.resume:
             self.restore(cfg.resume)
         self.traj_offset = next_traj_offset(self.buffer)  # the new collector restarts its trajectory ids at 0

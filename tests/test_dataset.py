@@ -9,7 +9,7 @@ from tensordict import TensorDict
 
 from tdmpc2_trl.checkpoint import checkpoint_path, save_checkpoint
 from tdmpc2_trl.config import ConfigError
-from tdmpc2_trl.data import add, make_replay_buffer
+from tdmpc2_trl.data import MASK_KEY, add, make_replay_buffer
 from tdmpc2_trl.dataset import (
     check_tasks, export_runs, from_official_episodes, load_dataset, main, make_offline_buffer, write_dataset,
 )
@@ -76,6 +76,20 @@ def test_slices_stay_inside_one_episode(tmp_path):
     assert batch.shape == (64, 3)
     assert (batch["episode"] == batch["episode"][:, :1]).all()
     assert torch.equal(batch["observation"][:, 1:, 0], batch["observation"][:, :-1, 0] + 1)  # consecutive steps
+
+
+def test_episode_end_slices_over_a_dataset_start_everywhere_and_mask_past_the_end(tmp_path):
+    fake_run(tmp_path / "r", "A", 2, 1, [5, 7, 6])
+    export_runs([tmp_path / "r"], tmp_path / "ds")
+    _, data = load_dataset(tmp_path / "ds")
+    batch = make_offline_buffer(data, batch_size=3000, horizon=3, episode_end_slices=True).sample().reshape(-1, 3)
+    episode, obs, mask = batch["episode"], batch["observation"][..., 0], batch[MASK_KEY]
+    assert (episode == episode[:, :1]).all()
+    assert set(obs[:, 0].tolist()) == set(data["observation"][:, 0].tolist())  # every transition starts a slice
+    last = torch.tensor([data["observation"][data["episode"] == e, 0].max() for e in range(3)])[episode[:, 0]]
+    expected = obs[:, :1] + torch.arange(3) <= last[:, None]  # real up to the episode's last transition
+    assert torch.equal(mask, expected)
+    assert torch.equal(obs, torch.minimum(obs[:, :1] + torch.arange(3), last[:, None]))  # padding repeats the last
 
 
 def test_official_episode_layout_is_shifted_by_one_step():

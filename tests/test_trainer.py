@@ -5,13 +5,15 @@ import csv
 import pickle
 from pathlib import Path
 
+import pytest
 import torch
 
 from tdmpc2_trl.collectors import WorkerEnv
 from tdmpc2_trl.compiling import EagerOnFailure, on_compile
 from tdmpc2_trl.compose import load_config
+from tdmpc2_trl.data import EpisodeEndSliceSampler
 from tdmpc2_trl.envs import EnvFactory
-from tdmpc2_trl.trainer import train
+from tdmpc2_trl.trainer import Run, train
 
 TINY = [
     "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2",
@@ -63,11 +65,25 @@ def test_compile_notice_comes_before_each_new_graph():
     assert said == ["the test function", "the test function"]  # once per new input shape
 
 
+@pytest.mark.parametrize("task,flag,padded", [("Hopper-v5", None, True), ("Pendulum-v1", None, False),
+                                               ("Hopper-v5", "false", False), ("Pendulum-v1", "true", True)])
+def test_episode_end_slices_default_to_on_for_episodic_tasks(tmp_path: Path, task: str, flag: str | None,
+                                                             padded: bool):
+    overrides = [*TINY, f"task={task}", "steps=10", "eval.freq=0", "checkpoint_freq=0"]
+    run = Run(load_config("config", overrides + ([f"buffer.episode_end_slices={flag}"] if flag else [])),
+              tmp_path / "run")
+    try:
+        run.build()
+        assert isinstance(run.buffer.sampler, EpisodeEndSliceSampler) is padded
+    finally:
+        run.shutdown()
+
+
 def test_episodic_run_trains_on_slices_padded_past_episode_ends(tmp_path: Path):
-    """Hopper under random play ends an episode every ~20 steps: with buffer.episode_end_slices=true the updates
-    see padded slices (the mask reaches the losses) and stay finite."""
+    """Hopper under random play ends an episode every ~20 steps: with the default buffer.episode_end_slices (on for
+    an episodic task) the updates see padded slices (the mask reaches the losses) and stay finite."""
     cfg = load_config("config", [*TINY, "task=Hopper-v5", "steps=160", "collector.seed_steps=120", "eval.freq=0",
-                                 "checkpoint_freq=0", "buffer.episode_end_slices=true"])
+                                 "checkpoint_freq=0"])
     train(cfg, tmp_path / "run")
     with open(tmp_path / "run" / "train.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("total_loss")]
