@@ -221,10 +221,12 @@ def ours_at_compared_frames(runs: list[Run]) -> tuple[int, float, str]:
 
 
 def reference_cells(mean: float, reference: Curve | None, frames: int) -> list[str]:
-    """``[mean ± std (n), at frames, gap]`` of the reference curve's last point at or before ``frames``."""
+    """``[mean ± std (n), at frames, gap]`` of the reference curve's last point at or before ``frames``; none
+    before its first point after training starts (a point at 0 frames is the untrained agent: nothing to compare)."""
     i = reference.at_or_before(frames) if reference is not None else None
-    if i is None:
-        return ["—", "—", "—"]
+    if i is None or reference.frames[i] == 0:
+        first = next((f for f in reference.frames if f > 0), None) if reference is not None else None
+        return ["—" if first is None else f"— (first point: {first:,})", "—", "—"]
     r_mean, r_std = reference.mean[i], reference.std[i]
     gap = f"{(mean - r_mean) / r_std:+.1f}" if r_std > 0 else "—"
     return [f"{r_mean:.1f} ± {r_std:.1f} (n={reference.n[i]})", f"{reference.frames[i]:,}", gap]
@@ -253,8 +255,9 @@ TABLE_NOTES = (
     "frames: env frames (DMControl: 2 per agent step, action repeat 2; gymnasium: 1 per step), the furthest point "
     "every seed of the row reached. This project: mean ± sample std over seeds of each run's last evaluation at or "
     "before `frames`. Official: mean ± sample std over its seeds at its nearest logged point at or before `frames` "
-    "(logged every 100,000 frames; not interpolated), from `results/official/`. gap: (this project − official "
-    "mean) / official std; below −1 is more than one official standard deviation below. Random play: "
+    "(logged every 100,000 frames; not interpolated; its 0-frame point, the untrained agent, is not compared with), "
+    "from `results/official/`. gap: (this project − official mean) / official std; below −1 is more than one "
+    "official standard deviation below. Random play: "
     "`results/random_play.csv` (uniform random actions, measured with `results/random_play.py`)."
 )
 

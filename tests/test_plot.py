@@ -86,7 +86,7 @@ def test_official_point_is_the_last_logged_at_or_before_the_frames(tmp_path: Pat
     assert row[3] == "180,000" and row[6] == "100,000"  # 90k steps = 180k frames: the official 100k point
     early = make_run(tmp_path, "early", "cheetah-run", 2, [(40_000, 300.0)])
     row = plot.table_row("cheetah-run", "1m", [plot.load_run(early)], official, None)
-    assert row[6] == "0" and row[5].startswith(f"{official.mean[0]:.1f} ± ")
+    assert row[5:8] == ["— (first point: 100,000)", "—", "—"]  # the 0-frame point is the untrained agent
 
 
 def test_seed_curve_spread_and_resumed_duplicates(tmp_path: Path):
@@ -196,7 +196,8 @@ def test_gymnasium_runs_against_published_points(tmp_path: Path, capsys):
     td3 = rows[("Hopper-v5", "TD3, Paper B (Hopper-v1)")]
     assert (td3["published"], td3["gap (published std)"]) == ("660.0 ± 800.0 (n=5)", f"{(1800 - 660) / 800:+.1f}")
     walker = rows[("Walker2d-v5", "TD3, Paper B (Walker2d-v1)")]
-    assert walker["steps"] == "40,000" and walker["published"] == walker["published at steps"] == "—"
+    assert walker["steps"] == "40,000" and walker["published"] == "— (first point: 100,000)"
+    assert walker["published at steps"] == walker["gap (published std)"] == "—"
 
 
 def test_published_point_is_the_last_at_or_before_the_steps(tmp_path: Path):
