@@ -111,9 +111,11 @@ def load_run(run_dir: str | Path) -> Run:
     return load_runs(run_dir)[0]
 
 
-def load_runs(run_dir: str | Path) -> list[Run]:
+def load_runs(run_dir: str | Path, by: str | None = None) -> list[Run]:
     """Read one run directory: one ``Run`` per task (a multitask run's tasks are curves of their own);
-    ``ConfigError`` (one line) if it has no ``eval.csv`` or no ``config.yaml``."""
+    ``ConfigError`` (one line) if it has no ``eval.csv`` or no ``config.yaml``. ``by``: a dotted config key whose
+    value joins the model's name (``"1m, buffer.episode_end_slices=true"``), so that runs differing in it (an A/B)
+    are separate curves and rows instead of seeds of one."""
     path = Path(run_dir)
     if not (path / "eval.csv").is_file():
         raise ConfigError(f"{path} has no eval.csv (not a run directory, or no evaluation yet)")
@@ -127,6 +129,9 @@ def load_runs(run_dir: str | Path) -> list[Run]:
         task, model, seed = str(cfg["task"]), str(cfg["model"]["name"]), int(cfg["seed"])
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"{path}/config.yaml does not name the run's task, model.name and seed") from None
+    if by:  # absent: the run's code predates the key
+        value = OmegaConf.select(OmegaConf.create(cfg), by, default="(absent)")
+        model = f"{model}, {by}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}"
     runs = []
     for row_task, by_step in evals.items():
         name = row_task or task
@@ -377,9 +382,10 @@ def draw(groups: dict[tuple[str, str], list[Run]], official: dict[str, Curve | N
 
 
 def report(run_dirs: list[str | Path], out: Path, official_dir: Path = OFFICIAL_DIR,
-           random_play_path: Path = RANDOM_PLAY, published_path: Path = PUBLISHED) -> str:
-    """Plot ``run_dirs`` to ``out`` (PNG), write the table to ``out`` with suffix ``.md`` and return it."""
-    groups = group_runs([run for d in run_dirs for run in load_runs(d)])
+           random_play_path: Path = RANDOM_PLAY, published_path: Path = PUBLISHED, by: str | None = None) -> str:
+    """Plot ``run_dirs`` to ``out`` (PNG), write the table to ``out`` with suffix ``.md`` and return it (``by``:
+    ``load_runs``)."""
+    groups = group_runs([run for d in run_dirs for run in load_runs(d, by)])
     official = {task: load_official(task, official_dir) for task, _ in groups}
     random_play = load_random_play(random_play_path)
     published = load_published(published_path)
@@ -398,9 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-play", type=Path, default=RANDOM_PLAY, help="random-play returns (CSV)")
     parser.add_argument("--published", type=Path, default=PUBLISHED,
                         help="published returns of other algorithms (CSV: task,algorithm,step,mean,std,seeds,...)")
+    parser.add_argument("--by", metavar="KEY", help="a config key (e.g. buffer.episode_end_slices) whose value "
+                        "separates runs of one task and model into curves of their own, for an A/B")
     args = parser.parse_args(argv)
     try:
-        table = report(args.run_dirs, args.out, args.official_dir, args.random_play, args.published)
+        table = report(args.run_dirs, args.out, args.official_dir, args.random_play, args.published, args.by)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -18,11 +18,12 @@ from tdmpc2_trl import plot
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def make_run(root: Path, name: str, task: str, seed: int, evals: list[tuple[int, float]], model: str = "1m") -> Path:
-    """A run directory as recipes/train.py leaves it, reduced to what the plot reads."""
+def make_run(root: Path, name: str, task: str, seed: int, evals: list[tuple[int, float]], model: str = "1m",
+             extra: str = "") -> Path:
+    """A run directory as recipes/train.py leaves it, reduced to what the plot reads (``extra``: more YAML)."""
     run = root / name
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(f"task: {task}\nseed: {seed}\nsteps: 50000\nmodel:\n  name: {model}\n")
+    (run / "config.yaml").write_text(f"task: {task}\nseed: {seed}\nsteps: 50000\nmodel:\n  name: {model}\n{extra}")
     with open(run / "eval.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "episode_reward"])
@@ -123,6 +124,16 @@ def test_a_seed_given_twice_is_an_error(tmp_path: Path, capsys):
     b = make_run(tmp_path, "b", "Pendulum-v1", 1, [(100, -700.0)])
     assert plot.main([str(a), str(b), "--out", str(tmp_path / "x.png")]) == 2
     assert "repeats seed 1" in capsys.readouterr().err
+
+
+def test_by_a_config_key_separates_an_ab_of_the_same_seed(tmp_path: Path, capsys):
+    runs = [make_run(tmp_path, "on", "Hopper-v5", 1, [(12_500, 90.0), (25_000, 200.0)],
+                     extra="buffer:\n  episode_end_slices: true\n"),
+            make_run(tmp_path, "old", "Hopper-v5", 1, [(12_500, 30.0), (25_000, 75.0)])]  # predates the key
+    assert plot.main([*map(str, runs), "--out", str(tmp_path / "ab.png"), "--by", "buffer.episode_end_slices"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert rows[("Hopper-v5", "1m, buffer.episode_end_slices=true")]["this project"] == "200.0 (one seed)"
+    assert rows[("Hopper-v5", "1m, buffer.episode_end_slices=(absent)")]["this project"] == "75.0 (one seed)"
 
 
 def test_module_entry_point(tmp_path: Path):
