@@ -113,6 +113,14 @@ class EpisodeEndSliceSampler(SliceSampler):
         return (rows.reshape(-1), cols.reshape(-1)), info
 
 
+def make_slice_sampler(horizon: int, traj_key: Any, episode_end_slices: bool) -> SliceSampler:
+    """Slices of ``horizon`` steps inside one trajectory of ``traj_key``: TD-MPC2's (strict) or, with
+    ``episode_end_slices``, also starting in a trajectory's last steps, padded and masked."""
+    cls = EpisodeEndSliceSampler if episode_end_slices else SliceSampler
+    return cls(slice_len=horizon, traj_key=traj_key, strict_length=True, truncated_key=None, init_key=None,
+               cache_values=True)
+
+
 def make_replay_buffer(*, capacity: int, batch_size: int, horizon: int, storage: str = "memory",
                        scratch_dir: str | Path | None = None, device: torch.device | str = "cpu",
                        episode_end_slices: bool = False) -> SliceReplayBuffer:
@@ -133,9 +141,7 @@ def make_replay_buffer(*, capacity: int, batch_size: int, horizon: int, storage:
         store = LazyMemmapStorage(capacity, scratch_dir=scratch, device=device, ndim=2)
     else:
         raise ConfigError(f"buffer storage {storage!r} must be 'memory' or 'memmap'")
-    sampler_cls = EpisodeEndSliceSampler if episode_end_slices else SliceSampler
-    sampler = sampler_cls(slice_len=horizon, traj_key=TRAJ_KEY, strict_length=True, truncated_key=None,
-                          init_key=None, cache_values=True)
+    sampler = make_slice_sampler(horizon, TRAJ_KEY, episode_end_slices)
     return SliceReplayBuffer(horizon=horizon, storage=store, sampler=sampler, batch_size=batch_size * horizon)
 
 

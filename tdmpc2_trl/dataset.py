@@ -29,12 +29,11 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import TensorDictReplayBuffer, TensorStorage
-from torchrl.data.replay_buffers.samplers import SliceSampler
 
 from . import _compat
 from .checkpoint import resolve_checkpoint
 from .config import ConfigError
-from .data import TRAJ_KEY, EpisodeEndSliceSampler
+from .data import TRAJ_KEY, make_slice_sampler
 from .multitask import TaskSet, TaskSpec, official_task_set
 
 __all__ = ["export_runs", "import_official", "load_dataset", "make_offline_buffer", "write_dataset"]
@@ -79,9 +78,7 @@ def make_offline_buffer(data: TensorDictBase, *, batch_size: int, horizon: int,
 
     ``episode_end_slices``: slices may also start in an episode's last ``horizon - 1`` transitions, padded and
     masked past its end (``data.EpisodeEndSliceSampler``), as in online training."""
-    sampler_cls = EpisodeEndSliceSampler if episode_end_slices else SliceSampler
-    sampler = sampler_cls(slice_len=horizon, traj_key="episode", strict_length=True, truncated_key=None,
-                          init_key=None, cache_values=True)
+    sampler = make_slice_sampler(horizon, "episode", episode_end_slices)
     return TensorDictReplayBuffer(storage=TensorStorage(data), sampler=sampler, batch_size=batch_size * horizon)
 
 
