@@ -87,7 +87,7 @@ class PlannerConfig:
     temperature: float = _f(0.5, gt=0.0)
     min_std: float = _f(0.05, gt=0.0)
     max_std: float = _f(2.0, gt=0.0)
-    compile: bool = True  # torch.compile the whole planner call; compiles 30-90 s at the first plan
+    compile: bool = True  # torch.compile the whole planner call (up to ~3 min on 2 CPU cores at the first plan)
 
     def check(self) -> None:
         if self.num_pi_trajs >= self.num_samples:
@@ -122,7 +122,7 @@ class OptimConfig:
     enc_lr_scale: Optional[float] = _f(None, gt=0.0)  # null: 0.3 for the official presets (TD-MPC2), else 1.0
     grad_clip_norm: float = _f(20.0, gt=0.0)
     utd_ratio: float = _f(1.0, gt=0.0)  # updates per env step after the seed steps
-    compile: bool = True  # torch.compile the world-model and policy losses (forward + backward): 30-90 s at first
+    compile: bool = True  # torch.compile the world-model and policy losses (forward + backward), minutes at first
 
 
 @dataclass

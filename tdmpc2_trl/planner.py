@@ -114,8 +114,8 @@ class TDMPC2Planner(MPCPlannerBase):
     imagined rollouts, π(z_H), the two Q heads, elites and the mean/std update) through ``torch.compile`` as one
     graph: every LayerNorm/Mish/softmax/cast between the matmuls is fused and no Python runs between them (CPU, bf16,
     2 threads: 1m 85 → 65 ms, 5m 218 → 195 ms per call against compiling each iteration's value estimate alone).
-    One graph per batch size and exploration flag; the first call compiles for 30-90 s. Where compilation fails
-    (no C++ compiler, no Triton) it warns once and plans eagerly.
+    One graph per batch size and exploration flag; the first call compiles (up to ~3 min on 2 CPU cores). Where
+    compilation fails (no C++ compiler, no Triton) it warns once and plans eagerly.
 
     ``MPCPlannerBase`` registers its spec env twice; that env holds no parameters here, so the planner's state_dict is
     the world model's. Checkpoint the world model itself (the loss and the planner share it).

@@ -49,7 +49,7 @@ from .video import EpisodeRecorder, video_path, write_video
 
 __all__ = ["Progress", "Run", "train", "train_app"]
 
-COMPILE_TIME = "30-90 s on a CPU"  # what one torch.compile of the planner or a loss takes (README "Training")
+COMPILE_TIME = "up to ~3 min on a 2-core CPU"  # one torch.compile of the planner or a loss (README "Start-up")
 
 
 @dataclass
