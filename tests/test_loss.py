@@ -408,8 +408,11 @@ def test_an_all_real_mask_is_the_unmasked_loss(fixed_noise):
     for key in plain:
         torch.testing.assert_close(masked[key], plain[key], rtol=0, atol=0, msg=key)
     for name in plain_grads:
-        # the same sums, accumulated in another order by autograd
-        torch.testing.assert_close(masked_grads[name], plain_grads[name], rtol=1e-6, atol=1e-8, msg=name)
+        # The same sums, accumulated in another order by autograd: in fp32 an element may then differ by a few
+        # ulps of the largest terms it sums, not of itself (seen: 3e-8 on an element of a tensor whose largest is
+        # 7e-2, on an AMX CPU whose kernels block the sums differently), so the absolute bound scales with the tensor.
+        scale = plain_grads[name].abs().max().item()
+        torch.testing.assert_close(masked_grads[name], plain_grads[name], rtol=1e-5, atol=1e-5 * scale, msg=name)
 
 
 def test_padded_steps_weigh_nothing(fixed_noise):
