@@ -1,7 +1,7 @@
 """Env steps per second of collection with the planner as policy, for each (workers, envs) setting given.
 
 Example: python benchmarks/collect.py --model 1m --horizon 3 --workers 1 2 --envs 1 4 --frames 256
-Each setting builds the recipe's collector (tdmpc2_trl.collectors.make_collector: one process for --workers 1,
+Each setting builds the recipe's collector (tdmpc2_trl.run.collectors.make_collector: one process for --workers 1,
 a MultiSyncCollector or Ray actors otherwise) with untrained networks, collects --warmup batches untimed, then
 --frames env steps (rounded up to whole batches of workers * envs) and prints one JSON line. No learning.
 """
@@ -12,15 +12,17 @@ import itertools
 import json
 import time
 
-import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
+from tdmpc2_trl.runtime.process import tune_process
+
+tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
 
-from tdmpc2_trl.collectors import make_collector
-from tdmpc2_trl.compose import load_config
-from tdmpc2_trl.config import TrainConfig
-from tdmpc2_trl.envs import EnvFactory, task_info
-from tdmpc2_trl.factory import make_autocast_dtype, make_discount, make_planner, make_world_model
-from tdmpc2_trl.precision import precision_name
+from tdmpc2_trl.run.collectors import make_collector
+from tdmpc2_trl.config.compose import load_config
+from tdmpc2_trl.config.schema import TrainConfig
+from tdmpc2_trl.envs.factory import EnvFactory, task_info
+from tdmpc2_trl.run.make import make_autocast_dtype, make_discount, make_planner, make_world_model
+from tdmpc2_trl.runtime.precision import precision_name
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -15,7 +15,9 @@ import json
 import statistics
 from collections.abc import Callable
 
-import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
+from tdmpc2_trl.runtime.process import tune_process
+
+tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 

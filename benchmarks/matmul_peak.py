@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
-import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
+from tdmpc2_trl.runtime.process import tune_process
+
+tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
 
 from _common import time_calls, timing_fields

@@ -8,21 +8,23 @@ from __future__ import annotations
 import argparse
 import json
 
-import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
+from tdmpc2_trl.runtime.process import tune_process
+
+tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
 from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
 
 from _common import count_flops, time_calls, timing_fields
-from tdmpc2_trl.modules import WorldModel
-from tdmpc2_trl.planner import TDMPC2Planner
-from tdmpc2_trl.precision import PRECISIONS, precision_name, resolve_precision
-from tdmpc2_trl.presets import load_model_config
+from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.planning.planner import TDMPC2Planner
+from tdmpc2_trl.runtime.precision import PRECISIONS, precision_name, resolve_precision
+from tdmpc2_trl.config.presets import load_model_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="8m-h10", help="model preset (8m-h10 alias seed, 1m, 5m, 19m, 48m, 317m)")
+    p.add_argument("--model", default="8m-h10", help="model preset (8m-h10, 1m, 5m, 19m, 48m, 317m)")
     p.add_argument("--horizon", type=int, default=10)
     p.add_argument("--envs", type=int, default=1, help="environments planned for in one call")
     p.add_argument("--obs-dim", type=int, default=18)

@@ -15,17 +15,19 @@ import statistics
 import time
 import warnings
 
-import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
+from tdmpc2_trl.runtime.process import tune_process
+
+tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType
 
-from tdmpc2_trl.compose import load_config
-from tdmpc2_trl.config import TrainConfig
-from tdmpc2_trl.data import add, make_replay_buffer, sample_batch
-from tdmpc2_trl.envs import EnvFactory, task_info
-from tdmpc2_trl.factory import make_discount, make_loss, make_planner, make_updater, make_world_model
-from tdmpc2_trl.precision import PRECISIONS, precision_name, resolve_precision
+from tdmpc2_trl.config.compose import load_config
+from tdmpc2_trl.config.schema import TrainConfig
+from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, sample_batch
+from tdmpc2_trl.envs.factory import EnvFactory, task_info
+from tdmpc2_trl.run.make import make_discount, make_loss, make_planner, make_updater, make_world_model
+from tdmpc2_trl.runtime.precision import PRECISIONS, precision_name, resolve_precision
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

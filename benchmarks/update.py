@@ -9,21 +9,23 @@ import argparse
 import json
 import warnings
 
-import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
+from tdmpc2_trl.runtime.process import tune_process
+
+tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
 from tensordict import TensorDict
 
 from _common import count_flops, time_calls, timing_fields
-from tdmpc2_trl.loss import TDMPC2Loss
-from tdmpc2_trl.modules import WorldModel
-from tdmpc2_trl.precision import PRECISIONS, precision_name, resolve_precision
-from tdmpc2_trl.presets import load_model_config
-from tdmpc2_trl.update import TDMPC2Update, make_optimizers
+from tdmpc2_trl.learning.loss import TDMPC2Loss
+from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.runtime.precision import PRECISIONS, precision_name, resolve_precision
+from tdmpc2_trl.config.presets import load_model_config
+from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="8m-h10", help="model preset (8m-h10 alias seed, 1m, 5m, 19m, 48m, 317m)")
+    p.add_argument("--model", default="8m-h10", help="model preset (8m-h10, 1m, 5m, 19m, 48m, 317m)")
     p.add_argument("--horizon", type=int, default=10, help="training slice length H")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--obs-dim", type=int, default=18)

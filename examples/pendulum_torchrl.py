@@ -15,18 +15,20 @@ from __future__ import annotations
 import argparse
 import time
 
-import tdmpc2_trl  # noqa: F401  (before torch: sets GOMP_SPINCOUNT, README "CPU threads")
+from tdmpc2_trl.runtime.process import tune_process
+
+tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them (optional)
 import torch
 from torchrl.collectors import Collector
 from torchrl.envs import Compose, EnvBase, ExplorationType, GymEnv, InitTracker, TransformedEnv, set_exploration_type
 
-from tdmpc2_trl.data import add, make_replay_buffer, sample_batch
-from tdmpc2_trl.loss import TDMPC2Loss
-from tdmpc2_trl.math import discount_from_episode_length
-from tdmpc2_trl.modules import WorldModel
-from tdmpc2_trl.planner import TDMPC2Planner
-from tdmpc2_trl.presets import load_model_config
-from tdmpc2_trl.update import TDMPC2Update, make_optimizers
+from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, sample_batch
+from tdmpc2_trl.learning.loss import TDMPC2Loss
+from tdmpc2_trl.model.math import discount_from_episode_length
+from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.planning.planner import TDMPC2Planner
+from tdmpc2_trl.config.presets import load_model_config
+from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 
 EPISODE_STEPS = 200  # Pendulum-v1's time limit
 

@@ -6,7 +6,7 @@
 A multitask checkpoint (``tasks=[...]``, and every checkpoint of ``recipes/train_offline.py``) runs ``episodes``
 episodes of every task in one batched rollout and reports each task's mean return. The last line printed is one JSON
 object with the mean return (per task for a multitask checkpoint, and the video's path). Every key: EvalAppConfig in
-tdmpc2_trl/config.py.
+tdmpc2_trl/config/schema.py.
 """
 from __future__ import annotations
 
@@ -15,21 +15,21 @@ import json
 import sys
 
 import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
-from tdmpc2_trl.compose import load_config, to_dataclass
-from tdmpc2_trl.config import ConfigError, EvalAppConfig, OfflineConfig, TrainConfig
+from tdmpc2_trl.config.compose import load_config, to_dataclass
+from tdmpc2_trl.config.schema import ConfigError, EvalAppConfig, OfflineConfig, TrainConfig
 
 
 def run(cfg: EvalAppConfig) -> dict:
     import torch
 
-    from tdmpc2_trl.checkpoint import resolve_checkpoint
-    from tdmpc2_trl.envs import EnvFactory, task_info
-    from tdmpc2_trl.evaluate import evaluate
-    from tdmpc2_trl.factory import make_autocast_dtype, make_discount, make_planner, make_world_model, resolve_device
-    from tdmpc2_trl.finetune import TASK_SET_KEY, checkpoint_task_set
-    from tdmpc2_trl.multitask_envs import MultitaskEnvFactory
-    from tdmpc2_trl.multitask_run import joined_info, per_task_means
-    from tdmpc2_trl.video import EpisodeRecorder, video_path, write_video
+    from tdmpc2_trl.run.checkpoint import resolve_checkpoint
+    from tdmpc2_trl.envs.factory import EnvFactory, task_info
+    from tdmpc2_trl.run.evaluate import evaluate
+    from tdmpc2_trl.run.make import make_autocast_dtype, make_discount, make_planner, make_world_model, resolve_device
+    from tdmpc2_trl.multitask.finetune import TASK_SET_KEY, checkpoint_task_set
+    from tdmpc2_trl.multitask.envs import MultitaskEnvFactory
+    from tdmpc2_trl.multitask.run import joined_info, per_task_means
+    from tdmpc2_trl.envs.video import EpisodeRecorder, video_path, write_video
 
     path, state = resolve_checkpoint(cfg.checkpoint)
     offline = "dataset" in state["config"]  # recipes/train_offline.py's checkpoints: always multitask
@@ -73,7 +73,7 @@ def run(cfg: EvalAppConfig) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from tdmpc2_trl.checkpoint import os_error_line
+    from tdmpc2_trl.run.checkpoint import os_error_line
 
     try:
         result = run(load_config("eval", argv))

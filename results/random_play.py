@@ -5,7 +5,7 @@
 
 Episode ``i`` runs on an env seeded ``i`` with torch seeded ``i`` (the actions); DMControl episodes are 500 decisions
 with action repeat 2 (1000 frames), gymnasium ones end at termination or their time limit. Rows are added to (or
-replace those of the same task in) ``results/random_play.csv``, which ``python -m tdmpc2_trl.plot`` reads.
+replace those of the same task in) ``results/random_play.csv``, which ``python -m tdmpc2_trl.results.plot`` reads.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from tdmpc2_trl.config import ConfigError
-from tdmpc2_trl.envs import make_env, task_info
+from tdmpc2_trl.config.schema import ConfigError
+from tdmpc2_trl.envs.factory import make_env, task_info
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = ["task", "episodes", "mean", "std", "source"]

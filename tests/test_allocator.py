@@ -1,4 +1,4 @@
-"""tdmpc2_trl.allocator: freed tensor memory is reused across updates instead of being faulted in again."""
+"""tdmpc2_trl.runtime.allocator: freed tensor memory is reused across updates instead of being faulted in again."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tdmpc2_trl.allocator import keep_freed_memory
+from tdmpc2_trl.runtime.allocator import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
@@ -19,7 +19,9 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 FAULTS_PER_UPDATE = """
 import resource, sys
 sys.path.insert(0, "benchmarks")
-import tdmpc2_trl, torch
+from tdmpc2_trl.runtime.process import tune_process
+tune_process()
+import torch
 import update
 torch.set_num_threads(1)
 updater, batch = update.build(update.parse_args(["--model", "1m", "--horizon", "3", "--no-compile"]))
@@ -60,3 +62,11 @@ def test_a_user_setting_or_the_opt_out_wins(monkeypatch):
     assert keep_freed_memory() is False
     monkeypatch.delenv("GLIBC_TUNABLES")
     assert keep_freed_memory() is GLIBC
+
+
+def test_importing_the_package_changes_nothing_in_the_process():
+    code = "import os, tdmpc2_trl, tdmpc2_trl.run.trainer; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                         check=True)
+    assert out.stdout.split()[-1] == "None"

@@ -7,9 +7,9 @@ from tensordict import TensorDict
 from torchrl.collectors import Collector
 from torchrl.envs import StepCounter
 
-from tdmpc2_trl.config import ConfigError
-from tdmpc2_trl.data import add, make_replay_buffer, next_traj_offset, sample_batch
-from tdmpc2_trl.envs import make_env
+from tdmpc2_trl.config.schema import ConfigError
+from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, next_traj_offset, sample_batch
+from tdmpc2_trl.envs.factory import make_env
 
 EPISODE = 9  # short episodes: many trajectory boundaries in a small buffer
 

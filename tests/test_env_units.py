@@ -6,13 +6,13 @@ from torchrl.collectors import Collector
 from torchrl.data import Bounded, Unbounded
 from torchrl.envs import Compose, ExplorationType, GymEnv, InitTracker, TransformedEnv, set_exploration_type
 
-from tdmpc2_trl.bounds import ActionBounds
-from tdmpc2_trl.config import ConfigError
-from tdmpc2_trl.loss import TDMPC2Loss
-from tdmpc2_trl.math import two_hot
-from tdmpc2_trl.modules import WorldModel
-from tdmpc2_trl.planner import PlannerNoise, TDMPC2Planner
-from tdmpc2_trl.presets import load_model_config
+from tdmpc2_trl.planning.bounds import ActionBounds
+from tdmpc2_trl.config.schema import ConfigError
+from tdmpc2_trl.learning.loss import TDMPC2Loss
+from tdmpc2_trl.model.math import two_hot
+from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.planning.planner import PlannerNoise, TDMPC2Planner
+from tdmpc2_trl.config.presets import load_model_config
 
 SMALL = dict(horizon=3, num_samples=64, num_pi_trajs=4, num_elites=8, iterations=4)
 LOW, HIGH = torch.tensor([-2.0, 0.0, -0.5]), torch.tensor([2.0, 3.0, 1.5])  # not ±1, not symmetric

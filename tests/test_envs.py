@@ -11,8 +11,8 @@ from tensordict import TensorDict
 from torchrl.data import Unbounded
 from torchrl.envs import TensorDictPrimer
 
-from tdmpc2_trl.config import ConfigError
-from tdmpc2_trl.envs import KNOWN_DMC_TASKS, TaskInfo, make_env, task_info
+from tdmpc2_trl.config.schema import ConfigError
+from tdmpc2_trl.envs.factory import KNOWN_DMC_TASKS, TaskInfo, make_env, task_info
 
 
 def test_task_info_values():

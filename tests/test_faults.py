@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tdmpc2_trl.checkpoint import (
+from tdmpc2_trl.run.checkpoint import (
     UnsafeCheckpointError, checkpoint_path, list_checkpoints, resolve_checkpoint, save_checkpoint,
 )
-from tdmpc2_trl.config import ConfigError
-from tdmpc2_trl.data import make_replay_buffer
-from tdmpc2_trl.runlog import CSVTable
-from tdmpc2_trl.video import write_video
+from tdmpc2_trl.config.schema import ConfigError
+from tdmpc2_trl.data.replay_buffer import make_replay_buffer
+from tdmpc2_trl.run.logs import CSVTable
+from tdmpc2_trl.envs.video import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"

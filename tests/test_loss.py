@@ -10,11 +10,11 @@ from tensordict import TensorDict
 from torch.nn import functional as F
 from torchrl.objectives import two_hot_encode
 
-from tdmpc2_trl.config import ModelConfig
-from tdmpc2_trl.loss import TDMPC2Loss
-from tdmpc2_trl.math import symexp, symlog
-from tdmpc2_trl.modules import WorldModel
-from tdmpc2_trl.update import TDMPC2Update, make_optimizers
+from tdmpc2_trl.config.schema import ModelConfig
+from tdmpc2_trl.learning.loss import TDMPC2Loss
+from tdmpc2_trl.model.math import symexp, symlog
+from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 
 OBS, ACT, B, H = 5, 2, 4, 3
 GAMMA, RHO = 0.9, 0.5
@@ -28,7 +28,7 @@ def tiny_cfg(**kw) -> ModelConfig:
     return ModelConfig(**{**base, **kw})
 
 
-def make_loss(seed: int = 0, episodic: bool = True, termination: str = "seed", **loss_kw) -> TDMPC2Loss:
+def make_loss(seed: int = 0, episodic: bool = True, termination: str = "latent_action", **loss_kw) -> TDMPC2Loss:
     """A tiny world model with every parameter perturbed (the zero-init heads would hide mistakes)."""
     torch.manual_seed(seed)
     wm = WorldModel(tiny_cfg(termination=termination), OBS, ACT, episodic=episodic)
@@ -117,7 +117,7 @@ def hand_world_model_loss(loss: TDMPC2Loss, batch: TensorDict) -> dict[str, torc
 
 
 # ---------------------------------------------------------------- each term by hand
-@pytest.mark.parametrize("episodic,termination", [(True, "seed"), (True, "official"), (False, "seed")])
+@pytest.mark.parametrize("episodic,termination", [(True, "latent_action"), (True, "latent"), (False, "latent_action")])
 def test_world_model_terms_match_hand_computation(fixed_noise, episodic, termination):
     loss = make_loss(episodic=episodic, termination=termination)
     loss.eval()  # dropout off so both sides see the same Q heads
@@ -324,7 +324,7 @@ def test_set_keys_reads_renamed_entries(fixed_noise):
 
 
 def test_non_finite_batch_skips_the_update_and_persistent_faults_stop():
-    from tdmpc2_trl.update import NonFiniteUpdateError
+    from tdmpc2_trl.learning.update import NonFiniteUpdateError
 
     loss = make_loss()
     updater = TDMPC2Update(loss, *make_optimizers(loss, lr=1e-3), max_consecutive_skips=2)

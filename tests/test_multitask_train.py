@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tdmpc2_trl.checkpoint import resolve_checkpoint
-from tdmpc2_trl.compose import load_config
-from tdmpc2_trl.config import ConfigError
-from tdmpc2_trl.finetune import checkpoint_task_set
-from tdmpc2_trl.trainer import train
+from tdmpc2_trl.run.checkpoint import resolve_checkpoint
+from tdmpc2_trl.config.compose import load_config
+from tdmpc2_trl.config.schema import ConfigError
+from tdmpc2_trl.multitask.finetune import checkpoint_task_set
+from tdmpc2_trl.run.trainer import train
 
 TINY = [
     "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.task_dim=8",

@@ -5,10 +5,10 @@ from tensordict import TensorDict
 from torch import nn
 
 from tdmpc2_trl import ConfigError, WorldModel
-from tdmpc2_trl.math import two_hot_inv
-from tdmpc2_trl.nn import Linear, SimNorm, bias_after_matmul
-from tdmpc2_trl.presets import load_model_config, preset_names
-from tdmpc2_trl.summary import main as summary_main
+from tdmpc2_trl.model.math import two_hot_inv
+from tdmpc2_trl.model.layers import Linear, SimNorm, bias_after_matmul
+from tdmpc2_trl.config.presets import load_model_config, preset_names
+from tdmpc2_trl.model.summary import main as summary_main
 
 SEED_COUNTS = {
     "encoder": 800_768, "dynamics": 1_056_768, "reward": 844_901, "termination": 527_873,
@@ -18,11 +18,11 @@ OFFICIAL_TOTALS = {"1m": 1_208_503, "5m": 4_949_862, "19m": 18_037_862, "48m": 4
 
 
 def test_presets_exist():
-    assert set(preset_names()) == {"8m-h10", "seed", *OFFICIAL_TOTALS}
+    assert set(preset_names()) == {"8m-h10", *OFFICIAL_TOTALS}
 
 
 def test_seed_counts_exact():
-    wm = WorldModel(load_model_config("seed"), obs_dim=18, action_dim=4)
+    wm = WorldModel(load_model_config("8m-h10"), obs_dim=18, action_dim=4)
     assert wm.parameter_counts() == SEED_COUNTS
 
 
@@ -40,7 +40,7 @@ def test_official_317m_count_without_allocating():
 
 
 def test_seed_layer_order():
-    wm = WorldModel(load_model_config("seed"), obs_dim=18, action_dim=4)
+    wm = WorldModel(load_model_config("8m-h10"), obs_dim=18, action_dim=4)
     kinds = [type(m).__name__ for m in wm.encoder.module]
     assert kinds == ["Linear", "LayerNorm", "Mish"] * 3 + ["Linear", "SimNorm"]
     dyn = [type(m).__name__ for m in wm.dynamics.module.net]
@@ -58,7 +58,7 @@ def test_episodic_official_preset_builds_latent_only_termination():
 
 
 def test_init_zero_reward_and_q_and_truncated_normal():
-    wm = WorldModel(load_model_config("seed"), obs_dim=18, action_dim=4)
+    wm = WorldModel(load_model_config("8m-h10"), obs_dim=18, action_dim=4)
     z, a = torch.randn(6, 512), torch.rand(6, 4) * 2 - 1
     assert two_hot_inv(wm.reward_logits(z, a), wm.bins).abs().max() < 1e-5
     wm.eval()
@@ -123,7 +123,7 @@ def test_q_value_uses_two_heads_min_and_avg():
 
 
 def test_q_heads_are_independent_modules():
-    wm = WorldModel(load_model_config("seed"), obs_dim=18, action_dim=4)
+    wm = WorldModel(load_model_config("8m-h10"), obs_dim=18, action_dim=4)
     w = wm.q_ensemble.params["0", "weight"]
     assert w.shape == (5, 512, 516) and isinstance(w, nn.Parameter)
     assert not torch.equal(w[0], w[1])  # separately initialised heads
@@ -135,13 +135,13 @@ def test_simnorm_rejects_bad_dim_and_config_errors():
     with pytest.raises(ConfigError):
         load_model_config("nope")
     with pytest.raises(ConfigError):
-        load_model_config("seed", latent_dim=100)
+        load_model_config("8m-h10", latent_dim=100)
     with pytest.raises(ConfigError):
-        load_model_config("seed", not_a_key=1)
+        load_model_config("8m-h10", not_a_key=1)
 
 
 def test_summary_command_prints_seed_counts(capsys):
-    assert summary_main(["model=seed", "obs_dim=18", "action_dim=4"]) == 0
+    assert summary_main(["model=8m-h10", "obs_dim=18", "action_dim=4"]) == 0
     out = capsys.readouterr().out
     for n in SEED_COUNTS.values():
         assert f"{n:,}" in out
@@ -149,8 +149,8 @@ def test_summary_command_prints_seed_counts(capsys):
 
 
 def test_q_ensemble_matches_each_head_and_subsets():
-    from tdmpc2_trl.modules import QEnsemble
-    from tdmpc2_trl.nn import mlp
+    from tdmpc2_trl.model.world_model import QEnsemble
+    from tdmpc2_trl.model.layers import mlp
 
     torch.manual_seed(0)
     heads = [mlp(10, [16, 16], 7, dropout=0.5) for _ in range(3)]

@@ -8,14 +8,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from tdmpc2_trl import _compat
-from tdmpc2_trl.config import ConfigError, ModelConfig
-from tdmpc2_trl.envs import make_env, task_info
-from tdmpc2_trl.loss import TDMPC2Loss
-from tdmpc2_trl.modules import WorldModel
-from tdmpc2_trl.pixels import PixelEncoder, RandomShift, pixel_obs_shape
-from tdmpc2_trl.planner import TDMPC2Planner
-from tdmpc2_trl.render import DMC_CAMERAS
-from tdmpc2_trl.summary import main as summary_main
+from tdmpc2_trl.config.schema import ConfigError, ModelConfig
+from tdmpc2_trl.envs.factory import make_env, task_info
+from tdmpc2_trl.learning.loss import TDMPC2Loss
+from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.model.pixels import PixelEncoder, RandomShift, pixel_obs_shape
+from tdmpc2_trl.planning.planner import TDMPC2Planner
+from tdmpc2_trl.envs.render import DMC_CAMERAS
+from tdmpc2_trl.model.summary import main as summary_main
 
 from test_recipes import read_csv, train
 

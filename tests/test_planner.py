@@ -8,10 +8,10 @@ from torchrl.collectors import Collector
 from torchrl.envs import (ActionScaling, Compose, DoubleToFloat, ExplorationType, GymEnv, InitTracker, SerialEnv,
                           StepCounter, TransformedEnv, set_exploration_type)
 
-from tdmpc2_trl.math import two_hot, two_hot_inv
-from tdmpc2_trl.modules import WorldModel
-from tdmpc2_trl.planner import COMPILED_KEY, PlannerNoise, TDMPC2Planner
-from tdmpc2_trl.presets import load_model_config
+from tdmpc2_trl.model.math import two_hot, two_hot_inv
+from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.planning.planner import COMPILED_KEY, PlannerNoise, TDMPC2Planner
+from tdmpc2_trl.config.presets import load_model_config
 
 OBS, ACT, LAT = 3, 2, 16
 SMALL = dict(horizon=3, num_samples=64, num_pi_trajs=4, num_elites=8, iterations=3)
@@ -22,7 +22,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-def tiny_world_model(preset: str = "seed", episodic: bool = False, obs_dim: int = OBS) -> WorldModel:
+def tiny_world_model(preset: str = "8m-h10", episodic: bool = False, obs_dim: int = OBS) -> WorldModel:
     cfg = load_model_config(preset, latent_dim=LAT, enc_dim=16, mlp_dim=16, num_q=3)
     return WorldModel(cfg, obs_dim=obs_dim, action_dim=ACT, episodic=episodic)
 
@@ -144,13 +144,13 @@ def reference_plan(planner: TDMPC2Planner, obs: torch.Tensor, prev_mean: torch.T
     return a.clamp(-1, 1), mean
 
 
-@pytest.mark.parametrize("preset,explore", [("seed", True), ("1m", False)])
+@pytest.mark.parametrize("preset,explore", [("8m-h10", True), ("1m", False)])
 def test_matches_transcribed_official_plan(preset, explore):
     """Batched planner == a line-by-line transcription of TD-MPC2's per-env ``_plan`` under the same draws."""
     wm = tiny_world_model(preset, episodic=True)
     randomize_heads(wm)
     with torch.no_grad():  # make about half of the imagined transitions terminate
-        last = (wm.termination.module.net if preset == "seed" else wm.termination.module)[-1]
+        last = (wm.termination.module.net if preset == "8m-h10" else wm.termination.module)[-1]
         last.weight.normal_(0, 3)
         z, a = wm.encode(torch.randn(256, OBS)), torch.rand(256, ACT) * 2 - 1
         last.bias.sub_(wm.termination_logit(z if wm.termination_uses_action else wm.next(z, a), a).median())
@@ -190,8 +190,8 @@ def test_termination_mask_stops_accumulation(uses_action):
     torch.testing.assert_close(value, torch.full((2, 5), expected), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("preset,mpc,pi_trajs", [("seed", True, 4), ("1m", True, 4), ("seed", True, 0),
-                                                 ("seed", False, 4)])
+@pytest.mark.parametrize("preset,mpc,pi_trajs", [("8m-h10", True, 4), ("1m", True, 4), ("8m-h10", True, 0),
+                                                 ("8m-h10", False, 4)])
 def test_actions_in_bounds_and_shapes(preset, mpc, pi_trajs):
     wm = tiny_world_model(preset, episodic=True)
     randomize_heads(wm)

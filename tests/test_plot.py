@@ -1,4 +1,4 @@
-"""python -m tdmpc2_trl.plot on hand-written run directories (no training)."""
+"""python -m tdmpc2_trl.results.plot on hand-written run directories (no training)."""
 from __future__ import annotations
 
 import csv
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from tdmpc2_trl import plot
+from tdmpc2_trl.results import plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -138,7 +138,7 @@ def test_by_a_config_key_separates_an_ab_of_the_same_seed(tmp_path: Path, capsys
 
 def test_module_entry_point(tmp_path: Path):
     run = make_run(tmp_path, "r", "Pendulum-v1", 3, [(1000, -800.0)])
-    proc = subprocess.run([sys.executable, "-m", "tdmpc2_trl.plot", str(run), "--out", str(tmp_path / "p.png")],
+    proc = subprocess.run([sys.executable, "-m", "tdmpc2_trl.results.plot", str(run), "--out", str(tmp_path / "p.png")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "| Pendulum-v1 | 1m | 3 | 1,000 |" in proc.stdout and (tmp_path / "p.png").is_file()

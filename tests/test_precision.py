@@ -6,13 +6,13 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
 
-from tdmpc2_trl.config import ConfigError, ModelConfig
-from tdmpc2_trl.loss import TDMPC2Loss
-from tdmpc2_trl.math import soft_ce, two_hot_inv
-from tdmpc2_trl.modules import WorldModel
-from tdmpc2_trl.planner import TDMPC2Planner
-from tdmpc2_trl.precision import autocast, resolve_precision
-from tdmpc2_trl.update import TDMPC2Update, make_optimizers
+from tdmpc2_trl.config.schema import ConfigError, ModelConfig
+from tdmpc2_trl.learning.loss import TDMPC2Loss
+from tdmpc2_trl.model.math import soft_ce, two_hot_inv
+from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.planning.planner import TDMPC2Planner
+from tdmpc2_trl.runtime.precision import autocast, resolve_precision
+from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 
 BF16 = torch.bfloat16
 OBS, ACT = 3, 2

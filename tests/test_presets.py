@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tdmpc2_trl.compose import load_config
-from tdmpc2_trl.config import TrainConfig
-from tdmpc2_trl.envs import TaskInfo
-from tdmpc2_trl.factory import make_loss, make_planner, make_updater, make_world_model
+from tdmpc2_trl.config.compose import load_config
+from tdmpc2_trl.config.schema import TrainConfig
+from tdmpc2_trl.envs.factory import TaskInfo
+from tdmpc2_trl.run.make import make_loss, make_planner, make_updater, make_world_model
 
 OFFICIAL = ["1m", "5m", "19m", "48m", "317m"]
 TINY = ["model.latent_dim=16", "model.enc_dim=16", "model.mlp_dim=16", "planner.compile=false", "optim.compile=false"]

@@ -14,14 +14,14 @@ import torch
 
 from torchrl.collectors import Collector
 
-from tdmpc2_trl.checkpoint import (
+from tdmpc2_trl.run.checkpoint import (
     checkpoint_path, list_checkpoints, resolve_checkpoint, restore_training_state, save_checkpoint, training_state,
 )
-from tdmpc2_trl.compose import load_config
-from tdmpc2_trl.config import ConfigError, TrainConfig
-from tdmpc2_trl.data import add, make_replay_buffer, sample_batch
-from tdmpc2_trl.envs import make_env, task_info
-from tdmpc2_trl.factory import make_discount, make_loss, make_updater, make_world_model
+from tdmpc2_trl.config.compose import load_config
+from tdmpc2_trl.config.schema import ConfigError, TrainConfig
+from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, sample_batch
+from tdmpc2_trl.envs.factory import make_env, task_info
+from tdmpc2_trl.run.make import make_discount, make_loss, make_updater, make_world_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

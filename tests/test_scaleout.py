@@ -12,12 +12,12 @@ import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 
-from tdmpc2_trl.collectors import WorkerBatch, check_collector_config, make_collector, push_weights
-from tdmpc2_trl.compose import load_config
-from tdmpc2_trl.config import CollectorConfig, ConfigError, TrainConfig
-from tdmpc2_trl.data import add, make_replay_buffer, sample_batch
-from tdmpc2_trl.envs import EnvFactory, task_info
-from tdmpc2_trl.factory import make_discount, make_planner, make_world_model
+from tdmpc2_trl.run.collectors import WorkerBatch, check_collector_config, make_collector, push_weights
+from tdmpc2_trl.config.compose import load_config
+from tdmpc2_trl.config.schema import CollectorConfig, ConfigError, TrainConfig
+from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, sample_batch
+from tdmpc2_trl.envs.factory import EnvFactory, task_info
+from tdmpc2_trl.run.make import make_discount, make_planner, make_world_model
 
 from test_recipes import TINY, read_csv, train
 

@@ -1,4 +1,4 @@
-"""The training loop in-process (tdmpc2_trl/trainer.py), the env seam (envs.EnvFactory) and start-up messages."""
+"""The training loop in-process (tdmpc2_trl/run/trainer.py), the env seam (envs.EnvFactory) and start-up messages."""
 from __future__ import annotations
 
 import csv
@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tdmpc2_trl.collectors import WorkerEnv
-from tdmpc2_trl.compiling import EagerOnFailure, on_compile
-from tdmpc2_trl.compose import load_config
-from tdmpc2_trl.data import EpisodeEndSliceSampler
-from tdmpc2_trl.envs import EnvFactory
-from tdmpc2_trl.trainer import Run, train
+from tdmpc2_trl.run.collectors import WorkerEnv
+from tdmpc2_trl.runtime.compiling import EagerOnFailure, on_compile
+from tdmpc2_trl.config.compose import load_config
+from tdmpc2_trl.data.replay_buffer import EpisodeEndSliceSampler
+from tdmpc2_trl.envs.factory import EnvFactory
+from tdmpc2_trl.run.trainer import Run, train
 
 TINY = [
     "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2",

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torchrl.envs import StepCounter
 
-from tdmpc2_trl.envs import _single_env, make_env
-from tdmpc2_trl.evaluate import evaluate
-from tdmpc2_trl.video import EpisodeRecorder, read_video, video_path, write_video
+from tdmpc2_trl.envs.factory import _single_env, make_env
+from tdmpc2_trl.run.evaluate import evaluate
+from tdmpc2_trl.envs.video import EpisodeRecorder, read_video, video_path, write_video
 
 from test_recipes import run, train
 

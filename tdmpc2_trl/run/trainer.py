@@ -1,0 +1,379 @@
+"""The training loop: env → Collector(policy=planner) → replay buffer → loss/optimisers, with evaluations, logs,
+checkpoints and a clean stop on SIGINT/SIGTERM at any moment.
+
+    from tdmpc2_trl.config.compose import load_config
+    from tdmpc2_trl.run.trainer import train
+    train(load_config("config", ["task=Pendulum-v1", "model=1m", "steps=2000"]), run_dir="runs/try")
+
+``recipes/train.py`` is the command-line entry point around ``train``. The run directory holds config.yaml,
+eval.csv (step,episode_reward), train.csv and checkpoints/ (README "Training").
+"""
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDictBase
+from tqdm import tqdm
+
+from tdmpc2_trl.run.checkpoint import (
+    atomic_file, checkpoint_path, named_os_error, resolve_checkpoint, restore_training_state,
+    save_checkpoint, training_state,
+)
+from tdmpc2_trl.run.collectors import make_collector, push_weights
+from tdmpc2_trl.runtime.compiling import on_compile
+from tdmpc2_trl.config.compose import to_dataclass
+from tdmpc2_trl.config.schema import ConfigError, TrainConfig
+from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, next_traj_offset, sample_batch
+from tdmpc2_trl.run.entry import exit_code
+from tdmpc2_trl.envs.factory import EnvFactory, task_info
+from tdmpc2_trl.multitask.finetune import TASK_SET_KEY, load_pretrained, task_set_state
+from tdmpc2_trl.run.evaluate import evaluate
+from tdmpc2_trl.run.make import (
+    make_autocast_dtype, make_discount, make_loss, make_planner, make_updater, make_world_model, resolve_device,
+)
+from tdmpc2_trl.run.interrupts import Stop, phase, stop_if_signalled, uninterrupted
+from tdmpc2_trl.multitask.envs import MultitaskEnvFactory
+from tdmpc2_trl.multitask.run import joined_info, log_task_evals, multitask_setup
+from tdmpc2_trl.runtime.precision import precision_name
+from tdmpc2_trl.run.logs import RunLogger
+from tdmpc2_trl.learning.update import NonFiniteUpdateError
+from tdmpc2_trl.envs.video import EpisodeRecorder, video_path, write_video
+
+__all__ = ["Progress", "Run", "train", "train_app"]
+
+COMPILE_TIME = "up to ~3 min on a 2-core CPU"  # one torch.compile of the planner or a loss (README "Start-up")
+
+
+@dataclass
+class Progress:
+    """Where a run stands. Saved in every checkpoint (``progress``), so that a resumed run does exactly the work
+    that was left: the updates its collected steps earned, an evaluation that a signal cut short."""
+
+    step: int = 0
+    burst_done: bool = False
+    owed_updates: int = 0  # updates earned by collected steps and not done yet (an interrupted burst)
+    eval_step: int = 0  # the step of the last logged evaluation (0: none yet)
+    ckpt_step: int = 0  # the step of the last checkpoint written or loaded
+    dirty: bool = False  # something changed since that checkpoint
+
+    def saved(self) -> dict[str, int]:
+        return {"owed_updates": self.owed_updates, "eval_step": self.eval_step}
+
+
+class Run:
+    """One training run: builds the TorchRL pieces, collects, updates, evaluates and checkpoints; on SIGINT or
+    SIGTERM at any point it saves what is done (``stop``), on a failed write it stops with the file's name."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path) -> None:
+        self.cfg, self.run_dir, self.p = cfg, Path(run_dir), Progress()
+        self.collector = self.eval_env = self.logger = self.bar = None
+        self.metrics: dict[str, float] = {}
+
+    def say(self, message: str) -> None:
+        """A status line (above the progress bar once it is shown)."""
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            print(message, flush=True)
+
+    def build(self) -> bool:
+        """Everything before the first env step; ``False`` when a resumed run has nothing left to do."""
+        cfg = self.cfg
+        self.device = device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        tasks = ", ".join(cfg.tasks) if cfg.tasks else cfg.task
+        self.say(f"building the env{'s' if cfg.tasks else ''}, the networks and the replay buffer for {tasks} "
+                 f"(model {cfg.model.name})…")
+        self.task_set, pretrained = multitask_setup(cfg) if cfg.tasks else (None, None)
+        self.info = info = task_info(cfg.task, cfg.obs) if self.task_set is None else joined_info(self.task_set)
+        torch.manual_seed(cfg.seed)
+        self.steps = cfg.steps
+        seed_steps = cfg.collector.seed_steps
+        self.seed_steps = seed_steps if seed_steps is not None else max(1000, 5 * info.episode_length)
+        capacity = cfg.buffer.size or min(1_000_000, self.steps)
+
+        # --- the TorchRL pieces, all sharing one world model ---
+        discount = make_discount(cfg.loss, info)  # a multitask model discounts each task with its own
+        self.world_model = make_world_model(cfg.model, info, device, self.task_set)
+        if pretrained is not None:
+            fresh = load_pretrained(self.world_model, *pretrained)
+            self.say(f"networks from {cfg.init_from}" + (f"; new task embeddings for {fresh}" if fresh else ""))
+        self.loss = make_loss(cfg.loss, self.world_model, discount)
+        self.autocast_dtype = make_autocast_dtype(cfg.precision, device)
+        self.updater = make_updater(cfg.optim, self.loss, cfg.loss.tau, self.autocast_dtype)
+        self.planner = make_planner(cfg.planner, self.world_model, None, discount, self.autocast_dtype)
+        # every env of the run comes from this factory: the collector's (or each worker's), the evaluation's
+        primer = (self.planner.primer(),)
+        self.recorder = EpisodeRecorder(cfg.eval.video_size) if cfg.eval.save_video else None  # videos of evals
+        if self.task_set is None:
+            self.envs = EnvFactory(cfg.task, info.obs, cfg.seed, cfg.num_envs, str(device), primer)
+            self.eval_env = self.envs.replace(seed=cfg.seed + 10_000, num_envs=cfg.eval.episodes,
+                                              render=self.recorder is not None)()
+        else:  # num_envs envs of every task, in one batched env; evaluation: eval.episodes of every task
+            self.envs = MultitaskEnvFactory(self.task_set, cfg.seed, cfg.num_envs, str(device), primer)
+            self.eval_env = self.envs.replace(seed=cfg.seed + 10_000, envs_per_task=cfg.eval.episodes)()
+        if self.recorder is not None:
+            self.eval_env.append_transform(self.recorder)
+        self.buffer = make_replay_buffer(capacity=capacity, batch_size=cfg.buffer.batch_size,
+                                         horizon=cfg.model.horizon, storage=cfg.buffer.storage,
+                                         scratch_dir=self.run_dir / "buffer", device=device,
+                                         episode_end_slices=cfg.buffer.resolve_episode_end_slices(info.episodic))
+        if cfg.resume:
+            self.restore(cfg.resume)
+        self.traj_offset = next_traj_offset(self.buffer)  # the new collector restarts its trajectory ids at 0
+        if self.p.step >= self.steps and not self.pending_work():
+            print(f"nothing to do: the run is already at step {self.p.step} >= steps={self.steps}")
+            return False
+        self.start_logs()
+        if self.p.step < self.steps:  # collector.workers / collector.backend: collectors.py
+            if cfg.collector.workers > 1 or cfg.collector.backend == "ray":
+                self.say(f"starting {cfg.collector.workers} collector workers ({cfg.collector.backend})…")
+            self.collector = make_collector(self.envs, cfg.collector, self.planner,
+                                            total_frames=self.steps - self.p.step,
+                                            init_random_frames=max(0, self.seed_steps - self.p.step),
+                                            device=device, threads=cfg.threads or 1)
+        return True
+
+    def restore(self, resume: str) -> None:
+        path, state = resolve_checkpoint(resume)
+        check_compatible(state, self.cfg)
+        step, burst_done = restore_training_state(state, world_model=self.world_model, loss=self.loss,
+                                                  updater=self.updater, buffer=self.buffer)
+        saved = state.get("progress", {})
+        self.p = Progress(step=step, burst_done=burst_done, owed_updates=int(saved.get("owed_updates", 0)),
+                          eval_step=int(saved.get("eval_step", step)), ckpt_step=step)
+        print(f"resumed from {path} at step {step}")
+
+    def pending_work(self) -> bool:
+        """Updates owed or the final evaluation not logged (a run stopped during its last steps)."""
+        return self.p.owed_updates > 0 or self.p.eval_step != self.p.step
+
+    def start_logs(self) -> None:
+        """config.yaml, the CSV logs (rows after the resumed step dropped: they are logged again) and the bar."""
+        cfg = self.cfg
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise named_os_error(err, self.run_dir) from None
+        with atomic_file(self.run_dir / "config.yaml", "w") as f:
+            f.write(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        self.logger = RunLogger(self.run_dir, dataclasses.asdict(cfg), cfg.logger)
+        if cfg.resume:
+            self.logger.rewind(self.p.step)
+        tasks = f"tasks={','.join(cfg.tasks)}" if cfg.tasks else f"task={cfg.task}"
+        print(f"run {self.run_dir}: {tasks} model={cfg.model.name} device={self.device} "
+              f"precision={precision_name(self.autocast_dtype)} threads={torch.get_num_threads()}")
+        print(f"first {max(0, self.seed_steps - self.p.step)} env steps with random actions, then "
+              f"{'the initial burst of updates and ' if not self.p.burst_done else ''}planning"
+              f"{f' (the planner and the update compile first, {COMPILE_TIME} each)' if self.compiles() else ''}",
+              flush=True)
+        self.bar = tqdm(total=self.steps, initial=self.p.step, unit="step", dynamic_ncols=True,
+                        disable=not cfg.progress)
+        self.t_start, self.step_start, self.last_return = time.perf_counter(), self.p.step, float("nan")
+
+    def compiles(self) -> bool:
+        return self.cfg.planner.compile or self.cfg.optim.compile
+
+    def train(self) -> None:
+        """Updates left from a resumed run, the collection loop, then the final evaluation and checkpoint."""
+        self.update()
+        self.periodic()  # an evaluation that a signal cut short
+        if self.collector is not None:
+            for data in self.collector:
+                with uninterrupted():
+                    self.record(data)
+                phase("seed" if self.p.step <= self.seed_steps else "loop")
+                self.update()
+                self.periodic()
+                stop_if_signalled()
+        self.bar.close()
+        if self.p.eval_step != self.p.step:  # unless the last periodic evaluation was at this very step
+            self.evaluate("final_eval")
+        path = self.checkpoint() if self.p.dirty else checkpoint_path(self.run_dir, self.p.step)
+        print(f"done: {self.p.step} env steps, checkpoint {path}")
+
+    def record(self, data: TensorDictBase) -> None:
+        """A collector batch: into the buffer, the step counter, the updates it earns, its finished episodes."""
+        p = self.p
+        add(self.buffer, data, self.traj_offset)
+        p.step += data.numel()
+        p.dirty = True
+        if not torch.isfinite(data["next", "observation"]).all():
+            self.bar.write(f"warning: the env returned a non-finite observation at step {p.step}")
+        if p.step >= self.seed_steps:  # TD-MPC2's initial burst: as many updates as seed steps, then utd_ratio
+            p.owed_updates += (self.seed_steps if not p.burst_done
+                               else max(1, round(data.numel() * self.cfg.optim.utd_ratio)))
+            p.burst_done = True
+        for episode_reward in finished_returns(data):
+            self.last_return = episode_reward
+            elapsed = time.perf_counter() - self.t_start
+            self.logger.log_train(p.step, {"episode_reward": episode_reward, "elapsed_s": elapsed,
+                                           "steps_per_s": (p.step - self.step_start) / elapsed,
+                                           **_floats(self.metrics)})
+        self.bar.update(data.numel())
+        self.bar.set_postfix(ret=f"{self.last_return:.1f}", refresh=False)
+
+    def update(self) -> None:
+        """The updates owed, one at a time (a signal acts between two updates), then new weights to the workers."""
+        total = self.p.owed_updates
+        if not total:
+            return
+        for i in range(total):
+            phase("burst" if total > 1 else "update")
+            with uninterrupted():
+                self.metrics = self.updater(sample_batch(self.buffer)).to_dict()
+                self.p.owed_updates -= 1
+                self.p.dirty = True
+            if total > 1 and i % 10 == 0:  # TD-MPC2's initial burst: show that it is moving
+                self.bar.set_postfix_str(f"initial updates {i}/{total}")
+        if self.collector is not None:
+            push_weights(self.collector, self.planner)  # to the workers, if any
+
+    def periodic(self) -> None:
+        """The evaluation and the checkpoint that are due (every ``eval.freq`` / ``checkpoint_freq`` steps)."""
+        if self.due(self.cfg.eval.freq, self.p.eval_step):
+            self.evaluate("eval")
+        if self.due(self.cfg.checkpoint_freq, self.p.ckpt_step):
+            self.checkpoint()
+
+    def due(self, freq: int, last: int) -> bool:
+        """A periodic action (every ``freq`` steps, 0: never; last done at step ``last``) is due once the step
+        reaches the next multiple of ``freq``."""
+        return bool(freq) and self.p.step // freq > last // freq
+
+    def evaluate(self, name: str) -> None:
+        """``eval.episodes`` deterministic episodes; the video (if any) is written before the row is logged, so
+        an evaluation cut short by a signal is simply done again by the resumed run."""
+        phase(name)
+        step = self.p.step
+        write = self.bar.write if name == "eval" else print
+        returns = evaluate(self.eval_env, self.planner, self.info.episode_length, self.recorder,
+                           warn=lambda msg: write(f"warning: {msg}, in the evaluation at step {step}"))
+        stop_if_signalled()  # in case a library caught the signal's exception mid-rollout
+        mean = sum(returns) / len(returns)
+        video = None
+        if self.recorder is not None and self.recorder.frames:
+            video = write_video(video_path(self.run_dir, step), self.recorder.frames)
+        with uninterrupted():
+            if self.task_set is not None:  # one row per task (eval.csv's task column)
+                log_task_evals(self.logger, step, returns, self.task_set, self.cfg.eval.episodes, write)
+            else:
+                self.logger.log_eval(step, mean)
+                write(f"eval @ {step}: mean return {mean:.1f} over {len(returns)} episodes")
+            if video is not None:
+                self.logger.log_video(step, video)
+            self.p.eval_step, self.p.dirty = step, True
+
+    def checkpoint(self) -> Path:
+        """Write the whole training state at the current step (a signal during the write waits for it)."""
+        p = self.p
+        with uninterrupted():
+            state = training_state(step=p.step, burst_done=p.burst_done, config=dataclasses.asdict(self.cfg),
+                                   task=self.info.__dict__, world_model=self.world_model, loss=self.loss,
+                                   updater=self.updater, buffer=self.buffer, progress=p.saved())
+            if self.task_set is not None:
+                state[TASK_SET_KEY] = task_set_state(self.task_set)
+            path = save_checkpoint(checkpoint_path(self.run_dir, p.step), state)
+            p.ckpt_step, p.dirty = p.step, False
+        return path
+
+    def stop(self) -> None:
+        """After SIGINT/SIGTERM: save what is done (unless the newest checkpoint already holds it), say how to
+        continue. Later signals wait: the process is stopping anyway."""
+        Stop.deferred += 1
+        if self.bar is not None:
+            self.bar.close()
+        name, step = Stop.name(), self.p.step
+        if self.p.dirty:
+            where = f"checkpoint saved to {self.checkpoint()}"
+        elif self.p.ckpt_step:
+            where = f"checkpoint {checkpoint_path(self.run_dir, step)} holds everything so far"
+        else:
+            print(f"interrupted during start-up ({name}), before the first env step: nothing to save yet; "
+                  f"run the same command again")
+            return
+        print(f"interrupted at step {step} ({name}): {where}; continue with: {resume_command(self.run_dir)}")
+
+    def shutdown(self) -> None:
+        """Stop the collector (and its envs or workers), close the evaluation env and the logs."""
+        if self.collector is not None:
+            self.collector.shutdown()
+        if self.eval_env is not None and not self.eval_env.is_closed:
+            self.eval_env.close()
+        if self.logger is not None:
+            self.logger.close()
+
+
+def train(cfg: TrainConfig, run_dir: str | Path) -> None:
+    """Train as ``cfg`` says, writing to ``run_dir``. SIGINT/SIGTERM (with ``interrupts.install()``) at any moment
+    checkpoints and returns; a non-finite update checkpoints and raises ``ConfigError``."""
+    run = Run(cfg, run_dir)
+    on_compile(lambda what: run.say(f"compiling {what} ({COMPILE_TIME})…"))
+    Stop.deferred -= 1  # from here on a signal stops the run
+    try:
+        stop_if_signalled()
+        phase("startup")
+        if run.build():
+            run.train()
+    except BaseException as err:
+        if not Stop.signum:
+            if isinstance(err, NonFiniteUpdateError):
+                path = run.checkpoint()  # the skipped updates never reached the parameters: this checkpoint is sound
+                raise ConfigError(f"stopped at step {run.p.step}: {err} (checkpoint {path})") from None
+            raise
+        run.stop()  # Interrupted, or whatever a library raised while the signal cut into it
+    finally:
+        Stop.deferred += 1
+        on_compile(None)
+        run.shutdown()
+
+
+def train_app(cfg: DictConfig | TrainConfig, run_dir: str | Path) -> int:
+    """``train`` for a command line: 0 when done or stopped by a signal; 2 after a one-line error on stderr (a bad
+    setting found while building, a full disk: the file's name)."""
+    cfg = cfg if isinstance(cfg, TrainConfig) else to_dataclass(cfg, TrainConfig)
+    return exit_code(lambda: train(cfg, run_dir))
+
+
+def resume_command(run_dir: Path) -> str:
+    """This process's command line with ``resume=<run_dir>`` instead of its run directory settings."""
+    kept = [a for a in sys.argv[1:] if not a.startswith(("resume=", "hydra.run.dir="))]
+    return shlex.join(["python", sys.argv[0], *kept, f"resume={run_dir}"])
+
+
+def check_compatible(state: dict[str, Any], cfg: TrainConfig) -> None:
+    """The checkpoint must come from the same task, networks, horizon and number of envs as the config."""
+    wanted, found = _run_identity(dataclasses.asdict(cfg)), _run_identity(state["config"])
+    diffs = [f"{k}={found.get(k)!r} (config: {v!r})" for k, v in wanted.items() if found.get(k) != v]
+    if diffs:
+        raise ConfigError(f"the checkpoint differs from the config in {', '.join(diffs)}; "
+                          f"resume with the same settings or start a new run")
+
+
+def _run_identity(c: dict[str, Any]) -> dict[str, Any]:
+    """The settings a checkpoint is tied to: task, number of envs and every model setting (the horizon too)."""
+    model = c.get("model") or {}
+    return {"task": c.get("task"), "tasks": c.get("tasks") or [], "obs": c.get("obs", "state"),
+            "num_envs": c.get("num_envs"),
+            **{f"model.{k}": v for k, v in model.items()}}
+
+
+def finished_returns(data: TensorDictBase) -> list[float]:
+    """Returns of the episodes that ended in this batch (RewardSum's ``episode_reward`` at ``done``)."""
+    done = data["next", "done"].reshape(-1)
+    if not done.any():
+        return []
+    return data["next", "episode_reward"].reshape(-1)[done].tolist()
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) or torch.is_tensor(v)}

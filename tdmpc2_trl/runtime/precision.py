@@ -1,0 +1,45 @@
+"""Matmul precision: fp32, or bf16 autocast where the hardware runs bf16 matmuls faster than fp32.
+
+Only matmuls (Linear, baddbmm) run in bf16 under ``torch.autocast``; parameters, optimiser state and gradients stay
+fp32, and the networks return fp32 outputs (SimNorm and the heads' logits are cast back), so the losses, two-hot
+decoding and MPPI statistics are computed in fp32.
+"""
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import torch
+
+from tdmpc2_trl.config.schema import PRECISIONS, ConfigError
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 matmuls beat fp32 here: CUDA with bf16 support, or a CPU with AMX or AVX512-BF16 instructions.
+
+    On a CPU without them (AVX2, plain AVX-512) oneDNN emulates bf16 and it is several times slower than fp32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence the getattr guard
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` (``auto`` | ``fp32`` | ``bf16``) on ``device``; ``None`` means fp32."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if bf16_is_fast(device) else None
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
+    """``torch.autocast`` for ``dtype`` on ``device``'s type; a no-op context when ``dtype`` is None."""
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return "bf16" if dtype == torch.bfloat16 else "fp32"
