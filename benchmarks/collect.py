@@ -12,7 +12,7 @@ import itertools
 import json
 import time
 
-from tdmpc2_trl.runtime.process import tune_process
+from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
@@ -22,7 +22,7 @@ from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import TrainConfig
 from tdmpc2_trl.envs.factory import EnvFactory, task_info
 from tdmpc2_trl.run.make import make_autocast_dtype, make_discount, make_planner, make_world_model
-from tdmpc2_trl.runtime.precision import precision_name
+from tdmpc2_trl.platform.precision import precision_name
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -15,7 +15,7 @@ import json
 import statistics
 from collections.abc import Callable
 
-from tdmpc2_trl.runtime.process import tune_process
+from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch

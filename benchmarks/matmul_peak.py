@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tdmpc2_trl.runtime.process import tune_process
+from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tdmpc2_trl.runtime.process import tune_process
+from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
@@ -16,9 +16,9 @@ from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
 
 from _common import count_flops, time_calls, timing_fields
-from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import TDMPC2Planner
-from tdmpc2_trl.runtime.precision import PRECISIONS, precision_name, resolve_precision
+from tdmpc2_trl.platform.precision import PRECISIONS, precision_name, resolve_precision
 from tdmpc2_trl.config.presets import load_model_config
 
 

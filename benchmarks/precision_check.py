@@ -10,19 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 
-from tdmpc2_trl.runtime.process import tune_process
+from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
 
-from tdmpc2_trl.run.checkpoint import resolve_checkpoint
+from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import TrainConfig
 from tdmpc2_trl.data.replay_buffer import make_replay_buffer
 from tdmpc2_trl.envs.factory import task_info
 from tdmpc2_trl.run.make import make_discount, make_planner, make_world_model
 from tdmpc2_trl.planning.planner import PlannerNoise
-from tdmpc2_trl.runtime.precision import autocast
+from tdmpc2_trl.platform.precision import autocast
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,7 +15,7 @@ import statistics
 import time
 import warnings
 
-from tdmpc2_trl.runtime.process import tune_process
+from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
@@ -27,7 +27,7 @@ from tdmpc2_trl.config.schema import TrainConfig
 from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, sample_batch
 from tdmpc2_trl.envs.factory import EnvFactory, task_info
 from tdmpc2_trl.run.make import make_discount, make_loss, make_planner, make_updater, make_world_model
-from tdmpc2_trl.runtime.precision import PRECISIONS, precision_name, resolve_precision
+from tdmpc2_trl.platform.precision import PRECISIONS, precision_name, resolve_precision
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

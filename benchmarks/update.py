@@ -9,7 +9,7 @@ import argparse
 import json
 import warnings
 
-from tdmpc2_trl.runtime.process import tune_process
+from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
@@ -17,8 +17,8 @@ from tensordict import TensorDict
 
 from _common import count_flops, time_calls, timing_fields
 from tdmpc2_trl.learning.loss import TDMPC2Loss
-from tdmpc2_trl.model.world_model import WorldModel
-from tdmpc2_trl.runtime.precision import PRECISIONS, precision_name, resolve_precision
+from tdmpc2_trl.networks.world_model import WorldModel
+from tdmpc2_trl.platform.precision import PRECISIONS, precision_name, resolve_precision
 from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from tdmpc2_trl.runtime.process import tune_process
+from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them (optional)
 import torch
@@ -24,8 +24,8 @@ from torchrl.envs import Compose, EnvBase, ExplorationType, GymEnv, InitTracker,
 
 from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, sample_batch
 from tdmpc2_trl.learning.loss import TDMPC2Loss
-from tdmpc2_trl.model.math import discount_from_episode_length
-from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.networks.math import discount_from_episode_length
+from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import TDMPC2Planner
 from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers

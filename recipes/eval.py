@@ -22,13 +22,13 @@ from tdmpc2_trl.config.schema import ConfigError, EvalAppConfig, OfflineConfig, 
 def run(cfg: EvalAppConfig) -> dict:
     import torch
 
-    from tdmpc2_trl.run.checkpoint import resolve_checkpoint
+    from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
     from tdmpc2_trl.envs.factory import EnvFactory, task_info
     from tdmpc2_trl.run.evaluate import evaluate
     from tdmpc2_trl.run.make import make_autocast_dtype, make_discount, make_planner, make_world_model, resolve_device
-    from tdmpc2_trl.multitask.finetune import TASK_SET_KEY, checkpoint_task_set
-    from tdmpc2_trl.multitask.envs import MultitaskEnvFactory
-    from tdmpc2_trl.multitask.run import joined_info, per_task_means
+    from tdmpc2_trl.run.finetune import TASK_SET_KEY, checkpoint_task_set
+    from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
+    from tdmpc2_trl.run.multitask import joined_info, per_task_means
     from tdmpc2_trl.envs.video import EpisodeRecorder, video_path, write_video
 
     path, state = resolve_checkpoint(cfg.checkpoint)
@@ -73,7 +73,7 @@ def run(cfg: EvalAppConfig) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from tdmpc2_trl.run.checkpoint import os_error_line
+    from tdmpc2_trl.platform.checkpoint import os_error_line
 
     try:
         result = run(load_config("eval", argv))

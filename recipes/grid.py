@@ -26,7 +26,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from tdmpc2_trl.run.checkpoint import list_checkpoints
+from tdmpc2_trl.platform.checkpoint import list_checkpoints
 from tdmpc2_trl.config.compose import config_dir, load_config
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.envs.factory import task_info

@@ -21,12 +21,12 @@ import torch
 from omegaconf import OmegaConf
 
 import tdmpc2_trl  # noqa: F401  (before torch work: the allocator and OpenMP settings, tdmpc2_trl/__init__.py)
-from tdmpc2_trl.run.checkpoint import load_checkpoint
+from tdmpc2_trl.platform.checkpoint import load_checkpoint
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import TrainConfig
 from tdmpc2_trl.envs.factory import task_info
 from tdmpc2_trl.run.make import make_discount, make_world_model
-from tdmpc2_trl.model.math import two_hot_inv
+from tdmpc2_trl.networks.math import two_hot_inv
 
 SAMPLE = 3000
 

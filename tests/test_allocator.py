@@ -1,4 +1,4 @@
-"""tdmpc2_trl.runtime.allocator: freed tensor memory is reused across updates instead of being faulted in again."""
+"""tdmpc2_trl.platform.allocator: freed tensor memory is reused across updates instead of being faulted in again."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tdmpc2_trl.runtime.allocator import keep_freed_memory
+from tdmpc2_trl.platform.allocator import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
@@ -19,7 +19,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 FAULTS_PER_UPDATE = """
 import resource, sys
 sys.path.insert(0, "benchmarks")
-from tdmpc2_trl.runtime.process import tune_process
+from tdmpc2_trl.platform.process import tune_process
 tune_process()
 import torch
 import update

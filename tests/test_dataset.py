@@ -7,13 +7,13 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from tdmpc2_trl.run.checkpoint import checkpoint_path, save_checkpoint
+from tdmpc2_trl.platform.checkpoint import checkpoint_path, save_checkpoint
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.data.replay_buffer import MASK_KEY, add, make_replay_buffer
 from tdmpc2_trl.data.offline_dataset import (
     check_tasks, export_runs, from_official_episodes, load_dataset, main, make_offline_buffer, write_dataset,
 )
-from tdmpc2_trl.multitask.tasks import TaskSpec
+from tdmpc2_trl.networks.tasks import TaskSpec
 
 
 def fake_run(run_dir: Path, task: str, obs_dim: int, action_dim: int, episodes: list[int], capacity: int = 1000,

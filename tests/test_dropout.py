@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from tdmpc2_trl.model.dropout import _dropped_positions, dropout, dropout_mask
+from tdmpc2_trl.networks.dropout import _dropped_positions, dropout, dropout_mask
 
 
 @pytest.mark.parametrize("p", [0.01, 0.2, 0.7])

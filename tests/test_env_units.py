@@ -6,11 +6,11 @@ from torchrl.collectors import Collector
 from torchrl.data import Bounded, Unbounded
 from torchrl.envs import Compose, ExplorationType, GymEnv, InitTracker, TransformedEnv, set_exploration_type
 
-from tdmpc2_trl.planning.bounds import ActionBounds
+from tdmpc2_trl.networks.bounds import ActionBounds
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.learning.loss import TDMPC2Loss
-from tdmpc2_trl.model.math import two_hot
-from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.networks.math import two_hot
+from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import PlannerNoise, TDMPC2Planner
 from tdmpc2_trl.config.presets import load_model_config
 

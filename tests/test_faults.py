@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tdmpc2_trl.run.checkpoint import (
+from tdmpc2_trl.platform.checkpoint import (
     UnsafeCheckpointError, checkpoint_path, list_checkpoints, resolve_checkpoint, save_checkpoint,
 )
 from tdmpc2_trl.config.schema import ConfigError

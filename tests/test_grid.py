@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-import grid  # noqa: E402
+import grid as grid_runner  # noqa: E402
 
 TINY = [
     "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.horizon=2", "buffer.batch_size=8",
@@ -78,17 +78,17 @@ def test_sigterm_mid_grid_then_rerun_resumes(tmp_path: Path):
 
 
 def test_argument_split_and_commands(tmp_path: Path):
-    own, passthrough = grid.split_argv(["tasks=[a]", "model=5m", "steps=9", "hydra.run.dir=x", "--cfg", "job",
+    own, passthrough = grid_runner.split_argv(["tasks=[a]", "model=5m", "steps=9", "hydra.run.dir=x", "--cfg", "job",
                                              "model.latent_dim=16", "eval.freq=5", "+foo=1"])
     assert own == ["tasks=[a]", "model=5m", "steps=9", "hydra.run.dir=x", "--cfg", "job"]  # a flag keeps its value
     assert passthrough == ["model.latent_dim=16", "eval.freq=5", "+foo=1"]
-    own, passthrough = grid.split_argv(["--info", "eval.freq=5", "-cn", "grid", "--multirun", "x=1"])
+    own, passthrough = grid_runner.split_argv(["--info", "eval.freq=5", "-cn", "grid", "--multirun", "x=1"])
     assert own == ["--info", "-cn", "grid", "--multirun"] and passthrough == ["eval.freq=5", "x=1"]
     cfg = {"tasks": "Pendulum-v1", "seeds": [3, 4], "model": {"name": "5m"}, "steps": 9, "threads": 1,
            "parallel": 2, "train": ["eval.freq=5"], "grid_dir": str(tmp_path / "my grid")}
-    grid = grid.make_grid(cfg, ["buffer.batch_size=8"])
+    grid = grid_runner.make_grid(cfg, ["buffer.batch_size=8"])
     assert [c.run_dir for c in grid.cells] == [tmp_path / "my grid" / "Pendulum-v1" / f"seed{s}" for s in (3, 4)]
-    command = grid.train_command(grid, grid.cells[1], resume=True)
+    command = grid_runner.train_command(grid, grid.cells[1], resume=True)
     where = f"'{tmp_path / 'my grid' / 'Pendulum-v1' / 'seed4'}'"  # quoted: the path holds a space
     assert command[2:] == ["task=Pendulum-v1", "seed=4", "model=5m", "steps=9", "threads=1", "progress=false",
                            f"hydra.run.dir={where}", f"resume={where}", "eval.freq=5", "buffer.batch_size=8"]
@@ -105,17 +105,17 @@ def test_argument_split_and_commands(tmp_path: Path):
 def test_grid_config_errors(tmp_path: Path, change: dict, message: str):
     cfg = {"tasks": ["Pendulum-v1"], "seeds": [1], "model": {"name": "1m"}, "steps": 10, "threads": 1,
            "parallel": 1, "train": [], "grid_dir": str(tmp_path), **change}
-    with pytest.raises(grid.ConfigError, match=message):
-        grid.make_grid(cfg, [])
+    with pytest.raises(grid_runner.ConfigError, match=message):
+        grid_runner.make_grid(cfg, [])
 
 
 def test_a_grid_dir_refuses_other_settings(tmp_path: Path):
     cfg = {"tasks": ["Pendulum-v1"], "seeds": [1], "model": {"name": "1m"}, "steps": 10, "threads": 1,
            "parallel": 1, "train": [], "grid_dir": str(tmp_path)}
-    grid.record_grid(grid.make_grid(cfg, []))
-    grid.record_grid(grid.make_grid({**cfg, "seeds": [1, 2], "parallel": 2}, []))  # more cells: fine
-    with pytest.raises(grid.ConfigError, match="holds a grid with"):
-        grid.record_grid(grid.make_grid({**cfg, "steps": 20}, []))
+    grid_runner.record_grid(grid_runner.make_grid(cfg, []))
+    grid_runner.record_grid(grid_runner.make_grid({**cfg, "seeds": [1, 2], "parallel": 2}, []))  # more cells: fine
+    with pytest.raises(grid_runner.ConfigError, match="holds a grid with"):
+        grid_runner.record_grid(grid_runner.make_grid({**cfg, "steps": 20}, []))
 
 
 def test_one_line_error_from_the_command_line(tmp_path: Path):
@@ -126,20 +126,20 @@ def test_one_line_error_from_the_command_line(tmp_path: Path):
 
 
 def test_a_grid_in_use_is_refused(tmp_path: Path):
-    fd = grid.lock_grid(tmp_path)
+    fd = grid_runner.lock_grid(tmp_path)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(fd,))
     try:
         os.close(fd)  # the runner is gone, its run still holds the lock
-        with pytest.raises(grid.ConfigError, match="is in use"):
-            grid.lock_grid(tmp_path)
+        with pytest.raises(grid_runner.ConfigError, match="is in use"):
+            grid_runner.lock_grid(tmp_path)
     finally:
         child.kill()
         child.wait()
-    os.close(grid.lock_grid(tmp_path))  # free again once the run has ended
+    os.close(grid_runner.lock_grid(tmp_path))  # free again once the run has ended
 
 
 def test_stopped_message_says_whether_the_cell_checkpointed(tmp_path: Path):
-    cell = grid.Cell("Hopper-v5", 1, tmp_path)
-    assert grid.stopped_message(cell, 2500) == "stopped Hopper-v5/seed1 at step 2500 (checkpointed)"
-    assert grid.stopped_message(cell, None) == (
+    cell = grid_runner.Cell("Hopper-v5", 1, tmp_path)
+    assert grid_runner.stopped_message(cell, 2500) == "stopped Hopper-v5/seed1 at step 2500 (checkpointed)"
+    assert grid_runner.stopped_message(cell, None) == (
         "stopped Hopper-v5/seed1 before its first checkpoint (the next run starts it afresh)")

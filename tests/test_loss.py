@@ -12,8 +12,8 @@ from torchrl.objectives import two_hot_encode
 
 from tdmpc2_trl.config.schema import ModelConfig
 from tdmpc2_trl.learning.loss import TDMPC2Loss
-from tdmpc2_trl.model.math import symexp, symlog
-from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.networks.math import symexp, symlog
+from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 
 OBS, ACT, B, H = 5, 2, 4, 3

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torchrl.objectives import two_hot_decode, two_hot_encode
 
-from tdmpc2_trl.model.math import (
+from tdmpc2_trl.networks.math import (
     Bins, RunningScale, discount_from_episode_length, gaussian_log_prob, soft_ce, squashed_log_std, symexp,
     symlog, tanh_log_det, two_hot, two_hot_inv,
 )
-from tdmpc2_trl.model.layers import SimNorm
+from tdmpc2_trl.networks.layers import SimNorm
 
 BINS = Bins()  # 101 bins on [-10, 10] in symlog space, width 0.2
 
@@ -136,7 +136,7 @@ def test_running_scale_known_updates():
 
 
 def test_one_exp_mish_matches_torch_mish():
-    from tdmpc2_trl.model.layers import Mish, mish_one_exp
+    from tdmpc2_trl.networks.layers import Mish, mish_one_exp
 
     x = torch.cat([torch.linspace(-30, 30, 2001), torch.tensor([-1e4, 1e4, 0.0])])
     torch.testing.assert_close(mish_one_exp(x), torch.nn.functional.mish(x), rtol=1e-5, atol=1e-6)

@@ -6,9 +6,9 @@ import torch
 from tensordict import TensorDict
 
 from tdmpc2_trl.config.schema import ConfigError
-from tdmpc2_trl.model.math import discount_from_episode_length, gaussian_log_prob, tanh_log_det
-from tdmpc2_trl.model.world_model import WorldModel
-from tdmpc2_trl.multitask.tasks import TaskSet, TaskSpec, official_model_overrides, official_task_names, official_task_set
+from tdmpc2_trl.networks.math import discount_from_episode_length, gaussian_log_prob, tanh_log_det
+from tdmpc2_trl.networks.world_model import WorldModel
+from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec, official_model_overrides, official_task_names, official_task_set
 from tdmpc2_trl.config.presets import load_model_config
 
 # Three tasks of different sizes: pendulum-like (3 obs, 1 action), reacher-like (6, 2), a 5-obs 3-action task.
@@ -282,7 +282,7 @@ def test_loss_ignores_what_a_batch_holds_in_unused_action_dims():
 
 # ---------------------------------------------------------------- fine-tuning from a multitask checkpoint
 
-from tdmpc2_trl.multitask.finetune import finetune_task_set, load_pretrained  # noqa: E402
+from tdmpc2_trl.run.finetune import finetune_task_set, load_pretrained  # noqa: E402
 
 
 def test_finetune_keeps_known_task_rows_and_networks_and_starts_new_tasks_fresh():
@@ -313,7 +313,7 @@ def test_finetune_refuses_a_task_larger_than_the_checkpoint():
 
 
 def test_summary_prints_the_official_multitask_count(capsys):
-    from tdmpc2_trl.model.summary import main
+    from tdmpc2_trl.run.summary import main
     assert main(["model=1m", "tasks=mt80"]) == 0
     out = capsys.readouterr().out
     assert f"TOTAL TRAINABLE PARAMETERS: {OFFICIAL_COUNTS['mt80', '1m']:,}" in out and "80 tasks" in out

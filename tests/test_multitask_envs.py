@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torchrl.envs import ActionScaling, DoubleToFloat, GymEnv, SerialEnv, TransformedEnv
 
-from tdmpc2_trl.model.world_model import WorldModel
-from tdmpc2_trl.multitask.tasks import TaskSet, TaskSpec
-from tdmpc2_trl.multitask.envs import multitask_transforms
+from tdmpc2_trl.networks.world_model import WorldModel
+from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec
+from tdmpc2_trl.envs.multitask import multitask_transforms
 from tdmpc2_trl.planning.planner import TDMPC2Planner
 from tdmpc2_trl.config.presets import load_model_config
 
@@ -58,8 +58,8 @@ def test_one_planner_call_acts_for_envs_of_different_tasks():
 
 
 def test_multitask_env_factory_keeps_each_task_episode_length():
-    from tdmpc2_trl.multitask.tasks import TaskSpec as Spec
-    from tdmpc2_trl.multitask.envs import MultitaskEnvFactory
+    from tdmpc2_trl.networks.tasks import TaskSpec as Spec
+    from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
 
     task_set = TaskSet((Spec("Pendulum-v1", 3, 1, 200), Spec("cartpole-swingup", 5, 1, 500)), task_dim=8)
     factory = MultitaskEnvFactory(task_set, seed=3, envs_per_task=2)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tdmpc2_trl.run.checkpoint import resolve_checkpoint
+from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import ConfigError
-from tdmpc2_trl.multitask.finetune import checkpoint_task_set
+from tdmpc2_trl.run.finetune import checkpoint_task_set
 from tdmpc2_trl.run.trainer import train
 
 TINY = [

@@ -5,10 +5,10 @@ from tensordict import TensorDict
 from torch import nn
 
 from tdmpc2_trl import ConfigError, WorldModel
-from tdmpc2_trl.model.math import two_hot_inv
-from tdmpc2_trl.model.layers import Linear, SimNorm, bias_after_matmul
+from tdmpc2_trl.networks.math import two_hot_inv
+from tdmpc2_trl.networks.layers import Linear, SimNorm, bias_after_matmul
 from tdmpc2_trl.config.presets import load_model_config, preset_names
-from tdmpc2_trl.model.summary import main as summary_main
+from tdmpc2_trl.run.summary import main as summary_main
 
 SEED_COUNTS = {
     "encoder": 800_768, "dynamics": 1_056_768, "reward": 844_901, "termination": 527_873,
@@ -149,8 +149,8 @@ def test_summary_command_prints_seed_counts(capsys):
 
 
 def test_q_ensemble_matches_each_head_and_subsets():
-    from tdmpc2_trl.model.world_model import QEnsemble
-    from tdmpc2_trl.model.layers import mlp
+    from tdmpc2_trl.networks.world_model import QEnsemble
+    from tdmpc2_trl.networks.layers import mlp
 
     torch.manual_seed(0)
     heads = [mlp(10, [16, 16], 7, dropout=0.5) for _ in range(3)]

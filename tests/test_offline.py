@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from tdmpc2_trl.run import interrupts
-from tdmpc2_trl.run.checkpoint import resolve_checkpoint
+from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.data.offline_dataset import export_runs
-from tdmpc2_trl.multitask.finetune import checkpoint_task_set
+from tdmpc2_trl.run.finetune import checkpoint_task_set
 from tdmpc2_trl.run.offline import OfflineRun, train_offline
 from tdmpc2_trl.run.trainer import train
 

@@ -11,11 +11,11 @@ from tdmpc2_trl import _compat
 from tdmpc2_trl.config.schema import ConfigError, ModelConfig
 from tdmpc2_trl.envs.factory import make_env, task_info
 from tdmpc2_trl.learning.loss import TDMPC2Loss
-from tdmpc2_trl.model.world_model import WorldModel
-from tdmpc2_trl.model.pixels import PixelEncoder, RandomShift, pixel_obs_shape
+from tdmpc2_trl.networks.world_model import WorldModel
+from tdmpc2_trl.networks.pixels import PixelEncoder, RandomShift, pixel_obs_shape
 from tdmpc2_trl.planning.planner import TDMPC2Planner
 from tdmpc2_trl.envs.render import DMC_CAMERAS
-from tdmpc2_trl.model.summary import main as summary_main
+from tdmpc2_trl.run.summary import main as summary_main
 
 from test_recipes import read_csv, train
 

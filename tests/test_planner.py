@@ -8,8 +8,8 @@ from torchrl.collectors import Collector
 from torchrl.envs import (ActionScaling, Compose, DoubleToFloat, ExplorationType, GymEnv, InitTracker, SerialEnv,
                           StepCounter, TransformedEnv, set_exploration_type)
 
-from tdmpc2_trl.model.math import two_hot, two_hot_inv
-from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.networks.math import two_hot, two_hot_inv
+from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import COMPILED_KEY, PlannerNoise, TDMPC2Planner
 from tdmpc2_trl.config.presets import load_model_config
 

@@ -8,10 +8,10 @@ from torchrl.envs import ExplorationType, set_exploration_type
 
 from tdmpc2_trl.config.schema import ConfigError, ModelConfig
 from tdmpc2_trl.learning.loss import TDMPC2Loss
-from tdmpc2_trl.model.math import soft_ce, two_hot_inv
-from tdmpc2_trl.model.world_model import WorldModel
+from tdmpc2_trl.networks.math import soft_ce, two_hot_inv
+from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import TDMPC2Planner
-from tdmpc2_trl.runtime.precision import autocast, resolve_precision
+from tdmpc2_trl.platform.precision import autocast, resolve_precision
 from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 
 BF16 = torch.bfloat16

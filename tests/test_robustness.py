@@ -14,7 +14,7 @@ import torch
 
 from torchrl.collectors import Collector
 
-from tdmpc2_trl.run.checkpoint import (
+from tdmpc2_trl.platform.checkpoint import (
     checkpoint_path, list_checkpoints, resolve_checkpoint, restore_training_state, save_checkpoint, training_state,
 )
 from tdmpc2_trl.config.compose import load_config

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tdmpc2_trl.run.collectors import WorkerEnv
-from tdmpc2_trl.runtime.compiling import EagerOnFailure, on_compile
+from tdmpc2_trl.platform.compiling import EagerOnFailure, on_compile
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.data.replay_buffer import EpisodeEndSliceSampler
 from tdmpc2_trl.envs.factory import EnvFactory

@@ -31,10 +31,10 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import TensorDictReplayBuffer, TensorStorage
 
 from tdmpc2_trl import _compat
-from tdmpc2_trl.run.checkpoint import resolve_checkpoint
+from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.data.replay_buffer import TRAJ_KEY, make_slice_sampler
-from tdmpc2_trl.multitask.tasks import TaskSet, TaskSpec, official_task_set
+from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec, official_task_set
 
 __all__ = ["export_runs", "import_official", "load_dataset", "make_offline_buffer", "write_dataset"]
 

@@ -30,13 +30,13 @@ from torchrl.envs import (
 from torchrl.record.recorder import PixelRenderTransform
 
 from tdmpc2_trl.config.schema import OBS_TYPES, ConfigError
-from tdmpc2_trl.model.pixels import FRAME_STACK, PIXEL_SIZE, pixel_obs_shape
+from tdmpc2_trl.networks.pixels import FRAME_STACK, PIXEL_SIZE, pixel_obs_shape
 from tdmpc2_trl.envs.render import RenderableDMControlEnv, configure_gl
 
 if TYPE_CHECKING:
     from gymnasium.envs.registration import EnvSpec
 
-__all__ = ["KNOWN_DMC_TASKS", "OBS_TYPES", "EnvFactory", "TaskInfo", "make_env", "task_info"]
+__all__ = ["KNOWN_DMC_TASKS", "OBS_TYPES", "EnvFactory", "TaskInfo", "make_env", "task_info"]  # noqa: F822 (module __getattr__)
 
 DMC_ACTION_REPEAT = 2
 DMC_PHYSICS_STEPS = 1000  # control steps of every DMControl suite episode, before action repeat

@@ -24,7 +24,7 @@ from torchrl.envs import EnvBase, Transform
 from torchrl.envs.batched_envs import BatchedEnvBase
 
 from tdmpc2_trl import _compat
-from tdmpc2_trl.run.checkpoint import named_os_error
+from tdmpc2_trl.platform.checkpoint import named_os_error
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.envs.render import RenderableDMControlEnv, rendering_error
 

@@ -25,11 +25,11 @@ from torch.nn import functional as F
 from torchrl.objectives import LossModule
 
 from tdmpc2_trl import _compat
-from tdmpc2_trl.planning.bounds import ActionBounds
-from tdmpc2_trl.runtime.compiling import compile_or_eager
-from tdmpc2_trl.model.math import RunningScale, soft_ce, two_hot_inv
-from tdmpc2_trl.model.world_model import QEnsemble, WorldModel
-from tdmpc2_trl.model.layers import eval_mode
+from tdmpc2_trl.networks.bounds import ActionBounds
+from tdmpc2_trl.platform.compiling import compile_or_eager
+from tdmpc2_trl.networks.math import RunningScale, soft_ce, two_hot_inv
+from tdmpc2_trl.networks.world_model import QEnsemble, WorldModel
+from tdmpc2_trl.networks.layers import eval_mode
 
 __all__ = ["TDMPC2Loss", "rho_weights"]
 

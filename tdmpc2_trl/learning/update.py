@@ -14,7 +14,7 @@ from torch import nn
 from torchrl.objectives import SoftUpdate
 
 from tdmpc2_trl.learning.loss import TDMPC2Loss
-from tdmpc2_trl.runtime.precision import autocast
+from tdmpc2_trl.platform.precision import autocast
 
 __all__ = ["make_optimizers", "world_model_param_groups", "NonFiniteUpdateError", "TDMPC2Update"]
 

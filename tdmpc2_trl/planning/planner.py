@@ -21,12 +21,12 @@ from torchrl.envs.model_based import ModelBasedEnvBase
 from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules.planners import MPCPlannerBase
 
-from tdmpc2_trl.planning.bounds import ActionBounds
-from tdmpc2_trl.runtime.compiling import compile_or_eager
-from tdmpc2_trl.model.math import two_hot_inv
-from tdmpc2_trl.model.world_model import WorldModel
-from tdmpc2_trl.model.layers import eval_mode
-from tdmpc2_trl.runtime.precision import autocast
+from tdmpc2_trl.networks.bounds import ActionBounds
+from tdmpc2_trl.platform.compiling import compile_or_eager
+from tdmpc2_trl.networks.math import two_hot_inv
+from tdmpc2_trl.networks.world_model import WorldModel
+from tdmpc2_trl.networks.layers import eval_mode
+from tdmpc2_trl.platform.precision import autocast
 
 __all__ = ["TDMPC2Planner", "PlannerNoise", "is_exploring"]
 

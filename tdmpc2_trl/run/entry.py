@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 from tdmpc2_trl.run import interrupts
-from tdmpc2_trl.runtime.process import tune_process
+from tdmpc2_trl.platform.process import tune_process
 
 __all__ = ["exit_code", "recipe_main"]
 
@@ -39,7 +39,7 @@ def recipe_main(config_name: str, app: str, argv: list[str]) -> int:
 def exit_code(run: Callable[[], None]) -> int:
     """``run()`` for a command line: 0 when it returns (done, or stopped by a signal); 2 after a one-line error on
     stderr for a configuration mistake found while building or an OS error (a full disk: the file's name)."""
-    from tdmpc2_trl.run.checkpoint import os_error_line
+    from tdmpc2_trl.platform.checkpoint import os_error_line
     from tdmpc2_trl.config.schema import ConfigError
 
     try:

@@ -16,7 +16,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, Mapping
 
-from tdmpc2_trl.run.checkpoint import atomic_file, named_os_error
+from tdmpc2_trl.platform.checkpoint import atomic_file, named_os_error
 from tdmpc2_trl.config.schema import LoggerConfig
 
 

@@ -10,12 +10,12 @@ import torch
 from tdmpc2_trl.config.schema import ConfigError, LossConfig, ModelConfig, OptimConfig, PlannerConfig
 from tdmpc2_trl.envs.factory import TaskInfo
 from tdmpc2_trl.learning.loss import TDMPC2Loss
-from tdmpc2_trl.model.math import discount_from_episode_length
-from tdmpc2_trl.model.world_model import WorldModel
-from tdmpc2_trl.multitask.tasks import TaskSet
-from tdmpc2_trl.model.pixels import RandomShift
+from tdmpc2_trl.networks.math import discount_from_episode_length
+from tdmpc2_trl.networks.world_model import WorldModel
+from tdmpc2_trl.networks.tasks import TaskSet
+from tdmpc2_trl.networks.pixels import RandomShift
 from tdmpc2_trl.planning.planner import TDMPC2Planner
-from tdmpc2_trl.runtime.precision import resolve_precision
+from tdmpc2_trl.platform.precision import resolve_precision
 from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 
 

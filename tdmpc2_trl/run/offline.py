@@ -19,20 +19,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from tdmpc2_trl.run.checkpoint import (
+from tdmpc2_trl.platform.checkpoint import (
     atomic_file, checkpoint_path, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
 from tdmpc2_trl.config.compose import to_dataclass
-from tdmpc2_trl.runtime.compiling import on_compile
+from tdmpc2_trl.platform.compiling import on_compile
 from tdmpc2_trl.config.schema import ConfigError, OfflineConfig
 from tdmpc2_trl.data.offline_dataset import check_tasks, load_dataset, make_offline_buffer
 from tdmpc2_trl.run.entry import exit_code
 from tdmpc2_trl.run.evaluate import evaluate
 from tdmpc2_trl.run.make import make_autocast_dtype, make_loss, make_planner, make_updater, make_world_model, resolve_device
-from tdmpc2_trl.multitask.finetune import TASK_SET_KEY, checkpoint_task_set, task_set_state
+from tdmpc2_trl.run.finetune import TASK_SET_KEY, checkpoint_task_set, task_set_state
 from tdmpc2_trl.run.interrupts import Interrupted, Stop, stop_if_signalled, uninterrupted
-from tdmpc2_trl.multitask.envs import MultitaskEnvFactory
-from tdmpc2_trl.multitask.run import joined_info, log_task_evals, padded_info
+from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
+from tdmpc2_trl.run.multitask import joined_info, log_task_evals, padded_info
 from tdmpc2_trl.run.logs import RunLogger
 from tdmpc2_trl.run.trainer import COMPILE_TIME
 

@@ -23,26 +23,26 @@ from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from tqdm import tqdm
 
-from tdmpc2_trl.run.checkpoint import (
+from tdmpc2_trl.platform.checkpoint import (
     atomic_file, checkpoint_path, named_os_error, resolve_checkpoint, restore_training_state,
     save_checkpoint, training_state,
 )
 from tdmpc2_trl.run.collectors import make_collector, push_weights
-from tdmpc2_trl.runtime.compiling import on_compile
+from tdmpc2_trl.platform.compiling import on_compile
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import ConfigError, TrainConfig
 from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, next_traj_offset, sample_batch
 from tdmpc2_trl.run.entry import exit_code
 from tdmpc2_trl.envs.factory import EnvFactory, task_info
-from tdmpc2_trl.multitask.finetune import TASK_SET_KEY, load_pretrained, task_set_state
+from tdmpc2_trl.run.finetune import TASK_SET_KEY, load_pretrained, task_set_state
 from tdmpc2_trl.run.evaluate import evaluate
 from tdmpc2_trl.run.make import (
     make_autocast_dtype, make_discount, make_loss, make_planner, make_updater, make_world_model, resolve_device,
 )
 from tdmpc2_trl.run.interrupts import Stop, phase, stop_if_signalled, uninterrupted
-from tdmpc2_trl.multitask.envs import MultitaskEnvFactory
-from tdmpc2_trl.multitask.run import joined_info, log_task_evals, multitask_setup
-from tdmpc2_trl.runtime.precision import precision_name
+from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
+from tdmpc2_trl.run.multitask import joined_info, log_task_evals, multitask_setup
+from tdmpc2_trl.platform.precision import precision_name
 from tdmpc2_trl.run.logs import RunLogger
 from tdmpc2_trl.learning.update import NonFiniteUpdateError
 from tdmpc2_trl.envs.video import EpisodeRecorder, video_path, write_video

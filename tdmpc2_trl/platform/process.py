@@ -3,7 +3,7 @@
 Importing ``tdmpc2_trl`` changes nothing in the process; the recipes (and the benchmarks) call ``tune_process()``
 first, and a script of your own can do the same before it imports torch::
 
-    >>> from tdmpc2_trl.runtime.process import tune_process
+    >>> from tdmpc2_trl.platform.process import tune_process
     >>> settings = tune_process()  # before torch loads, for the OpenMP wait to take effect
     >>> sorted(settings)
     ['freed_memory_kept', 'gomp_spincount']
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from tdmpc2_trl.runtime.allocator import keep_freed_memory
+from tdmpc2_trl.platform.allocator import keep_freed_memory
 
 __all__ = ["tune_process"]
 

@@ -27,14 +27,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from tdmpc2_trl.config.schema import ModelConfig
-from tdmpc2_trl.model.dropout import dropout
-from tdmpc2_trl.multitask.tasks import TaskEmbedding, TaskSet
-from tdmpc2_trl.model.math import (
+from tdmpc2_trl.networks.dropout import dropout
+from tdmpc2_trl.networks.tasks import TaskEmbedding, TaskSet
+from tdmpc2_trl.networks.math import (
     Bins, gaussian_log_prob, gaussian_log_prob_terms, squashed_log_std, tanh_log_det, tanh_log_det_terms, two_hot_inv,
 )
-from tdmpc2_trl.model.layers import (Linear, bias_after_matmul, count_parameters, last_linear, mlp, normed_blocks, relu_mlp, weight_init,
+from tdmpc2_trl.networks.layers import (Linear, bias_after_matmul, count_parameters, last_linear, mlp, normed_blocks, relu_mlp, weight_init,
                  zero_)
-from tdmpc2_trl.model.pixels import PixelEncoder
+from tdmpc2_trl.networks.pixels import PixelEncoder
 
 
 class StateActionNet(nn.Module):

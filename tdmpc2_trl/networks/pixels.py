@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tdmpc2_trl.model.layers import SimNorm
+from tdmpc2_trl.networks.layers import SimNorm
 
 __all__ = ["FRAME_STACK", "PIXEL_SIZE", "PixelEncoder", "RandomShift", "pixel_obs_shape"]
 

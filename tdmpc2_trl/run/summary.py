@@ -1,9 +1,9 @@
 """Print every network of a preset and its trainable parameter count.
 
-    python -m tdmpc2_trl.model.summary model=8m-h10 obs_dim=18 action_dim=4
-    python -m tdmpc2_trl.model.summary model=5m obs=rgb action_dim=1     # pixel observations (9, 64, 64): conv encoder
-    python -m tdmpc2_trl.model.summary model=5m tasks=mt30               # an official multitask model (mt30 or mt80)
-    python -m tdmpc2_trl.model.summary model=1m 'tasks=[Pendulum-v1,cartpole-swingup,reacher-easy]' task_dim=96
+    python -m tdmpc2_trl.run.summary model=8m-h10 obs_dim=18 action_dim=4
+    python -m tdmpc2_trl.run.summary model=5m obs=rgb action_dim=1     # pixel observations (9, 64, 64): conv encoder
+    python -m tdmpc2_trl.run.summary model=5m tasks=mt30               # an official multitask model (mt30 or mt80)
+    python -m tdmpc2_trl.run.summary model=1m 'tasks=[Pendulum-v1,cartpole-swingup,reacher-easy]' task_dim=96
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from hydra.errors import HydraException
 from omegaconf import ListConfig, OmegaConf
 
 from tdmpc2_trl.config.schema import ConfigError, ModelConfig
-from tdmpc2_trl.multitask.run import task_spec
-from tdmpc2_trl.model.world_model import WorldModel
-from tdmpc2_trl.multitask.tasks import TaskSet, official_model_overrides, official_task_set
-from tdmpc2_trl.model.pixels import pixel_obs_shape
+from tdmpc2_trl.run.multitask import task_spec
+from tdmpc2_trl.networks.world_model import WorldModel
+from tdmpc2_trl.networks.tasks import TaskSet, official_model_overrides, official_task_set
+from tdmpc2_trl.networks.pixels import pixel_obs_shape
 from tdmpc2_trl.config.presets import config_dir
 
 _TITLES = {

@@ -17,7 +17,7 @@ from torchrl.data import Bounded, Composite, TensorSpec, Unbounded
 from torchrl.envs import EnvBase, SerialEnv, TensorDictPrimer, Transform, TransformedEnv
 
 from tdmpc2_trl.envs.factory import EnvFactory
-from tdmpc2_trl.multitask.tasks import TaskSet
+from tdmpc2_trl.networks.tasks import TaskSet
 
 __all__ = ["MultitaskEnvFactory", "PadObservation", "PadAction", "task_id_primer", "multitask_transforms"]
 

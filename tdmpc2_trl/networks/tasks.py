@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from tdmpc2_trl.config.schema import ConfigError
-from tdmpc2_trl.model.math import discount_from_episode_length
+from tdmpc2_trl.networks.math import discount_from_episode_length
 from tdmpc2_trl.config.presets import config_dir
 
 __all__ = ["TaskSpec", "TaskSet", "TaskEmbedding", "OFFICIAL_TASK_SETS", "official_model_overrides",

@@ -6,11 +6,11 @@ from typing import Any, Callable
 
 import torch
 
-from tdmpc2_trl.run.checkpoint import resolve_checkpoint
+from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
 from tdmpc2_trl.config.schema import TrainConfig
 from tdmpc2_trl.envs.factory import TaskInfo, task_info
-from tdmpc2_trl.multitask.finetune import checkpoint_task_set, finetune_task_set
-from tdmpc2_trl.multitask.tasks import TaskSet, TaskSpec
+from tdmpc2_trl.run.finetune import checkpoint_task_set, finetune_task_set
+from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec
 
 __all__ = ["joined_info", "log_task_evals", "multitask_setup", "padded_info", "per_task_means", "task_spec"]
 

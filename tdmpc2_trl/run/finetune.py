@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from tdmpc2_trl.config.schema import ConfigError
-from tdmpc2_trl.model.world_model import WorldModel
-from tdmpc2_trl.multitask.tasks import TaskSet, TaskSpec
+from tdmpc2_trl.networks.world_model import WorldModel
+from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec
 
 __all__ = ["checkpoint_task_set", "finetune_task_set", "load_pretrained", "task_set_state"]
 
