@@ -1,4 +1,4 @@
-"""A small gymnasium task of the seed's shapes (18 observations, 4 actions), to train with the recipe:
+"""A small gymnasium task of the 8m-h10 card's shapes (18 observations, 4 actions), to train with the recipe:
 
     PYTHONPATH=examples python recipes/train.py task=my_robot_env:MyRobot-v0
 

@@ -17,6 +17,7 @@ from tdmpc2_trl.config.schema import ConfigError, TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 BAD = [  # (override, what the one line must say)
+    ("logger.wandb=false", "unknown key logger.wandb: it is now logger.backend"),
     ("model.latent_dim=abc", "model.latent_dim=abc: must be an integer >= 1"),
     ("planner.num_elites=1000", "planner.num_elites=1000 must be at most planner.num_samples=512"),
     ("planner.num_pi_trajs=512", "planner.num_pi_trajs=512 must be below planner.num_samples=512"),

@@ -35,7 +35,7 @@ TINY = [
     "task=short_pendulum:ShortPendulum-v0", "model=1m", "model.latent_dim=16", "model.enc_dim=32",
     "model.mlp_dim=32", "model.num_q=2", "model.horizon=3", "buffer.batch_size=16", "planner.num_samples=32",
     "planner.num_pi_trajs=4", "planner.num_elites=8", "planner.iterations=2", "planner.compile=false",
-    "optim.compile=false", "logger.wandb=false", "progress=false", "eval.episodes=1", "threads=1", "precision=fp32",
+    "optim.compile=false", "progress=false", "eval.episodes=1", "threads=1", "precision=fp32",
 ]
 RUN = ["steps=130", "collector.seed_steps=60", "eval.freq=50", "checkpoint_freq=50"]
 NO_SPACE = "No space left on device"

@@ -18,7 +18,7 @@ import grid as grid_runner  # noqa: E402
 TINY = [
     "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.horizon=2", "buffer.batch_size=8",
     "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8", "planner.iterations=1",
-    "planner.compile=false", "optim.compile=false", "eval.episodes=1", "logger.wandb=false", "threads=1",
+    "planner.compile=false", "optim.compile=false", "eval.episodes=1", "threads=1",
 ]
 STEPS = 120
 

@@ -16,7 +16,7 @@ from tdmpc2_trl.run.trainer import train
 TINY = [
     "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.task_dim=8",
     "buffer.batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
-    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "logger.wandb=false", "progress=false",
+    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "progress=false",
     "precision=fp32", "eval.episodes=1", "checkpoint_freq=0", "threads=1",
 ]
 TASKS = "tasks=[Pendulum-v1,Reacher-v5]"  # obs 3 and 10, actions 1 and 2; episodes of 200 and 50 steps

@@ -15,7 +15,7 @@ TASK = "my_robot_env:MyRobot-v0"
 SMALL = [
     "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.horizon=3",
     "buffer.batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
-    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "logger.wandb=false", "progress=false",
+    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "progress=false",
     "threads=1", "precision=fp32", "steps=300", "collector.seed_steps=100", "eval.freq=0", "eval.episodes=1",
     "checkpoint_freq=1000",
 ]

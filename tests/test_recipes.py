@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2", "model.horizon=3",
     "buffer.batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
-    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "logger.wandb=false", "progress=false",
+    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "progress=false",
 ]
 
 

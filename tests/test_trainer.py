@@ -18,7 +18,7 @@ from tdmpc2_trl.run.trainer import Run, train
 TINY = [
     "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2",
     "buffer.batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
-    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "logger.wandb=false", "progress=false",
+    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "progress=false",
     "precision=fp32",
 ]
 

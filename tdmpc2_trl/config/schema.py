@@ -25,6 +25,7 @@ def _f(default: Any, **rules: Any) -> Any:
 
 OBS_TYPES = ("state", "rgb")
 PRECISIONS = ("auto", "fp32", "bf16")
+LOGGER_BACKENDS = ("csv", "wandb", "tensorboard", "mlflow")
 BACKENDS = ("local", "ray")
 
 
@@ -165,9 +166,10 @@ class CollectorConfig:
 
 @dataclass
 class LoggerConfig:
-    """CSV logs always; wandb on top."""
+    """The run's own ``eval.csv`` and ``train.csv`` always; ``backend`` adds one of TorchRL's loggers on top."""
 
-    wandb: bool = True
+    # csv: the run's CSV tables only; wandb | tensorboard | mlflow: also that TorchRL logger (its pip extra)
+    backend: str = _f("csv", choices=LOGGER_BACKENDS)
     wandb_mode: str = _f("offline", choices=("offline", "online"))  # online needs `wandb login`
     project: str = "tdmpc2-trl"
     entity: Optional[str] = None
@@ -288,6 +290,7 @@ MOVED = {
     "batch_size": "buffer.batch_size", "buffer_size": "buffer.size", "buffer_storage": "buffer.storage",
     "seed_steps": "collector.seed_steps", "eval_freq": "eval.freq", "eval_episodes": "eval.episodes",
     "save_video": "eval.save_video", "video_size": "eval.video_size",
+    "logger.wandb": "logger.backend",  # logger.wandb=true is now logger.backend=wandb
 }
 
 

@@ -130,6 +130,20 @@ def make_replay_buffer(*, capacity: int, batch_size: int, horizon: int, storage:
     ``storage="memory"`` keeps it in RAM (or on ``device``); ``"memmap"`` memory-maps it under ``scratch_dir``.
     ``episode_end_slices``: slices may also start in an episode's last ``horizon - 1`` transitions, padded and
     masked past its end (``EpisodeEndSliceSampler``); the default is TD-MPC2's sampling.
+
+    Examples:
+        >>> import torch
+        >>> from tdmpc2_trl import make_env, make_replay_buffer
+        >>> from tdmpc2_trl.data.replay_buffer import add, sample_batch
+        >>> data = make_env("Pendulum-v1", seed=0).rollout(20)  # what a collector gives, with trajectory ids
+        >>> data["collector", "traj_ids"] = torch.zeros(20, dtype=torch.long)
+        >>> buffer = make_replay_buffer(capacity=100, batch_size=4, horizon=3)
+        >>> add(buffer, data)
+        >>> batch = sample_batch(buffer)  # [B, H] slices inside one trajectory
+        >>> batch.batch_size
+        torch.Size([4, 3])
+        >>> bool((batch["next", "observation"][:, :-1] == batch["observation"][:, 1:]).all())
+        True
     """
     if capacity < horizon or batch_size < 1 or horizon < 1:
         raise ConfigError(f"replay buffer: need capacity >= horizon >= 1 and batch_size >= 1 "

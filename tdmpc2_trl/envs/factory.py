@@ -269,6 +269,14 @@ def make_env(task: str, *, seed: int = 0, num_envs: int = 1, device: torch.devic
     Copy ``i`` is seeded with ``seed + i``. The bookkeeping transforms and ``transforms`` wrap the whole batch
     (they handle partial resets per env); the obs/action transforms live inside each copy. ``obs``: ``"state"``
     or ``"rgb"`` (stacked frames, DMControl); ``render``: gymnasium envs can render frames for videos.
+
+    Examples:
+        >>> from tdmpc2_trl import make_env
+        >>> env = make_env("Pendulum-v1", seed=0, num_envs=2)  # two copies, seeded 0 and 1
+        >>> env.batch_size, env.observation_spec["observation"].shape, env.action_spec.shape
+        (torch.Size([2]), torch.Size([2, 3]), torch.Size([2, 1]))
+        >>> bool((env.action_spec.space.high == 1).all())  # the agent acts in [-1, 1]; ActionScaling maps it
+        True
     """
     if num_envs < 1:
         raise ConfigError(f"num_envs={num_envs} must be >= 1")

@@ -25,6 +25,7 @@ from torchrl.envs.batched_envs import BatchedEnvBase
 
 from tdmpc2_trl import _compat
 from tdmpc2_trl.platform.checkpoint import named_os_error
+from tdmpc2_trl.platform.extras import require
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.envs.render import RenderableDMControlEnv, rendering_error
 
@@ -77,6 +78,7 @@ class EpisodeRecorder(Transform):
     """
 
     def __init__(self, size: int = 256) -> None:
+        require("av", "video", "recording evaluation videos")  # at start-up, not at the first evaluation
         super().__init__(in_keys=[], out_keys=[])
         self.size = int(size)
         self.frames: list[np.ndarray] = []

@@ -75,6 +75,23 @@ class TDMPC2Loss(LossModule):
     diagnostics and the detached rollout ``latents [B, H+1, L]``; ``policy_loss(latents)`` returns ``loss_policy``;
     ``forward(batch)`` returns both (summing every ``loss_*`` key and one backward gives the right gradients, since
     the policy term sees detached latents and frozen Q parameters).
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from tdmpc2_trl import WorldModel, load_model_config
+        >>> cfg = load_model_config("1m", latent_dim=16, enc_dim=32, mlp_dim=32)  # a tiny 1m
+        >>> world_model = WorldModel(cfg, obs_dim=3, action_dim=1)
+        >>> from tdmpc2_trl import TDMPC2Loss
+        >>> loss = TDMPC2Loss(world_model, discount=0.99)
+        >>> B, H = 4, 3
+        >>> batch = TensorDict(observation=torch.randn(B, H, 3), action=torch.rand(B, H, 1) * 2 - 1,
+        ...                    next=TensorDict(observation=torch.randn(B, H, 3), reward=torch.randn(B, H, 1),
+        ...                                    terminated=torch.zeros(B, H, 1, dtype=torch.bool), batch_size=[B, H]),
+        ...                    batch_size=[B, H])
+        >>> terms = loss(batch)
+        >>> sorted(k for k in terms.keys() if k.startswith("loss_"))
+        ['loss_consistency', 'loss_policy', 'loss_reward', 'loss_termination', 'loss_value']
     """
 
     @dataclass

@@ -91,6 +91,25 @@ class TDMPC2Update:
     ``state_dict()`` holds both optimisers; the loss's own state (networks, target, RunningScale) is
     ``loss.state_dict()``. Build the updater before loading a checkpoint into the loss: ``SoftUpdate`` copies the
     online Q into the target when it is created.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from tdmpc2_trl import WorldModel, load_model_config
+        >>> cfg = load_model_config("1m", latent_dim=16, enc_dim=32, mlp_dim=32)  # a tiny 1m
+        >>> world_model = WorldModel(cfg, obs_dim=3, action_dim=1)
+        >>> from tdmpc2_trl import TDMPC2Loss, TDMPC2Update, make_optimizers
+        >>> loss = TDMPC2Loss(world_model, discount=0.99)
+        >>> updater = TDMPC2Update(loss, *make_optimizers(loss, lr=3e-4))
+        >>> B, H = 4, 3
+        >>> batch = TensorDict(observation=torch.randn(B, H, 3), action=torch.rand(B, H, 1) * 2 - 1,
+        ...                    next=TensorDict(observation=torch.randn(B, H, 3), reward=torch.randn(B, H, 1),
+        ...                                    terminated=torch.zeros(B, H, 1, dtype=torch.bool), batch_size=[B, H]),
+        ...                    batch_size=[B, H])
+        >>> before = world_model.encoder.module[0].weight.clone()
+        >>> metrics = updater(batch)
+        >>> bool(metrics["grad_norm"] > 0), bool((world_model.encoder.module[0].weight != before).any())
+        (True, True)
     """
 
     def __init__(self, loss: TDMPC2Loss, wm_optim: torch.optim.Optimizer, pi_optim: torch.optim.Optimizer,

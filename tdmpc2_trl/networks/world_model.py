@@ -186,6 +186,18 @@ class WorldModel(nn.Module):
 
     Attributes ``encoder``, ``dynamics``, ``reward``, ``termination`` (or ``None``), ``qvalue`` and ``policy`` are
     ``TensorDictModule``s (keys in the module docstring). The target Q copy lives in the loss (TorchRL style).
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from tdmpc2_trl import WorldModel, load_model_config
+        >>> cfg = load_model_config("1m", latent_dim=16, enc_dim=32, mlp_dim=32)  # a tiny 1m
+        >>> world_model = WorldModel(cfg, obs_dim=3, action_dim=1)
+        >>> td = world_model.encoder(TensorDict(observation=torch.zeros(2, 3), batch_size=[2]))
+        >>> td["latent"].shape  # SimNorm: groups of 8 that each sum to 1
+        torch.Size([2, 16])
+        >>> bool(torch.allclose(td["latent"].view(2, 2, 8).sum(-1), torch.ones(2, 2)))
+        True
     """
 
     def __init__(self, cfg: ModelConfig, obs_dim: int | Sequence[int], action_dim: int,

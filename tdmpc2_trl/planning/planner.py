@@ -119,6 +119,21 @@ class TDMPC2Planner(MPCPlannerBase):
 
     ``MPCPlannerBase`` registers its spec env twice; that env holds no parameters here, so the planner's state_dict is
     the world model's. Checkpoint the world model itself (the loss and the planner share it).
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from tdmpc2_trl import WorldModel, load_model_config
+        >>> cfg = load_model_config("1m", latent_dim=16, enc_dim=32, mlp_dim=32)  # a tiny 1m
+        >>> world_model = WorldModel(cfg, obs_dim=3, action_dim=1)
+        >>> from tdmpc2_trl import TDMPC2Planner
+        >>> planner = TDMPC2Planner(world_model, discount=0.99, horizon=3, num_samples=32, num_pi_trajs=4,
+        ...                         num_elites=8, iterations=2)
+        >>> out = planner(TensorDict(observation=torch.zeros(2, 3), batch_size=[2]))  # two envs, one call
+        >>> out["action"].shape, out["next", "planner_mean"].shape  # the action, and the next call's warm start
+        (torch.Size([2, 1]), torch.Size([2, 3, 1]))
+        >>> bool(out["action"].abs().max() <= 1)
+        True
     """
 
     def __init__(

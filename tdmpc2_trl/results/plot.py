@@ -22,11 +22,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from tdmpc2_trl.config.schema import ConfigError
+from tdmpc2_trl.platform.extras import require
 from tdmpc2_trl.envs.factory import task_info
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
@@ -367,6 +366,10 @@ def draw(groups: dict[tuple[str, str], list[Run]], official: dict[str, Curve | N
         by_task[task].append((model, runs))
     cols = min(3, len(by_task))
     rows = math.ceil(len(by_task) / cols)
+    require("matplotlib", "plots", "plotting learning curves")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(5.5 * cols, 4.2 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()

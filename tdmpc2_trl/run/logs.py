@@ -1,12 +1,13 @@
-"""Run logs: ``eval.csv`` and ``train.csv`` in the run directory, always; wandb (offline by default) on top,
-with the evaluation videos (``videos/*.mp4``, written by ``video.write_video``) when they are recorded.
+"""Run logs: ``eval.csv`` and ``train.csv`` in the run directory, always; one of TorchRL's loggers on top
+(``logger.backend``: wandb, tensorboard or mlflow, through ``torchrl.record.loggers.get_logger``), with the
+evaluation videos (``videos/*.mp4``, written by ``video.write_video``) when they are recorded.
 
-wandb goes through TorchRL's ``WandbLogger``. The CSV tables are written here, not by TorchRL's ``CSVLogger``
-(torchrl 0.14/0.15), which lacks three things the runs need: one table per log (it writes one file per scalar, while
-``tdmpc2_trl.results.plot``, the tests and users read ``eval.csv`` as ``step,episode_reward`` and ``train.csv`` as one row
-per episode), dropping the rows after a resumed checkpoint's step (``rewind``), and a failed write that leaves no
-half row and names the file. Videos are mp4 files already encoded by ``video.write_video`` (PyAV); they go to wandb
-as files, since ``WandbLogger.log_video`` takes frames and re-encodes them with moviepy.
+The CSV tables are written here, not by TorchRL's ``CSVLogger`` (torchrl 0.14/0.15), which lacks three things the
+runs need: one table per log (it writes one file per scalar, while ``tdmpc2_trl.results.plot``, the tests and users
+read ``eval.csv`` as ``step,episode_reward`` and ``train.csv`` as one row per episode), dropping the rows after a
+resumed checkpoint's step (``rewind``), and a failed write that leaves no half row and names the file. Videos are
+mp4 files already encoded by ``video.write_video`` (PyAV); they go to wandb as files, since ``WandbLogger.log_video``
+takes frames and re-encodes them with moviepy.
 """
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, Mapping
 
-from tdmpc2_trl.platform.checkpoint import atomic_file, named_os_error
 from tdmpc2_trl.config.schema import LoggerConfig
+from tdmpc2_trl.platform.checkpoint import atomic_file, named_os_error
+from tdmpc2_trl.platform.extras import require
+
+# the package each backend imports, and the project's pip extra that installs it
+BACKEND_PACKAGES = {"wandb": ("wandb", "wandb"), "tensorboard": ("tensorboard", "tensorboard"),
+                    "mlflow": ("mlflow", "mlflow")}
 
 
 class CSVTable:
@@ -92,34 +98,53 @@ def _fmt(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
+def make_logger(cfg: LoggerConfig, run_dir: Path, config: Mapping[str, Any]):
+    """The TorchRL logger of ``cfg.backend`` (``None`` for ``csv``), writing under ``run_dir``; a backend whose
+    package is missing is a one-line ``ConfigError`` naming the pip extra."""
+    if cfg.backend == "csv":
+        return None
+    package, extra = BACKEND_PACKAGES[cfg.backend]
+    require(package, extra, f"logger.backend={cfg.backend}")
+    from torchrl.record.loggers import get_logger
+
+    kwargs: dict[str, Any] = {}
+    if cfg.backend == "wandb":
+        kwargs["wandb_kwargs"] = dict(offline=cfg.wandb_mode == "offline", project=cfg.project, entity=cfg.entity,
+                                      config=dict(config), log_env_packages=False)
+    return get_logger(cfg.backend, logger_name=str(run_dir), experiment_name=Path(run_dir).name, **kwargs)
+
+
 class RunLogger:
-    """``log_eval(step, episode_reward)`` → eval.csv; ``log_train(step, metrics)`` → train.csv; both → wandb."""
+    """``log_eval(step, episode_reward)`` → eval.csv; ``log_train(step, metrics)`` → train.csv; both → the backend.
+
+        >>> import tempfile
+        >>> from tdmpc2_trl.config.schema import LoggerConfig
+        >>> run_dir = Path(tempfile.mkdtemp())
+        >>> log = RunLogger(run_dir, {}, LoggerConfig(backend="csv"))
+        >>> log.log_eval(1000, -812.5)
+        >>> (run_dir / "eval.csv").read_text().splitlines()
+        ['step,episode_reward', '1000,-812.5']
+    """
 
     def __init__(self, run_dir: Path, config: Mapping[str, Any], logger: LoggerConfig | None = None) -> None:
-        """CSV tables in ``run_dir``; wandb too if ``logger.wandb`` (``config``: the run's, for wandb's record)."""
+        """CSV tables in ``run_dir``; the backend of ``logger`` on top (``config``: the run's, for its record)."""
         self.run_dir = Path(run_dir)
         self.eval_table = CSVTable(self.run_dir / "eval.csv", ["step", "episode_reward"])
         self.train_table = CSVTable(self.run_dir / "train.csv", ["step"])
-        self.wandb = None
-        if logger is not None and logger.wandb:
-            from torchrl.record.loggers import WandbLogger
-
-            self.wandb = WandbLogger(
-                exp_name=self.run_dir.name, offline=logger.wandb_mode == "offline", save_dir=str(self.run_dir),
-                project=logger.project, entity=logger.entity, config=dict(config), log_env_packages=False,
-            )
+        self.backend_name = logger.backend if logger is not None else "csv"
+        self.backend = make_logger(logger, self.run_dir, config) if logger is not None else None
 
     def log_eval(self, step: int, episode_reward: float, task: str | None = None, **extra: float) -> None:
         """One evaluation; a multitask run logs one row per task (eval.csv's ``task`` column)."""
         row = {"step": step, "episode_reward": episode_reward}
         self.eval_table.append(row if task is None else {**row, "task": task})
         prefix = "eval/" if task is None else f"eval/{task}/"
-        self._wandb({f"{prefix}episode_reward": episode_reward, **{f"{prefix}{k}": v for k, v in extra.items()}},
+        self._backend({f"{prefix}episode_reward": episode_reward, **{f"{prefix}{k}": v for k, v in extra.items()}},
                     step)
 
     def log_train(self, step: int, metrics: Mapping[str, float]) -> None:
         self.train_table.append({"step": step, **metrics})
-        self._wandb({f"train/{k}": v for k, v in metrics.items()}, step)
+        self._backend({f"train/{k}": v for k, v in metrics.items()}, step)
 
     def rewind(self, step: int) -> None:
         """A run resumed at ``step``: forget the eval/train rows a crashed process logged after that step."""
@@ -127,19 +152,22 @@ class RunLogger:
             table.keep_until(step)
 
     def log_video(self, step: int, path: Path) -> None:
-        """An mp4 already written to ``path`` (in the run directory) → wandb as ``eval/video``."""
-        if self.wandb is not None:
+        """An mp4 already written to ``path`` (in the run directory) → wandb as ``eval/video`` (the other backends
+        keep it in the run directory only)."""
+        if self.backend_name == "wandb":
             import wandb
 
-            self.wandb.experiment.log({"eval/video": wandb.Video(str(path), format="mp4")}, step=step)
+            self.backend.experiment.log({"eval/video": wandb.Video(str(path), format="mp4")}, step=step)
 
-    def _wandb(self, values: Mapping[str, float], step: int) -> None:
-        if self.wandb is not None:
+    def _backend(self, values: Mapping[str, float], step: int) -> None:
+        if self.backend is not None:
             for name, value in values.items():
-                self.wandb.log_scalar(name, float(value), step=step)
+                self.backend.log_scalar(name, float(value), step=step)
 
     def close(self) -> None:
-        if self.wandb is not None:
+        if self.backend_name == "wandb":
             import wandb
 
             wandb.finish()
+        elif self.backend is not None and hasattr(self.backend.experiment, "flush"):
+            self.backend.experiment.flush()  # tensorboard's writer buffers its events
