@@ -372,7 +372,7 @@ def test_episode_counts_of_older_configs_and_mixed_seeds(tmp_path: Path, capsys)
     assert [plot.load_run(r).episodes for r in (old, new, bare)] == [10, 5, None]
     assert plot.main([str(old), str(new), str(bare), "--out", str(tmp_path / "p.png")]) == 0
     row = table_rows(capsys.readouterr().out)[("Pendulum-v1", "1m")]
-    assert row["seeds"] == "1,2,3" and row["seeds × episodes"] == "3 seeds × 5, 10, not recorded episodes"
+    assert row["seeds"] == "1,2,3" and row["seeds × episodes"] == "3 seeds × (5, 10, not recorded) episodes"
 
 
 def test_a_published_series_with_two_episode_counts_is_a_one_line_error(tmp_path: Path, capsys):
@@ -384,3 +384,32 @@ def test_a_published_series_with_two_episode_counts_is_a_one_line_error(tmp_path
     assert plot.main([str(run), "--out", str(tmp_path / "x.png"), "--published", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "different episode counts [5, 10]" in err and err.count("\n") == 1
+
+
+def committed_plot_commands() -> list[list[str]]:
+    """The plotting commands of docs/results.md that regenerate the committed figures from ``results/runs/``, as
+    argument lists (continuation lines joined, globs expanded from the repository root as a shell would)."""
+    root = plot.RESULTS_DIR.parent
+    text = (root / "docs" / "results.md").read_text().replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        if line.startswith("python -m tdmpc2_trl.results.plot results/runs/"):
+            args = []
+            for word in line.split()[3:]:
+                args += sorted(str(p.relative_to(root)) for p in root.glob(word)) if "*" in word else [word]
+            commands.append(args)
+    return commands
+
+
+def test_committed_tables_reproduce_from_the_committed_csvs(tmp_path: Path, monkeypatch, capsys):
+    """Every committed results/*.md is what its documented command writes from results/runs/ today."""
+    monkeypatch.chdir(plot.RESULTS_DIR.parent)
+    commands = committed_plot_commands()
+    outs = sorted(args[args.index("--out") + 1] for args in commands)
+    assert outs == sorted(f"results/{p.name}" for p in plot.RESULTS_DIR.glob("*.png"))  # every figure has one
+    for args in commands:
+        committed = Path(args[args.index("--out") + 1])
+        args[args.index("--out") + 1] = str(tmp_path / committed.name)
+        assert plot.main(args) == 0
+        assert (tmp_path / committed.name).with_suffix(".md").read_text() == committed.with_suffix(".md").read_text()
+    capsys.readouterr()

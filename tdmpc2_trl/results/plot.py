@@ -105,7 +105,12 @@ def _std(values: list[float]) -> float:
 
 def counts(seeds: int, episodes: int | str | None) -> str:
     """``"3 seeds × 10 episodes"``: what one plotted or tabulated value averages."""
-    per = "episodes not recorded" if episodes in (None, "not recorded") else f"{episodes} episode{'s' if str(episodes) != '1' else ''}"
+    if episodes in (None, "not recorded"):
+        per = "episodes not recorded"
+    elif "," in str(episodes):  # seeds evaluated with different counts: list them
+        per = f"({episodes}) episodes"
+    else:
+        per = f"{episodes} episode{'s' if str(episodes) != '1' else ''}"
     return f"{seeds} seed{'s' if seeds != 1 else ''} × {per}"
 
 
