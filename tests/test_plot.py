@@ -85,7 +85,8 @@ def test_official_point_is_the_last_logged_at_or_before_the_frames(tmp_path: Pat
     run = make_run(tmp_path, "r", "cheetah-run", 1, [(40_000, 300.0), (90_000, 600.0)])
     official = plot.load_official("cheetah-run")
     assert official.frames[:3] == [0, 100_000, 200_000]
-    row = dict(zip(plot.TABLE_HEADER, plot.table_row("cheetah-run", "1m", [plot.load_run(run)], official, None)))
+    row = dict(zip(plot.TABLE_HEADER, plot.table_row("cheetah-run", "1m", [plot.load_run(run)], official, None),
+                   strict=True))
     # the run reached 180k frames; the official curve's last point before that is 100k, and the run's last
     # evaluation at or before 100k frames is at 80k (40k agent steps): both sides at equal steps, both stated
     assert (row["frames"], row["official at frames"]) == ("80,000", "100,000")
@@ -140,7 +141,8 @@ def test_by_a_config_key_separates_an_ab_of_the_same_seed(tmp_path: Path, capsys
     assert plot.main([*map(str, runs), "--out", str(tmp_path / "ab.png"), "--by", "buffer.episode_end_slices"]) == 0
     rows = table_rows(capsys.readouterr().out)
     # the A/B's rows at the same step: the arm that ran on to 37,500 is compared at the other's 25,000
-    on, old = rows[("Hopper-v5", "1m, buffer.episode_end_slices=true")], rows[("Hopper-v5", "1m, buffer.episode_end_slices=(absent)")]
+    on = rows[("Hopper-v5", "1m, buffer.episode_end_slices=true")]
+    old = rows[("Hopper-v5", "1m, buffer.episode_end_slices=(absent)")]
     assert (on["frames"], on["this project"]) == ("25,000", "200.0 (one seed)")
     assert (old["frames"], old["this project"]) == ("25,000", "75.0 (one seed)")
 
@@ -226,13 +228,13 @@ def test_published_point_is_the_last_at_or_before_the_steps(tmp_path: Path):
     series = {s.algorithm: s for s in plot.load_published(published_csv(tmp_path / "p.csv"))["Hopper-v5"]}
     assert series["SAC"].curve.frames == [50_000, 100_000, 150_000] and series["SAC"].curve.n == [10, 10, 10]
     run = plot.load_run(make_run(tmp_path, "r", "Hopper-v5", 1, [(90_000, 1400.0), (149_000, 2000.0)]))
-    row = dict(zip(plot.PUBLISHED_HEADER, plot.published_row("Hopper-v5", "1m", [run], series["SAC"])))
+    row = dict(zip(plot.PUBLISHED_HEADER, plot.published_row("Hopper-v5", "1m", [run], series["SAC"]), strict=True))
     # the run reached 149k; SAC's last point before that is 100k; the run's last evaluation before 100k is 90k
     assert (row["steps"], row["this project"]) == ("90,000", "1400.0 (one seed)")
     assert (row["published"], row["published at steps"]) == ("1800.0 ± 1000.0 (10 seeds × 10 episodes)", "100,000")
     assert row["gap (published std)"] == f"{(1400 - 1800) / 1000:+.1f}"
     late = plot.load_run(make_run(tmp_path, "late", "Hopper-v5", 2, [(120_000, 2000.0)]))
-    row = dict(zip(plot.PUBLISHED_HEADER, plot.published_row("Hopper-v5", "1m", [late], series["TD3"])))
+    row = dict(zip(plot.PUBLISHED_HEADER, plot.published_row("Hopper-v5", "1m", [late], series["TD3"]), strict=True))
     assert (row["steps"], row["this project"]) == ("—", "— (no evaluation at or before 100,000)")
     assert (row["published at steps"], row["gap (published std)"]) == ("100,000", "—")
 

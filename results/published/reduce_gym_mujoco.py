@@ -49,7 +49,8 @@ class Point:
 
     def row(self) -> list[str]:
         return [self.task, self.algorithm, str(self.step), f"{statistics.fmean(self.values):.1f}",
-                f"{statistics.stdev(self.values):.1f}", str(len(self.values)), str(EPISODES), self.env_version, self.source,
+                f"{statistics.stdev(self.values):.1f}", str(len(self.values)), str(EPISODES), self.env_version,
+                self.source,
                 self.reference]
 
 

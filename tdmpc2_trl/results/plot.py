@@ -232,7 +232,7 @@ def seed_curve(runs: list[Run]) -> Curve:
     """Mean and spread across the runs at every frame count any of them logged."""
     points: dict[int, list[float]] = defaultdict(list)
     for run in runs:
-        for frames, value in zip(run.frames, run.returns):
+        for frames, value in zip(run.frames, run.returns, strict=True):
             points[frames].append(value)
     return curve_from_points(points)
 
@@ -273,8 +273,8 @@ def ours_at(runs: list[Run], frames: int) -> tuple[str, float | None, str]:
     found = [max((i for i, f in enumerate(run.frames) if f <= frames), default=None) for run in runs]
     if None in found:
         return "—", None, f"— (no evaluation at or before {frames:,})"
-    at = sorted({run.frames[i] for run, i in zip(runs, found)})
-    values = [run.returns[i] for run, i in zip(runs, found)]
+    at = sorted({run.frames[i] for run, i in zip(runs, found, strict=True)})
+    values = [run.returns[i] for run, i in zip(runs, found, strict=True)]
     mean = statistics.fmean(values)
     cell = f"{mean:.1f} ± {_std(values):.1f}" if len(values) > 1 else f"{mean:.1f} (one seed)"
     return " / ".join(f"{f:,}" for f in at), mean, cell
@@ -321,10 +321,10 @@ TABLE_NOTES = (
     "before that point (`frames`; several values if the seeds logged at different frames). Without an official "
     "point there, `frames` is that furthest frame count and nothing is compared. frames: env frames (DMControl: 2 "
     "per agent step, action repeat 2; gymnasium: 1 per step). seeds: the runs' seeds; seeds × episodes: how "
-    "many runs and evaluation episodes per point (the runs' `eval.episodes`) each value averages. This project: mean ± sample std over seeds. Official: mean ± "
-    "sample std over its seeds (seeds × evaluation episodes per point in brackets) at a point it logged (every "
-    f"100,000 frames; not interpolated; its 0-frame point, the untrained agent, is not a reference), from "
-    "`results/official/`. gap: (this project − official mean) / official std; below −1 is more than one official "
+    "many runs and evaluation episodes per point (the runs' `eval.episodes`) each value averages. This project: "
+    "mean ± sample std over seeds. Official: mean ± sample std over its seeds (seeds × evaluation episodes per "
+    "point in brackets) at a point it logged (every 100,000 frames; not interpolated; its 0-frame point, the "
+    "untrained agent, is not a reference), from `results/official/`. gap: (this project − official mean) / official std; below −1 is more than one official "
     "standard deviation below. Random play: `results/random_play.csv` (uniform random actions, measured with "
     "`results/random_play.py`)."
 )
@@ -374,8 +374,8 @@ def x_label(frames_per_step: int) -> str:
 
 def _band(ax, curve: Curve, color: str, label: str) -> None:
     """This project's seeds: a mean line through the points they logged, with a ± std band."""
-    low = [m - s for m, s in zip(curve.mean, curve.std)]
-    high = [m + s for m, s in zip(curve.mean, curve.std)]
+    low = [m - s for m, s in zip(curve.mean, curve.std, strict=True)]
+    high = [m + s for m, s in zip(curve.mean, curve.std, strict=True)]
     ax.plot(curve.frames, curve.mean, "-", color=color, label=label, marker="o", markersize=3)
     ax.fill_between(curve.frames, low, high, color=color, alpha=0.2, linewidth=0)
 
