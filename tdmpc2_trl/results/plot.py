@@ -6,10 +6,15 @@ Each RUN_DIR is a training run directory (``config.yaml`` for task, model and se
 ``step,episode_reward``). Runs of the same task and model are one curve: the mean over seeds, shaded ± one sample
 standard deviation. The x axis counts env frames: DMControl repeats each action twice (frames = 2 × agent steps),
 gymnasium tasks do not (frames = steps). Each task's panel shows the official curve (``results/official/``, 5m
-model, 3 seeds) where there is one, published SAC/TD3 returns (``results/published/gym_mujoco.csv``: markers with
-± one standard deviation at their env steps) where there are some, and random play (``results/random_play.csv``)
-where it was measured. The table goes to stdout and next to the figure (``FILE.md``), followed by a second table of the
-published returns at the same steps when a run's task has some.
+model, 3 seeds) where there is one and published SAC/TD3 returns (``results/published/gym_mujoco.csv``) where there
+are some, both as markers with ± one standard deviation at the points they logged only (nothing is drawn between
+them), and random play (``results/random_play.csv``) where it was measured. Every legend entry and table row says
+how many seeds and evaluation episodes per point it averages.
+
+The table goes to stdout and next to the figure (``FILE.md``), followed by a second table of the published returns
+when a run's task has some. Every comparison is at equal steps: the reference's last logged point at or before the
+furthest step that every run of the task reached, against each run's last evaluation at or before that point; both
+steps are columns of the table.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ OFFICIAL_DIR = RESULTS_DIR / "official"
 RANDOM_PLAY = RESULTS_DIR / "random_play.csv"
 PUBLISHED = RESULTS_DIR / "published" / "gym_mujoco.csv"
 OFFICIAL_LABEL = "official TD-MPC2 (5m)"
+OFFICIAL_EPISODES = 10  # eval_episodes of the official config.yaml: each logged point averages 10 episodes
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class Run:
     frames: list[int]
     returns: list[float]
     frames_per_step: int
+    episodes: int | None = None  # evaluation episodes per point (config eval.episodes); None: not recorded
 
 
 @dataclass(frozen=True)
@@ -56,11 +63,18 @@ class Curve:
     mean: list[float]
     std: list[float]
     n: list[int]
+    episodes: int | None = None  # evaluation episodes behind each seed's value (None: not recorded)
 
     def at_or_before(self, frames: int) -> int | None:
         """Index of the last logged point at or before ``frames`` (None if there is none)."""
         found = [i for i, f in enumerate(self.frames) if f <= frames]
         return found[-1] if found else None
+
+    def trained(self) -> Curve:
+        """The points after training started: a point at 0 frames is the untrained agent, no reference."""
+        keep = [i for i, f in enumerate(self.frames) if f > 0]
+        return Curve(*([getattr(self, name)[i] for i in keep] for name in ("frames", "mean", "std", "n")),
+                     episodes=self.episodes)
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,17 @@ def curve_from_points(points: dict[int, list[float]]) -> Curve:
 def _std(values: list[float]) -> float:
     """Sample standard deviation (0 for a single value)."""
     return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def counts(seeds: int, episodes: int | str | None) -> str:
+    """``"3 seeds × 10 episodes"``: what one plotted or tabulated value averages."""
+    if episodes in (None, "not recorded"):
+        per = "episodes not recorded"
+    elif "," in str(episodes):  # seeds evaluated with different counts: list them
+        per = f"({episodes}) episodes"
+    else:
+        per = f"{episodes} episode{'s' if str(episodes) != '1' else ''}"
+    return f"{seeds} seed{'s' if seeds != 1 else ''} × {per}"
 
 
 # ---------------------------------------------------------------- reading
@@ -128,6 +153,8 @@ def load_runs(run_dir: str | Path, by: str | None = None) -> list[Run]:
         task, model, seed = str(cfg["task"]), str(cfg["model"]["name"]), int(cfg["seed"])
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"{path}/config.yaml does not name the run's task, model.name and seed") from None
+    # eval.episodes since the config got sections; eval_episodes in the older, flat layout
+    episodes = OmegaConf.select(OmegaConf.create(cfg), "eval.episodes", default=None) or cfg.get("eval_episodes")
     if by:  # absent: the run's code predates the key
         value = OmegaConf.select(OmegaConf.create(cfg), by, default="(absent)")
         model = f"{model}, {by}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}"
@@ -136,7 +163,8 @@ def load_runs(run_dir: str | Path, by: str | None = None) -> list[Run]:
         name = row_task or task
         repeat = task_info(name).action_repeat
         steps = sorted(by_step)
-        runs.append(Run(path, name, model, seed, [s * repeat for s in steps], [by_step[s] for s in steps], repeat))
+        runs.append(Run(path, name, model, seed, [s * repeat for s in steps], [by_step[s] for s in steps], repeat,
+                        None if episodes is None else int(episodes)))
     return runs
 
 
@@ -149,7 +177,8 @@ def load_official(task: str, directory: Path = OFFICIAL_DIR) -> Curve | None:
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             points[int(row["step"])].append(float(row["reward"]))
-    return curve_from_points(points)
+    curve = curve_from_points(points)
+    return Curve(curve.frames, curve.mean, curve.std, curve.n, OFFICIAL_EPISODES)
 
 
 def load_random_play(path: Path = RANDOM_PLAY) -> dict[str, tuple[float, float]]:
@@ -162,7 +191,7 @@ def load_random_play(path: Path = RANDOM_PLAY) -> dict[str, tuple[float, float]]
 
 def load_published(path: Path = PUBLISHED) -> dict[str, list[Published]]:
     """``{task: [series]}`` from ``gym_mujoco.csv`` (one row per task, algorithm, source, env version and step, with
-    ``mean``, ``std`` and ``seeds``); empty if the file is missing."""
+    ``mean``, ``std``, ``seeds`` and ``episodes`` per evaluation); empty if the file is missing."""
     if not path.is_file():
         return {}
     rows: dict[tuple[str, str, str, str], list[dict[str, str]]] = defaultdict(list)
@@ -173,12 +202,15 @@ def load_published(path: Path = PUBLISHED) -> dict[str, list[Published]]:
                 rows[(row["task"], row["algorithm"], row["source"], row["env_version"])].append(row)
         for (task, algorithm, source, env_version), series in sorted(rows.items()):
             series.sort(key=lambda r: int(r["step"]))
+            episodes = {int(r["episodes"]) for r in series}
+            if len(episodes) != 1:
+                raise ValueError(f"{task} {algorithm} ({source}) gives different episode counts {sorted(episodes)}")
             curve = Curve([int(r["step"]) for r in series], [float(r["mean"]) for r in series],
-                          [float(r["std"]) for r in series], [int(r["seeds"]) for r in series])
+                          [float(r["std"]) for r in series], [int(r["seeds"]) for r in series], episodes.pop())
             published[task].append(Published(algorithm, source, env_version, curve))
     except (KeyError, TypeError, ValueError) as err:
-        raise ConfigError(f"{path} is not a CSV with columns task,algorithm,step,mean,std,seeds,env_version,source "
-                          f"({err!r})") from None
+        raise ConfigError(f"{path} is not a CSV with columns task,algorithm,step,mean,std,seeds,episodes,"
+                          f"env_version,source ({err!r})") from None
     return dict(published)
 
 
@@ -200,7 +232,7 @@ def seed_curve(runs: list[Run]) -> Curve:
     """Mean and spread across the runs at every frame count any of them logged."""
     points: dict[int, list[float]] = defaultdict(list)
     for run in runs:
-        for frames, value in zip(run.frames, run.returns):
+        for frames, value in zip(run.frames, run.returns, strict=True):
             points[frames].append(value)
     return curve_from_points(points)
 
@@ -211,68 +243,102 @@ def seed_list(runs: list[Run]) -> str:
 
 
 def compared_frames(runs: list[Run]) -> int:
-    """The frame count of the table: the furthest point every seed reached."""
+    """The furthest frame count that every run reached (its last evaluation)."""
     return min(run.frames[-1] for run in runs)
 
 
-def ours_at_compared_frames(runs: list[Run]) -> tuple[int, float, str]:
-    """The compared frames, the mean over seeds of each seed's last evaluation at or before them, and its cell."""
-    frames = compared_frames(runs)
-    ours = [run.returns[max(i for i, f in enumerate(run.frames) if f <= frames)] for run in runs]
-    mean = statistics.fmean(ours)
-    cell = f"{mean:.1f} ± {_std(ours):.1f}" if len(ours) > 1 else f"{mean:.1f} (one seed)"
-    return frames, mean, cell
+def task_frames(groups: dict[tuple[str, str], list[Run]]) -> dict[str, int]:
+    """Per task, the furthest frame count that every run of every model reached, so that the rows of one task
+    (an A/B) are compared at the same step."""
+    reached: dict[str, int] = {}
+    for (task, _), runs in groups.items():
+        reached[task] = min(reached.get(task, compared_frames(runs)), compared_frames(runs))
+    return reached
 
 
-def reference_cells(mean: float, reference: Curve | None, frames: int) -> list[str]:
-    """``[mean ± std (n), at frames, gap]`` of the reference curve's last point at or before ``frames``; none
-    before its first point after training starts (a point at 0 frames is the untrained agent: nothing to compare)."""
-    i = reference.at_or_before(frames) if reference is not None else None
-    if i is None or reference.frames[i] == 0:
-        first = next((f for f in reference.frames if f > 0), None) if reference is not None else None
-        return ["—" if first is None else f"— (first point: {first:,})", "—", "—"]
-    r_mean, r_std = reference.mean[i], reference.std[i]
-    gap = f"{(mean - r_mean) / r_std:+.1f}" if r_std > 0 else "—"
-    return [f"{r_mean:.1f} ± {r_std:.1f} (n={reference.n[i]})", f"{reference.frames[i]:,}", gap]
+def episodes_cell(runs: list[Run]) -> str:
+    """The evaluation episodes per point of a group's runs: one count, or ``"5, 10"`` if the seeds differ."""
+    found = sorted({run.episodes for run in runs}, key=lambda e: (e is None, e or 0))
+    return ", ".join("not recorded" if e is None else str(e) for e in found)
+
+
+def runs_cell(runs: list[Run]) -> str:
+    """``"3 seeds × 5 episodes"``: what this project's value in a row averages."""
+    return counts(len(runs), episodes_cell(runs))
+
+
+def ours_at(runs: list[Run], frames: int) -> tuple[str, float | None, str]:
+    """Each run's last evaluation at or before ``frames``: the frame count(s) it was logged at, the mean over runs
+    (None if some run has none that early) and its cell."""
+    found = [max((i for i, f in enumerate(run.frames) if f <= frames), default=None) for run in runs]
+    if None in found:
+        return "—", None, f"— (no evaluation at or before {frames:,})"
+    at = sorted({run.frames[i] for run, i in zip(runs, found, strict=True)})
+    values = [run.returns[i] for run, i in zip(runs, found, strict=True)]
+    mean = statistics.fmean(values)
+    cell = f"{mean:.1f} ± {_std(values):.1f}" if len(values) > 1 else f"{mean:.1f} (one seed)"
+    return " / ".join(f"{f:,}" for f in at), mean, cell
+
+
+def compare(runs: list[Run], reference: Curve | None, frames: int) -> list[str]:
+    """``[this project at, this project, reference mean ± std (seeds × episodes), reference at, gap]``: the
+    reference's last point after training started at or before ``frames``, against each run's last evaluation at
+    or before that point (equal steps); without such a point, this project at ``frames`` and no comparison."""
+    trained = reference.trained() if reference is not None else None
+    i = trained.at_or_before(frames) if trained is not None else None
+    if i is None:
+        at, _, cell = ours_at(runs, frames)
+        first = trained.frames[0] if trained is not None and trained.frames else None
+        return [at, cell, "—" if first is None else f"— (first point: {first:,})", "—", "—"]
+    target = trained.frames[i]
+    at, mean, cell = ours_at(runs, target)
+    r_mean, r_std = trained.mean[i], trained.std[i]
+    gap = f"{(mean - r_mean) / r_std:+.1f}" if r_std > 0 and mean is not None else "—"
+    return [at, cell, f"{r_mean:.1f} ± {r_std:.1f} ({counts(trained.n[i], trained.episodes)})", f"{target:,}", gap]
 
 
 def table_row(task: str, model: str, runs: list[Run], official: Curve | None,
-              random_play: tuple[float, float] | None) -> list[str]:
-    """One Markdown row: each seed's last evaluation at or before the compared frames, against the official curve's
-    last logged point at or before them."""
-    frames, mean, ours_cell = ours_at_compared_frames(runs)
+              random_play: tuple[float, float] | None, frames: int | None = None) -> list[str]:
+    """One Markdown row of ``runs`` against the official curve at equal frames (``compare``); ``frames``: the
+    furthest frame count to compare at (default: the furthest every run reached)."""
+    frames = compared_frames(runs) if frames is None else frames
     rand = f"{random_play[0]:.1f} ± {random_play[1]:.1f}" if random_play else "—"
-    return [task, model, seed_list(runs), f"{frames:,}", ours_cell, *reference_cells(mean, official, frames), rand]
+    return [task, model, seed_list(runs), runs_cell(runs), *compare(runs, official, frames), rand]
 
 
-def published_row(task: str, model: str, runs: list[Run], series: Published) -> list[str]:
-    """One Markdown row of the published table: this project at the compared steps against one published series'
-    last point at or before them."""
-    frames, mean, ours_cell = ours_at_compared_frames(runs)
-    return [task, model, seed_list(runs), f"{frames:,}", ours_cell, series.label,
-            *reference_cells(mean, series.curve, frames)]
+def published_row(task: str, model: str, runs: list[Run], series: Published, frames: int | None = None) -> list[str]:
+    """One Markdown row of the published table: ``runs`` against one published series at equal steps."""
+    frames = compared_frames(runs) if frames is None else frames
+    at, cell, *reference = compare(runs, series.curve, frames)
+    return [task, model, seed_list(runs), runs_cell(runs), at, cell, series.label, *reference]
 
 
-TABLE_HEADER = ["task", "model", "seeds", "frames", "this project", f"{OFFICIAL_LABEL}", "official at frames",
-                "gap (official std)", "random play"]
+TABLE_HEADER = ["task", "model", "seeds", "seeds × episodes", "frames", "this project", f"{OFFICIAL_LABEL}",
+                "official at frames", "gap (official std)", "random play"]
 TABLE_NOTES = (
-    "frames: env frames (DMControl: 2 per agent step, action repeat 2; gymnasium: 1 per step), the furthest point "
-    "every seed of the row reached. This project: mean ± sample std over seeds of each run's last evaluation at or "
-    "before `frames`. Official: mean ± sample std over its seeds at its nearest logged point at or before `frames` "
-    "(logged every 100,000 frames; not interpolated; its 0-frame point, the untrained agent, is not compared with), "
-    "from `results/official/`. gap: (this project − official mean) / official std; below −1 is more than one "
-    "official standard deviation below. Random play: "
-    "`results/random_play.csv` (uniform random actions, measured with `results/random_play.py`)."
+    "Every comparison is at equal frames: the official curve's last logged point at or before the furthest frame "
+    "count that every run of the task reached (`official at frames`), against each run's last evaluation at or "
+    "before that point (`frames`; several values if the seeds logged at different frames). Without an official "
+    "point there, `frames` is that furthest frame count and nothing is compared. frames: env frames (DMControl: 2 "
+    "per agent step, action repeat 2; gymnasium: 1 per step). seeds: the runs' seeds; seeds × episodes: how "
+    "many runs and evaluation episodes per point (the runs' `eval.episodes`) each value averages. This project: "
+    "mean ± sample std over seeds. Official: mean ± sample std over its seeds (seeds × evaluation episodes per "
+    "point in brackets) at a point it logged (every 100,000 frames; not interpolated; its 0-frame point, the "
+    "untrained agent, is not a reference), from `results/official/`. gap: (this project − official mean) / official std; below −1 is more than one official "
+    "standard deviation below. Random play: `results/random_play.csv` (uniform random actions, measured with "
+    "`results/random_play.py`)."
 )
 
 
-PUBLISHED_HEADER = ["task", "model", "seeds", "steps", "this project", "published (algorithm, source, env)",
-                    "published", "published at steps", "gap (published std)"]
+PUBLISHED_HEADER = ["task", "model", "seeds", "seeds × episodes", "steps", "this project",
+                    "published (algorithm, source, env)", "published", "published at steps", "gap (published std)"]
 PUBLISHED_NOTES = (
-    "Published references, not this project's results: other algorithms' mean ± sample std over their seeds at "
-    "their last point at or before `steps` (env steps, random warm-up steps included; every 25,000), from "
-    "`results/published/gym_mujoco.csv` (sources, MuJoCo env versions and how the numbers were reduced: "
-    "`results/published/README.md`). gap: (this project − published mean) / published std."
+    "Published references, not this project's results: other algorithms' mean ± sample std over their seeds "
+    "(seeds × evaluation episodes per point in brackets) at their last point at or before the furthest step that "
+    "every run of the task reached (`published at steps`; env steps, random warm-up steps included; every 25,000; "
+    "no point before the source's first update), against each run's last evaluation at or before that point "
+    "(`steps`), from `results/published/gym_mujoco.csv` (sources, MuJoCo env versions and how the numbers were "
+    "reduced: `results/published/README.md`). gap: (this project − published mean) / published std."
 )
 
 
@@ -285,10 +351,12 @@ def markdown_table(groups: dict[tuple[str, str], list[Run]], official: dict[str,
                    published: dict[str, list[Published]] | None = None) -> str:
     """The comparison table (one row per task and model) followed by a note on how each column is computed; then,
     if any task has published returns, their table (one row per task, model and published series) and its note."""
-    rows = [table_row(task, model, runs, official[task], random_play.get(task))
+    reached = task_frames(groups)
+    rows = [table_row(task, model, runs, official[task], random_play.get(task), reached[task])
             for (task, model), runs in sorted(groups.items())]
     text = "\n".join(_markdown(TABLE_HEADER, rows)) + "\n\n" + TABLE_NOTES + "\n"
-    published_rows = [published_row(task, model, runs, series) for (task, model), runs in sorted(groups.items())
+    published_rows = [published_row(task, model, runs, series, reached[task])
+                      for (task, model), runs in sorted(groups.items())
                       for series in (published or {}).get(task, [])]
     if published_rows:
         text += "\n" + "\n".join(_markdown(PUBLISHED_HEADER, published_rows)) + "\n\n" + PUBLISHED_NOTES + "\n"
@@ -304,48 +372,54 @@ def x_label(frames_per_step: int) -> str:
     return "env steps (= frames: no action repeat)"
 
 
-def _band(ax, curve: Curve, color: str, label: str, style: str = "-") -> None:
-    """A mean line with a ± std band."""
-    low = [m - s for m, s in zip(curve.mean, curve.std)]
-    high = [m + s for m, s in zip(curve.mean, curve.std)]
-    ax.plot(curve.frames, curve.mean, style, color=color, label=label, marker="o", markersize=3)
+def _band(ax, curve: Curve, color: str, label: str) -> None:
+    """This project's seeds: a mean line through the points they logged, with a ± std band."""
+    low = [m - s for m, s in zip(curve.mean, curve.std, strict=True)]
+    high = [m + s for m, s in zip(curve.mean, curve.std, strict=True)]
+    ax.plot(curve.frames, curve.mean, "-", color=color, label=label, marker="o", markersize=3)
     ax.fill_between(curve.frames, low, high, color=color, alpha=0.2, linewidth=0)
 
 
 def _curve_up_to(curve: Curve, right: int) -> Curve:
-    """An official or published curve up to its first point at or after ``right`` frames (the one a run aims at)."""
+    """A reference's points after training started, up to its first point at or after ``right`` frames (the one a
+    run aims at)."""
+    curve = curve.trained()
     last = next((i for i, f in enumerate(curve.frames) if f >= right), len(curve.frames) - 1)
     keep = slice(0, last + 1)
-    return Curve(curve.frames[keep], curve.mean[keep], curve.std[keep], curve.n[keep])
+    return Curve(curve.frames[keep], curve.mean[keep], curve.std[keep], curve.n[keep], curve.episodes)
 
 
+OFFICIAL_STYLE = ("black", "o")
 PUBLISHED_STYLES = [("tab:brown", "s"), ("tab:pink", "^"), ("tab:olive", "D"), ("tab:cyan", "v")]
 
 
-def _published_points(ax, series: Published, right: int, style: tuple[str, str]) -> int:
-    """One published series as markers with ± std error bars; returns the furthest step drawn."""
-    shown = _curve_up_to(series.curve, right)
+def _reference_points(ax, curve: Curve, label: str, right: int, style: tuple[str, str]) -> int:
+    """A reference as markers with ± std error bars at the points it logged, and no line: a line or band would show
+    values between them that it never logged. Returns the furthest frame count drawn (``right`` if none)."""
+    shown = _curve_up_to(curve, right)
+    if not shown.frames:
+        return right
     color, marker = style
-    ax.errorbar(shown.frames, shown.mean, yerr=shown.std, fmt=marker, color=color, capsize=3, markersize=5,
-                alpha=0.8, label=f"{series.label}, {max(shown.n)} seeds")
+    ax.errorbar(shown.frames, shown.mean, yerr=shown.std, fmt=marker, linestyle="none", color=color, capsize=3,
+                markersize=5, alpha=0.8, label=f"{label}, {counts(max(shown.n), shown.episodes)}")
     return shown.frames[-1]
 
 
 def draw_task(ax, task: str, groups: list[tuple[str, list[Run]]], official: Curve | None,
               random_play: tuple[float, float] | None, published: list[Published] | None = None) -> None:
-    """One panel: every model's seed curve of ``task``, the official curve, published points and random play."""
+    """One panel: every model's seed curve of ``task``, the official and published points and random play."""
     right = max(run.frames[-1] for _, runs in groups for run in runs)
+    furthest = [right]
     if official is not None:
-        shown = _curve_up_to(official, right)
-        _band(ax, shown, "black", f"{OFFICIAL_LABEL}, {max(shown.n)} seeds", "--")
-        right = max(right, shown.frames[-1])
-    furthest = [_published_points(ax, series, right, PUBLISHED_STYLES[k % len(PUBLISHED_STYLES)])
-                for k, series in enumerate(published or [])]
-    right = max([right, *furthest])
+        furthest.append(_reference_points(ax, official, OFFICIAL_LABEL, right, OFFICIAL_STYLE))
+    furthest += [_reference_points(ax, series.curve, series.label, right, PUBLISHED_STYLES[k % len(PUBLISHED_STYLES)])
+                 for k, series in enumerate(published or [])]
+    right = max(furthest)
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
     for k, (model, runs) in enumerate(groups):
         seeds = seed_list(runs)
-        label = f"this project, {model}, seed{'s' if len(runs) > 1 else ''} {seeds}"
+        label = (f"this project, {model}, seed{'s' if len(runs) > 1 else ''} {seeds} "
+                 f"({runs_cell(runs)})")
         _band(ax, seed_curve(runs), colors[k % len(colors)], label)
     if random_play is not None:
         ax.axhline(random_play[0], color="gray", linestyle=":", label=f"random play ({random_play[0]:.0f})")
