@@ -6,7 +6,9 @@ which any tensor can be moved to without a GPU.
 """
 from __future__ import annotations
 
+import subprocess
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -320,3 +322,9 @@ def test_a_cpu_collector_accepts_the_device_arguments():
         assert batch.device == CPU and batch.shape == (2, 1)
     finally:
         collector.shutdown()
+
+
+def test_the_gpu_check_script_is_valid_bash():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
