@@ -97,6 +97,17 @@ def test_replay_batches_are_moved_to_the_model_device(storage, tmp_path):
     assert batch["observation"].device == META and batch["next", "terminated"].device == META
 
 
+def test_a_batch_for_a_gpu_is_pinned_and_copied_without_blocking(fake_cuda, monkeypatch):
+    rb = make_replay_buffer(capacity=100, batch_size=4, horizon=3, device=torch.device("cuda"))
+    for data in transitions(2, 10):
+        add(rb, data)
+    calls = []
+    monkeypatch.setattr(TensorDict, "pin_memory", lambda self, *a, **k: calls.append("pin_memory") or self)
+    monkeypatch.setattr(TensorDict, "to", lambda self, *a, **k: calls.append(("to", *a, k)) or self)
+    sample_batch(rb)
+    assert calls == ["pin_memory", ("to", CUDA0, {"non_blocking": True})]
+
+
 # ---- finding 2: offline batches reach the model's device; the update autocasts on the model's device ----
 
 def test_offline_batches_are_moved_to_the_model_device(tmp_path):

@@ -44,10 +44,8 @@ class SliceReplayBuffer(_compat.NoIndexWriteback, TensorDictReplayBuffer):
     """
 
     def __init__(self, *, horizon: int, batch_device: torch.device | str = "cpu", **kwargs: Any) -> None:
-        batch_device = ordinal_device(batch_device)
-        # pinned samples make the copy to the GPU asynchronous (non_blocking in sample_batch)
-        super().__init__(pin_memory=batch_device.type == "cuda", **kwargs)
-        self.horizon, self.batch_device = horizon, batch_device
+        super().__init__(**kwargs)
+        self.horizon, self.batch_device = horizon, ordinal_device(batch_device)
 
     @property
     def num_envs(self) -> int | None:
@@ -181,4 +179,7 @@ def sample_batch(rb: SliceReplayBuffer) -> TensorDictBase:
     ``observation[:, t]`` and ``("next", "observation")[:, t]`` are obs_t and obs_{t+1}; bootstrap on
     ``("next", "terminated")`` only (the stored flags are returned untouched).
     """
-    return rb.sample().reshape(-1, rb.horizon).to(rb.batch_device, non_blocking=True)
+    batch = rb.sample().reshape(-1, rb.horizon)
+    if rb.batch_device.type == "cuda":
+        batch = batch.pin_memory()  # page-locked, so that the copy below runs asynchronously
+    return batch.to(rb.batch_device, non_blocking=True)
