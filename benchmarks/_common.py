@@ -43,6 +43,13 @@ def time_calls(fn: Callable[[], Any], iters: int, device: str) -> list[float]:
     return times
 
 
+def memory_fields(device: str) -> dict[str, float]:
+    """The process's peak GPU memory allocated by torch, in MiB, on a CUDA device (nothing elsewhere)."""
+    if not device.startswith("cuda"):
+        return {}
+    return {"peak_gpu_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+
+
 def timing_fields(ms: list[float], flops: int, unit: str) -> dict[str, float]:
     """Median/min/max ms, GFLOP per call and achieved GFLOP/s."""
     median = statistics.median(ms)

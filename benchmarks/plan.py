@@ -15,9 +15,10 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
 
-from _common import count_flops, time_calls, timing_fields
+from _common import count_flops, memory_fields, time_calls, timing_fields
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import TDMPC2Planner
+from tdmpc2_trl.run.make import make_autocast_dtype  # as a run: TF32 for fp32 matmuls on CUDA
 from tdmpc2_trl.platform.precision import PRECISIONS, precision_name, resolve_precision
 from tdmpc2_trl.config.presets import load_model_config
 
@@ -53,7 +54,7 @@ def build(args: argparse.Namespace) -> tuple[TDMPC2Planner, TensorDict]:
     planner = TDMPC2Planner(wm, discount=0.99, horizon=args.horizon, num_samples=args.samples,
                             num_pi_trajs=args.pi_trajs, num_elites=args.elites, iterations=args.iterations,
                             compile_plan=args.compile,
-                            autocast_dtype=resolve_precision(args.precision, torch.device(args.device)))
+                            autocast_dtype=make_autocast_dtype(args.precision, torch.device(args.device)))
     B = args.envs
     td = TensorDict(observation=torch.randn(B, args.obs_dim), planner_mean=torch.zeros(B, args.horizon, args.action_dim),
                     batch_size=[B], device=args.device)
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": args.device, "threads": torch.get_num_threads(),
         "precision": precision_name(resolve_precision(args.precision, torch.device(args.device))),
         "iters": args.iters, "warmup": args.warmup,
-        **timing_fields(ms, flops, "call"),
+        **timing_fields(ms, flops, "call"), **memory_fields(args.device),
     }
     result["ms_per_env"] = round(result["median_ms"] / args.envs, 2)
     print(json.dumps(result), flush=True)

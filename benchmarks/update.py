@@ -15,12 +15,13 @@ tune_process()  # before torch: the OpenMP wait and the allocator, as the recipe
 import torch
 from tensordict import TensorDict
 
-from _common import count_flops, time_calls, timing_fields
+from _common import count_flops, memory_fields, time_calls, timing_fields
 from tdmpc2_trl.learning.loss import TDMPC2Loss
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.platform.precision import PRECISIONS, precision_name, resolve_precision
 from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
+from tdmpc2_trl.run.make import make_autocast_dtype  # as a run: TF32 for fp32 matmuls on CUDA
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,7 +52,7 @@ def build(args: argparse.Namespace) -> tuple[TDMPC2Update, TensorDict]:
     with warnings.catch_warnings():  # SoftUpdate reads the target before it registers itself (TorchRL quirk)
         warnings.simplefilter("ignore")
         updater = TDMPC2Update(loss, *make_optimizers(loss),
-                               autocast_dtype=resolve_precision(args.precision, torch.device(args.device)))
+                               autocast_dtype=make_autocast_dtype(args.precision, torch.device(args.device)))
     B, H, D, A = args.batch, args.horizon, args.obs_dim, args.action_dim
     batch = TensorDict(
         observation=torch.randn(B, H, D), action=torch.rand(B, H, A) * 2 - 1,
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": args.device, "threads": torch.get_num_threads(),
         "precision": precision_name(resolve_precision(args.precision, torch.device(args.device))),
         "compile": args.compile, "iters": args.iters, "warmup": args.warmup,
-        **timing_fields(ms, flops, "update"),
+        **timing_fields(ms, flops, "update"), **memory_fields(args.device),
     }
     print(json.dumps(result), flush=True)
     return result

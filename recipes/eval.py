@@ -48,11 +48,11 @@ def run(cfg: EvalAppConfig) -> dict:
     dtype = make_autocast_dtype(cfg.precision or trained.precision, device)
     planner = make_planner(planner_cfg, world_model, None, make_discount(trained.loss, info), dtype)
     recorder = EpisodeRecorder(cfg.video_size) if cfg.save_video else None
+    primer = (planner.primer("cpu"),)  # the envs step on the CPU; the rollout moves data to the planner's device
     if task_set is None:
-        env = EnvFactory(trained.task, info.obs, cfg.seed, cfg.episodes, str(device), (planner.primer(),),
-                         render=recorder is not None)()
+        env = EnvFactory(trained.task, info.obs, cfg.seed, cfg.episodes, "cpu", primer, render=recorder is not None)()
     else:  # task-major: episodes of task 0, then of task 1, ...
-        env = MultitaskEnvFactory(task_set, cfg.seed, cfg.episodes, str(device), (planner.primer(),))()
+        env = MultitaskEnvFactory(task_set, cfg.seed, cfg.episodes, "cpu", primer)()
     if recorder is not None:
         env.append_transform(recorder)
     returns = evaluate(env, planner, info.episode_length, recorder)

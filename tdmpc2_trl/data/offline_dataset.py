@@ -28,12 +28,12 @@ from pathlib import Path
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import TensorDictReplayBuffer, TensorStorage
+from torchrl.data import TensorStorage
 
 from tdmpc2_trl import _compat
 from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
 from tdmpc2_trl.config.schema import ConfigError
-from tdmpc2_trl.data.replay_buffer import TRAJ_KEY, make_slice_sampler
+from tdmpc2_trl.data.replay_buffer import TRAJ_KEY, SliceReplayBuffer, make_slice_sampler
 from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec, official_task_set
 
 __all__ = ["export_runs", "import_official", "load_dataset", "make_offline_buffer", "write_dataset"]
@@ -71,15 +71,17 @@ def load_dataset(path: str | Path, task_dim: int = 96) -> tuple[TaskSet, TensorD
     return tasks, TensorDict.load_memmap(path / DATA)
 
 
-def make_offline_buffer(data: TensorDictBase, *, batch_size: int, horizon: int,
-                        episode_end_slices: bool = False) -> TensorDictReplayBuffer:
+def make_offline_buffer(data: TensorDictBase, *, batch_size: int, horizon: int, episode_end_slices: bool = False,
+                        device: torch.device | str = "cpu") -> SliceReplayBuffer:
     """A buffer over the dataset's transitions whose ``sample()`` gives ``batch_size`` slices of ``horizon`` steps
-    of one episode each, flattened (``.reshape(-1, horizon)`` gives the loss's ``[B, H]``).
+    of one episode each, flattened; ``data.replay_buffer.sample_batch`` gives the loss's ``[B, H]`` on ``device``
+    (the model's; the dataset stays memory-mapped on the CPU).
 
     ``episode_end_slices``: slices may also start in an episode's last ``horizon - 1`` transitions, padded and
     masked past its end (``data.EpisodeEndSliceSampler``), as in online training."""
     sampler = make_slice_sampler(horizon, "episode", episode_end_slices)
-    return TensorDictReplayBuffer(storage=TensorStorage(data), sampler=sampler, batch_size=batch_size * horizon)
+    return SliceReplayBuffer(horizon=horizon, batch_device=device, storage=TensorStorage(data), sampler=sampler,
+                             batch_size=batch_size * horizon)
 
 
 def check_tasks(dataset_tasks: TaskSet, names: Sequence[str]) -> None:

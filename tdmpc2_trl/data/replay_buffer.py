@@ -26,7 +26,7 @@ from tdmpc2_trl import _compat
 from tdmpc2_trl.config.schema import ConfigError
 
 __all__ = ["MASK_KEY", "EpisodeEndSliceSampler", "SliceReplayBuffer", "add", "make_replay_buffer", "next_traj_offset",
-           "sample_batch"]
+           "ordinal_device", "sample_batch"]
 
 TRAJ_KEY = ("collector", "traj_ids")
 MASK_KEY = ("collector", "mask")  # TorchRL's key for the real (True) and padded (False) steps of a padded slice
@@ -38,13 +38,14 @@ EXCLUDED_KEYS = ("planner_mean", ("next", "planner_mean"))
 class SliceReplayBuffer(_compat.NoIndexWriteback, TensorDictReplayBuffer):
     """``TensorDictReplayBuffer`` over a ``[rows, num_envs]`` storage that accepts ``[T]`` or ``[num_envs, T]``.
 
-    ``horizon`` is the slice length (``sample_batch`` reshapes to ``[B, horizon]``). ``extend`` does not write the
-    storage index into the batch (``NoIndexWriteback``: TorchRL fails to reshape it for ``[num_envs, 1]`` batches).
+    ``horizon`` is the slice length (``sample_batch`` reshapes to ``[B, horizon]``). ``batch_device``: the model's
+    device, where ``sample_batch`` sends each batch (the storage itself stays on the CPU). ``extend`` does not write
+    the storage index into the batch (``NoIndexWriteback``: TorchRL fails to reshape it for ``[num_envs, 1]`` batches).
     """
 
-    def __init__(self, *, horizon: int, **kwargs: Any) -> None:
+    def __init__(self, *, horizon: int, batch_device: torch.device | str = "cpu", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.horizon = horizon
+        self.horizon, self.batch_device = horizon, ordinal_device(batch_device)
 
     @property
     def num_envs(self) -> int | None:
@@ -121,13 +122,24 @@ def make_slice_sampler(horizon: int, traj_key: Any, episode_end_slices: bool) ->
                cache_values=True)
 
 
+def ordinal_device(device: torch.device | str) -> torch.device:
+    """``device`` with its index: plain ``cuda`` is the current CUDA device (what a tensor moved there reports)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def make_replay_buffer(*, capacity: int, batch_size: int, horizon: int, storage: str = "memory",
                        scratch_dir: str | Path | None = None, device: torch.device | str = "cpu",
                        episode_end_slices: bool = False) -> SliceReplayBuffer:
     """A buffer of about ``capacity`` transitions whose ``sample()`` returns ``batch_size`` slices of
     ``horizon`` transitions, flattened to ``[batch_size * horizon]`` (``sample_batch`` gives ``[B, H]``).
 
-    ``storage="memory"`` keeps it in RAM (or on ``device``); ``"memmap"`` memory-maps it under ``scratch_dir``.
+    ``storage="memory"`` keeps it in RAM; ``"memmap"`` memory-maps it under ``scratch_dir``. Either way it is on the
+    CPU, whatever ``device`` is: ``device`` is the model's, where ``sample_batch`` moves each batch. A GPU holds a
+    batch at a time, not ``capacity`` transitions (a pixel transition is 74 KB), and TorchRL cannot memory-map on
+    a GPU at all.
     ``episode_end_slices``: slices may also start in an episode's last ``horizon - 1`` transitions, padded and
     masked past its end (``EpisodeEndSliceSampler``); the default is TD-MPC2's sampling.
 
@@ -149,14 +161,15 @@ def make_replay_buffer(*, capacity: int, batch_size: int, horizon: int, storage:
         raise ConfigError(f"replay buffer: need capacity >= horizon >= 1 and batch_size >= 1 "
                           f"(capacity={capacity}, horizon={horizon}, batch_size={batch_size})")
     if storage == "memory":
-        store = LazyTensorStorage(capacity, device=device, ndim=2)
+        store = LazyTensorStorage(capacity, device="cpu", ndim=2)
     elif storage == "memmap":
         scratch = str(scratch_dir) if scratch_dir is not None else None
-        store = LazyMemmapStorage(capacity, scratch_dir=scratch, device=device, ndim=2)
+        store = LazyMemmapStorage(capacity, scratch_dir=scratch, device="cpu", ndim=2)
     else:
         raise ConfigError(f"buffer storage {storage!r} must be 'memory' or 'memmap'")
     sampler = make_slice_sampler(horizon, TRAJ_KEY, episode_end_slices)
-    return SliceReplayBuffer(horizon=horizon, storage=store, sampler=sampler, batch_size=batch_size * horizon)
+    return SliceReplayBuffer(horizon=horizon, batch_device=device, storage=store, sampler=sampler,
+                             batch_size=batch_size * horizon)
 
 
 def next_traj_offset(rb: SliceReplayBuffer) -> int:
@@ -175,9 +188,12 @@ def add(rb: SliceReplayBuffer, data: TensorDictBase, traj_offset: int = 0) -> No
 
 
 def sample_batch(rb: SliceReplayBuffer) -> TensorDictBase:
-    """A ``[B, H]`` batch of slices (time second), the layout ``TDMPC2Loss`` reads.
+    """A ``[B, H]`` batch of slices (time second), the layout ``TDMPC2Loss`` reads, on ``rb.batch_device``.
 
     ``observation[:, t]`` and ``("next", "observation")[:, t]`` are obs_t and obs_{t+1}; bootstrap on
     ``("next", "terminated")`` only (the stored flags are returned untouched).
     """
-    return rb.sample().reshape(-1, rb.horizon)
+    batch = rb.sample().reshape(-1, rb.horizon)
+    if rb.batch_device.type == "cuda":
+        batch = batch.pin_memory()  # page-locked, so that the copy below runs asynchronously
+    return batch.to(rb.batch_device, non_blocking=True)

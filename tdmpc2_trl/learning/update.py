@@ -116,6 +116,8 @@ class TDMPC2Update:
                  grad_clip_norm: float = 20.0, tau: float = 0.01, max_consecutive_skips: int = 100,
                  autocast_dtype: torch.dtype | None = None) -> None:
         self.loss = loss
+        # autocast follows the model: a batch on another device must fail loudly, not silently run in fp32
+        self.device = next(loss.world_model.parameters()).device
         self.autocast_dtype = autocast_dtype  # bf16: forward matmuls under autocast; backward and Adam stay fp32
         self.max_consecutive_skips = max_consecutive_skips
         self.consecutive_skips = 0
@@ -141,7 +143,7 @@ class TDMPC2Update:
 
     def world_model_step(self, batch: TensorDictBase) -> tuple[TensorDictBase, bool]:
         """Backward of the summed world-model terms, clip, step. Returns the loss output plus ``total_loss``."""
-        with autocast(batch.get("observation").device, self.autocast_dtype):
+        with autocast(self.device, self.autocast_dtype):
             out = self.loss.world_model_loss(batch)
         total = sum(v for k, v in out.items() if k.startswith("loss_"))
         grad_norm, stepped = self._step(total, self.wm_optim, self._wm_params)
@@ -151,7 +153,7 @@ class TDMPC2Update:
                     mask: torch.Tensor | None = None) -> tuple[TensorDictBase, bool]:
         """Backward of ``loss_policy`` into the policy only, clip, step (``task``: a multitask batch's ids;
         ``mask``: the real latents of slices padded past an episode's end)."""
-        with autocast(latents.device, self.autocast_dtype):
+        with autocast(self.device, self.autocast_dtype):
             out = self.loss.policy_loss(latents, task, mask)
         grad_norm, stepped = self._step(out.get("loss_policy"), self.pi_optim, self._pi_params)
         return out.set("pi_grad_norm", grad_norm), stepped

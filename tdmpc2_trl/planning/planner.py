@@ -49,7 +49,7 @@ class PlannerNoise:
 
     def __init__(self, planner: "TDMPC2Planner", batch: int, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, generator: torch.Generator | None = None) -> None:
-        p, g = planner, generator
+        p, g, device = planner, generator, torch.device(device)
         H, A, N, P, I, K = p.horizon, p.action_dim, p.num_samples, p.num_pi_trajs, p.iterations, p.num_elites
         kw = dict(device=device, dtype=dtype, generator=g)
         self.draws: dict[str, torch.Tensor] = {
@@ -60,8 +60,9 @@ class PlannerNoise:
             "explore": torch.randn(batch, A, **kw),  # ε of the exploration noise
         }
         num_q = p.world_model.cfg.num_q  # the 2 Q heads averaged at each iteration, shared by all envs of the call
-        heads = [torch.randperm(num_q, generator=g)[:2] for _ in range(I)]
-        self.head_draws = torch.stack(heads).to(device) if I else torch.zeros(0, 2, dtype=torch.long, device=device)
+        # on ``device`` too: one generator serves every draw (a CUDA generator cannot drive a CPU randperm)
+        heads = [torch.randperm(num_q, generator=g, device=device)[:2] for _ in range(I)]
+        self.head_draws = torch.stack(heads) if I else torch.zeros(0, 2, dtype=torch.long, device=device)
 
     def env(self, b: int) -> "PlannerNoise":
         """The draws of env ``b`` alone (batch 1), sharing the Q-head choice."""
@@ -177,9 +178,10 @@ class TDMPC2Planner(MPCPlannerBase):
         self.autocast_dtype = autocast_dtype  # bf16: matmuls under autocast (see precision.py); None: fp32
 
     # ---- TorchRL plumbing ----
-    def primer(self) -> TensorDictPrimer:
-        """The env transform that adds ``"planner_mean"`` ``[H, A]``, zero at every (partial) reset."""
-        spec = Unbounded((self.horizon, self.action_dim), device=self.env.device)
+    def primer(self, device: torch.device | str | None = None) -> TensorDictPrimer:
+        """The env transform that adds ``"planner_mean"`` ``[H, A]``, zero at every (partial) reset, on ``device``
+        (the env's; default: the planner's)."""
+        spec = Unbounded((self.horizon, self.action_dim), device=self.env.device if device is None else device)
         return TensorDictPrimer({MEAN_KEY: spec}, default_value=0.0, expand_specs=True)
 
     def planning(self, td: TensorDictBase) -> torch.Tensor:

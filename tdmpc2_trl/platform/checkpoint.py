@@ -209,17 +209,25 @@ def restore_training_state(state: dict[str, Any], *, world_model, loss, updater,
 
 
 def rng_state() -> dict[str, Any]:
-    """The torch, numpy and python RNG states as tensors, numbers and lists (what a weights-only load reads)."""
+    """The torch (CPU and every CUDA device), numpy and python RNG states as tensors, numbers and lists (what a
+    weights-only load reads). A GPU run draws its planner noise, Q heads, slices, shifts and dropout on CUDA."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    return {"torch": torch.get_rng_state(),
+    # a CPU run on a GPU machine never touched CUDA: reading its states would start it on every GPU
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda,
             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
                       "cached_gaussian": float(gauss)},
             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore ``rng_state()``; CUDA states go to the devices this machine has (none on a CPU-only one)."""
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda", [])  # absent from checkpoints written before CUDA states were saved
+    if cuda and torch.cuda.is_available():
+        for index, cuda_state in enumerate(cuda[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device=index)
     numpy = state["numpy"]
     np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
                          numpy["cached_gaussian"]))

@@ -21,10 +21,27 @@ def _shapes(args: tuple[Any, ...]) -> tuple:
     return tuple(a.shape if isinstance(a, torch.Tensor) else a for a in args)
 
 
+_RUNTIME_ERRORS = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch, "AcceleratorError", None))
+                        if t is not None)
+
+
+def _runtime_failure(err: BaseException | None) -> bool:
+    """Whether ``err`` or an error it wraps is an out-of-memory or device error: the run's, not the compiler's."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, _RUNTIME_ERRORS):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 class EagerOnFailure:
     """Calls ``compiled``; if it fails to compile, warns once (naming ``what``) and calls ``eager`` from then on.
 
     Only the first call for each set of input shapes (each new graph) is guarded; later errors propagate as usual.
+    Not a compile failure, and raised as it is: an out-of-memory or device error (also wrapped by the compiler),
+    which eager would only meet again, and any error that the eager call raises too (a mistake in the inputs).
     """
 
     def __init__(self, compiled: Callable, eager: Callable, what: str, hint: str = "") -> None:
@@ -36,13 +53,19 @@ class EagerOnFailure:
             return self.compiled(*args)
         for notice in _notices if self.compiled is not self.eager else ():
             notice(self.what)
+        failure = None
         try:
             out = self.compiled(*args)
         except Exception as err:  # dynamo/inductor wrap failures in several types (BackendCompilerFailed, ...)
-            warnings.warn(f"torch.compile of {self.what} failed ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            if _runtime_failure(err):
+                raise
+            failure = err
+        if failure is not None:
+            out = self.eager(*args)  # outside the except block: an error here is the call's own, reported as such
+            first_line = (str(failure).splitlines() or [""])[0]
+            warnings.warn(f"torch.compile of {self.what} failed ({type(failure).__name__}: {first_line}); "
                           f"running it eagerly{f' ({self.hint})' if self.hint else ''}", RuntimeWarning)
             self.compiled = self.eager
-            out = self.eager(*args)
         self.seen_shapes.add(key)
         return out
 

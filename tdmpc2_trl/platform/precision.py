@@ -13,14 +13,19 @@ import torch
 from tdmpc2_trl.config.schema import PRECISIONS, ConfigError
 
 
-def bf16_is_fast(device: torch.device) -> bool:
-    """Whether bf16 matmuls beat fp32 here: CUDA with bf16 support, or a CPU with AMX or AVX512-BF16 instructions.
+NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere and later; V100 (7.0) and T4 (7.5) emulate bf16, slower than fp32
 
-    On a CPU without them (AVX2, plain AVX-512) oneDNN emulates bf16 and it is several times slower than fp32.
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 matmuls beat fp32 on ``device``: a GPU of compute capability 8.0 or more (plain ``cuda``: the
+    current one), or a CPU with AMX or AVX512-BF16 instructions.
+
+    Elsewhere bf16 is emulated and slower than fp32: ``torch.cuda.is_bf16_supported()`` counts emulation as
+    support (and asks about the current GPU only), and oneDNN emulates it on a CPU without those instructions.
     """
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY
     if device.type == "cpu":
         checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence the getattr guard
         return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
@@ -34,6 +39,16 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "auto":
         return torch.bfloat16 if bf16_is_fast(device) else None
     return torch.bfloat16 if precision == "bf16" else None
+
+
+def allow_tf32() -> None:
+    """fp32 matmuls on CUDA in TF32 (Ampere and later; ignored by older GPUs): the 10-bit mantissa of a product is
+    far below the noise of RL training, and such matmuls run several times faster."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        matmul.fp32_precision = "tf32"  # torch >= 2.9; mixing it with the older flag is an error there
+    except AttributeError:
+        matmul.allow_tf32 = True
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:

@@ -123,18 +123,22 @@ def make_collector(env: EnvFactory, cfg: CollectorConfig, planner: TDMPC2Planner
     """
     check_collector_config(cfg)
     workers = cfg.workers
+    # the envs step on the CPU (numpy underneath: no copy to the GPU and back per step, no tiny transform kernels),
+    # the planner on the run's device, and the batches are stored on the CPU, where the replay buffer lives
+    devices = dict(env_device=torch.device("cpu"), policy_device=torch.device(device),
+                   storing_device=torch.device("cpu"))
     if cfg.backend == "local" and workers == 1:
         return Collector(
             env, planner, frames_per_batch=env.num_envs, total_frames=total_frames,
-            init_random_frames=init_random_frames, exploration_type=ExplorationType.RANDOM,
+            init_random_frames=init_random_frames, exploration_type=ExplorationType.RANDOM, **devices,
         )
     env_fns = [WorkerEnv(env, w, threads) for w in range(workers)]
     common = dict(frames_per_batch=workers * env.num_envs, total_frames=total_frames,
                   init_random_frames=init_random_frames, exploration_type=ExplorationType.RANDOM,
-                  postproc=WorkerBatch(workers))
+                  postproc=WorkerBatch(workers), **devices)
     if cfg.backend == "local":
         collector = _MultiSyncCollector(
-            env_fns, planner, device=device, num_threads=torch.get_num_threads(), num_sub_threads=threads,
+            env_fns, planner, num_threads=torch.get_num_threads(), num_sub_threads=threads,
             cat_results="stack", **common,
         )
         atexit.register(collector.shutdown)  # an error that skips the caller's shutdown must not hang the exit
@@ -160,7 +164,7 @@ def _make_ray_collector(env_fns: Sequence[WorkerEnv], planner: TDMPC2Planner, ad
         remote["num_gpus"] = 1 / workers
     try:
         collector = RayCollector(
-            list(env_fns), planner, collector_class=_RayWorker, num_collectors=workers, sync=True, device=device,
+            list(env_fns), planner, collector_class=_RayWorker, num_collectors=workers, sync=True,
             ray_init_config=init, remote_configs=remote, **common,
         )
     except ConnectionError as err:  # ray.init's answer to an unreachable (or token-protected) cluster

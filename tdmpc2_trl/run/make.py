@@ -15,7 +15,7 @@ from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.networks.tasks import TaskSet
 from tdmpc2_trl.networks.pixels import RandomShift
 from tdmpc2_trl.planning.planner import TDMPC2Planner
-from tdmpc2_trl.platform.precision import resolve_precision
+from tdmpc2_trl.platform.precision import allow_tf32, resolve_precision
 from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 
 
@@ -55,8 +55,12 @@ def make_loss(loss_cfg: LossConfig, world_model: WorldModel, discount: float) ->
 
 
 def make_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """``precision=auto|fp32|bf16`` → the autocast dtype (auto: bf16 where its matmuls are faster, else fp32)."""
-    return resolve_precision(precision, device)
+    """``precision=auto|fp32|bf16`` → the autocast dtype (auto: bf16 where its matmuls are faster, else fp32); on
+    CUDA the matmuls left in fp32 use TF32."""
+    dtype = resolve_precision(precision, device)
+    if torch.device(device).type == "cuda":
+        allow_tf32()
+    return dtype
 
 
 # Official TD-MPC2 training defaults where the seed is silent; they apply to the official presets only.

@@ -26,6 +26,7 @@ from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.platform.compiling import on_compile
 from tdmpc2_trl.config.schema import ConfigError, OfflineConfig
 from tdmpc2_trl.data.offline_dataset import check_tasks, load_dataset, make_offline_buffer
+from tdmpc2_trl.data.replay_buffer import sample_batch
 from tdmpc2_trl.run.entry import exit_code
 from tdmpc2_trl.run.evaluate import evaluate
 from tdmpc2_trl.run.make import make_autocast_dtype, make_loss, make_planner, make_updater, make_world_model, resolve_device
@@ -59,7 +60,8 @@ class OfflineRun:
               f"{self.task_set.names}", flush=True)
         episodic = bool(data["next", "terminated"].any())
         self.buffer = make_offline_buffer(data, batch_size=cfg.buffer.batch_size, horizon=cfg.model.horizon,
-                                          episode_end_slices=cfg.buffer.resolve_episode_end_slices(episodic))
+                                          episode_end_slices=cfg.buffer.resolve_episode_end_slices(episodic),
+                                          device=device)
         info = joined_info(self.task_set) if cfg.eval.freq else None  # the tasks' envs: only to evaluate
         self.world_model = make_world_model(cfg.model, padded_info(self.task_set, 0, episodic), device, self.task_set)
         self.loss = make_loss(cfg.loss, self.world_model, 0.99)  # a multitask model uses each task's discount
@@ -68,8 +70,9 @@ class OfflineRun:
         self.planner = make_planner(cfg.planner, self.world_model, None, 0.99, self.autocast_dtype)
         if info is not None:
             self.episode_length = info.episode_length
-            self.eval_env = MultitaskEnvFactory(self.task_set, cfg.seed + 10_000, cfg.eval.episodes, str(device),
-                                                (self.planner.primer(),))()
+            # the envs step on the CPU; the rollout moves their observations to the planner's device
+            self.eval_env = MultitaskEnvFactory(self.task_set, cfg.seed + 10_000, cfg.eval.episodes, "cpu",
+                                                (self.planner.primer("cpu"),))()
         if cfg.resume:
             self.restore(cfg.resume)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +98,7 @@ class OfflineRun:
         start, first = time.perf_counter(), self.step
         while self.step < cfg.steps:
             with uninterrupted():
-                metrics = self.updater(self.buffer.sample().reshape(-1, cfg.model.horizon))
+                metrics = self.updater(sample_batch(self.buffer))
                 self.step += 1
             bar.update()
             if self.step % 1000 == 0 or self.step == cfg.steps:

@@ -112,14 +112,14 @@ class Run:
         self.updater = make_updater(cfg.optim, self.loss, cfg.loss.tau, self.autocast_dtype)
         self.planner = make_planner(cfg.planner, self.world_model, None, discount, self.autocast_dtype)
         # every env of the run comes from this factory: the collector's (or each worker's), the evaluation's
-        primer = (self.planner.primer(),)
+        primer = (self.planner.primer("cpu"),)  # envs step on the CPU (run/collectors.py), whatever the device
         self.recorder = EpisodeRecorder(cfg.eval.video_size) if cfg.eval.save_video else None  # videos of evals
         if self.task_set is None:
-            self.envs = EnvFactory(cfg.task, info.obs, cfg.seed, cfg.num_envs, str(device), primer)
+            self.envs = EnvFactory(cfg.task, info.obs, cfg.seed, cfg.num_envs, "cpu", primer)
             self.eval_env = self.envs.replace(seed=cfg.seed + 10_000, num_envs=cfg.eval.episodes,
                                               render=self.recorder is not None)()
         else:  # num_envs envs of every task, in one batched env; evaluation: eval.episodes of every task
-            self.envs = MultitaskEnvFactory(self.task_set, cfg.seed, cfg.num_envs, str(device), primer)
+            self.envs = MultitaskEnvFactory(self.task_set, cfg.seed, cfg.num_envs, "cpu", primer)
             self.eval_env = self.envs.replace(seed=cfg.seed + 10_000, envs_per_task=cfg.eval.episodes)()
         if self.recorder is not None:
             self.eval_env.append_transform(self.recorder)
