@@ -22,6 +22,7 @@ from tqdm import tqdm
 from tdmpc2_trl.run.checkpoint import (
     atomic_file, checkpoint_path, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
+from tdmpc2_trl.config import resolve
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.runtime.compiling import on_compile
 from tdmpc2_trl.config.schema import ConfigError, OfflineConfig
@@ -59,7 +60,8 @@ class OfflineRun:
               f"{self.task_set.names}", flush=True)
         episodic = bool(data["next", "terminated"].any())
         self.buffer = make_offline_buffer(data, batch_size=cfg.buffer.batch_size, horizon=cfg.model.horizon,
-                                          episode_end_slices=cfg.buffer.resolve_episode_end_slices(episodic))
+                                          episode_end_slices=resolve.episode_end_slices(
+                                              cfg.buffer.episode_end_slices, episodic))
         info = joined_info(self.task_set) if cfg.eval.freq else None  # the tasks' envs: only to evaluate
         self.world_model = make_world_model(cfg.model, padded_info(self.task_set, 0, episodic), device, self.task_set)
         self.loss = make_loss(cfg.loss, self.world_model, 0.99)  # a multitask model uses each task's discount
