@@ -46,13 +46,13 @@ def test_a_changed_setting_is_refused_naming_the_key_and_both_values():
         resumed_config(load_config("config", ["model=1m", "seed=2", "buffer.size=5000"]), saved, "runs/r")
     allowed = ("steps, eval.*, checkpoint_freq, logger.*, threads, progress, device, precision, planner.compile, "
                "optim.compile, collector.ray_address")
-    assert str(err.value) == ("cannot resume runs/r with changed settings: seed (the run: 1, now: 2), buffer.size "
-                              f"(the run: 1200, now: 5000); a resume may change only {allowed} (start a new run for "
-                              "the others)")
+    assert str(err.value) == ("cannot resume runs/r, whose settings differ from the config: seed=1 (config: 2), "
+                              f"buffer.size=1200 (config: 5000); a resume may change only {allowed} (start a new "
+                              "run for the others)")
 
 
 def test_a_changed_model_names_four_keys_and_counts_the_rest():
-    with pytest.raises(ConfigError, match=r"model.name \(the run: 1m, now: 8m-h10\), .* and \d+ more; a resume may"):
+    with pytest.raises(ConfigError, match=r"config: model.name=1m \(config: 8m-h10\), .* and \d+ more; a resume may"):
         resumed_config(load_config("config", ["model=8m-h10"]), run_config("steps=1200"), "R")
 
 
@@ -120,6 +120,6 @@ def test_a_stopped_run_extended_to_more_steps(tmp_path: Path, capsys):
 
     train(load_config("config", [*TINY, *RUN, "steps=80", f"resume={run_dir}"]), run_dir)
     assert "nothing to do: the run is already at step 90 >= steps=80" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match=r"changed settings: seed \(the run: 1, now: 2\);"):
+    with pytest.raises(ConfigError, match=r"differ from the config: seed=1 \(config: 2\);"):
         train(load_config("config", [*TINY, *RUN, "steps=120", "seed=2", f"resume={run_dir}"]), run_dir)
     assert _steps(run_dir / "eval.csv") == [20, 40, 60, 80, 90]

@@ -78,11 +78,12 @@ def resumed_config(command: TrainConfig, saved: dict[str, Any], run_dir: str | P
         if may_change(key) or key not in run:  # a key newer than the run keeps the command line's value
             continue
         if value is not None and value != run[key]:
-            changed.append(f"{key} (the run: {_show(run[key])}, now: {_show(value)})")
+            changed.append(f"{key}={_show(run[key])} (config: {_show(value)})")
         merged[key] = run[key]
     if changed:
         more = f" and {len(changed) - SHOWN} more" if len(changed) > SHOWN else ""
         allowed = ", ".join(k + "*" if k.endswith(".") else k for k in MAY_CHANGE if k != "resume")
-        raise ConfigError(f"cannot resume {run_dir} with changed settings: {', '.join(changed[:SHOWN])}{more}; "
+        raise ConfigError(f"cannot resume {run_dir}, whose settings differ from the config: "
+                          f"{', '.join(changed[:SHOWN])}{more}; "
                           f"a resume may change only {allowed} (start a new run for the others)")
     return to_dataclass(unflatten(merged), TrainConfig)
