@@ -108,3 +108,13 @@ def test_the_grid_skips_an_owned_cell(tmp_path: Path, capsys):
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"skip Pendulum-v1/seed1: running, PID {os.getpid()} on host {socket.gethostname()}")
     assert grid.pending_cells(g) == g.cells  # released: both run
+
+
+def test_an_offline_run_in_an_owned_directory_is_refused_too(tmp_path: Path, capsys):
+    from tdmpc2_trl.run.offline import train_offline_app
+
+    cfg = load_config("offline", [f"dataset={tmp_path / 'no-dataset'}", "threads=1", "logger.wandb=false"])
+    with RunOwnership(tmp_path / "run"):
+        assert train_offline_app(cfg, tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'run'} is in use by PID {os.getpid()} on host")

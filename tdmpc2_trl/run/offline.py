@@ -35,6 +35,7 @@ from tdmpc2_trl.run.interrupts import Interrupted, Stop, stop_if_signalled, unin
 from tdmpc2_trl.multitask.envs import MultitaskEnvFactory
 from tdmpc2_trl.multitask.run import joined_info, log_task_evals, padded_info
 from tdmpc2_trl.run.logs import RunLogger
+from tdmpc2_trl.run.ownership import RunOwnership
 from tdmpc2_trl.run.trainer import COMPILE_TIME
 
 __all__ = ["train_offline", "train_offline_app"]
@@ -134,9 +135,11 @@ class OfflineRun:
 def train_offline(cfg: OfflineConfig, run_dir: str | Path) -> None:
     """Train from ``cfg.dataset``; a signal (with ``interrupts.install()``) checkpoints and returns."""
     run = OfflineRun(cfg, run_dir)
+    owner = RunOwnership(run_dir)  # one process per run directory, as for online runs
     on_compile(lambda what: print(f"compiling {what} ({COMPILE_TIME})…", flush=True))
     Stop.deferred -= 1
     try:
+        owner.acquire()
         stop_if_signalled()
         run.build()
         run.train()
@@ -148,6 +151,7 @@ def train_offline(cfg: OfflineConfig, run_dir: str | Path) -> None:
         Stop.deferred += 1
         on_compile(None)
         run.shutdown()
+        owner.release()
 
 
 def train_offline_app(cfg: DictConfig | OfflineConfig, run_dir: str | Path) -> int:
