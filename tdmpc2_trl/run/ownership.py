@@ -129,10 +129,11 @@ class RunOwnership:
                           f"directory (stop it first, or wait for it to finish)")
 
     def _write(self) -> None:
-        """The record, rewritten in place (the flock is on this file, so it is not replaced by a rename)."""
+        """The record, rewritten in place (the flock is on this file, so it is not replaced by a rename); written
+        before the file is cut to its length, so that a reader never finds it empty (free) while it is owned."""
         data = json.dumps(self.record).encode()
-        os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)
+        os.ftruncate(self.fd, len(data))
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
