@@ -16,6 +16,7 @@ tune_process()  # before torch: the OpenMP wait and the allocator, as the recipe
 import torch
 
 from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
+from tdmpc2_trl.config import resolve
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import TrainConfig
 from tdmpc2_trl.data.replay_buffer import make_replay_buffer
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     info, cpu = task_info(c.task), torch.device("cpu")
     world_model = make_world_model(c.model, info, cpu)
     world_model.load_state_dict(state["world_model"])
-    buffer = make_replay_buffer(capacity=c.buffer.size or min(1_000_000, c.steps),
+    buffer = make_replay_buffer(capacity=resolve.buffer_size(c.buffer.size, c.steps),  # the run's own capacity
                                 batch_size=c.buffer.batch_size, horizon=c.model.horizon)
     buffer.load_state_dict(state["replay_buffer"])
     visited = buffer.storage[:]["observation"]  # the filled rows only

@@ -27,6 +27,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from tdmpc2_trl.platform.checkpoint import list_checkpoints
+from tdmpc2_trl.run.ownership import describe_owner, owner_of
 from tdmpc2_trl.config.compose import config_dir, load_config
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.envs.factory import task_info
@@ -277,12 +278,14 @@ def _last_line(path: Path) -> str:
 
 
 def pending_cells(grid: Grid) -> list[Cell]:
-    """The cells without a checkpoint at ``steps``; the finished ones are announced and skipped."""
+    """The cells without a checkpoint at ``steps`` and without an owner; the others are announced and skipped."""
     pending = []
     for cell in grid.cells:
         step = latest_step(cell)
         if step is not None and step >= grid.steps:
             print(f"skip {cell.name}: finished (step {step})", flush=True)
+        elif (owner := owner_of(cell.run_dir)) is not None:  # another train.py trains it (here or on shared storage)
+            print(f"skip {cell.name}: running, {describe_owner(owner)}", flush=True)
         else:
             pending.append(cell)
     return pending

@@ -95,7 +95,9 @@ class PlannerConfig:
     num_samples: int = _f(512, ge=2)
     num_pi_trajs: int = _f(24, ge=0)
     num_elites: int = _f(64, ge=1)
-    iterations: int = _f(6, ge=1)  # official presets add 2 at action dim >= 20 (factory.planner_iterations)
+    iterations: int = _f(6, ge=1)
+    # added to iterations; null: 2 for an official preset at action dim >= 20 (TD-MPC2), else 0 (config/resolve.py)
+    extra_iterations: Optional[int] = _f(None, ge=0)
     temperature: float = _f(0.5, gt=0.0)
     min_std: float = _f(0.05, gt=0.0)
     max_std: float = _f(2.0, gt=0.0)
@@ -148,10 +150,6 @@ class BufferConfig:
     # Q(encode(obs)) is trained on every state; false: TD-MPC2's sampling; null: true for episodic tasks (they
     # terminate) and false otherwise (results/README.md, "Hopper-v5: the Q function did not see terminations")
     episode_end_slices: Optional[bool] = None
-
-    def resolve_episode_end_slices(self, episodic: bool) -> bool:
-        """``episode_end_slices``, its ``null`` resolved for a task (set) that is episodic or not."""
-        return episodic if self.episode_end_slices is None else self.episode_end_slices
 
 
 @dataclass

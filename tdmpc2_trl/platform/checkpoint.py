@@ -164,7 +164,7 @@ def _first_line(err: BaseException) -> str:
 
 def resolve_checkpoint(path_or_run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     """A checkpoint file as given, or the newest readable checkpoint of a run directory (an unsafe file is
-    refused, never skipped)."""
+    refused, never skipped; an unreadable one is skipped with one line on stderr naming it and why)."""
     path = Path(path_or_run_dir)
     if path.is_file():
         return path, load_checkpoint(path)
@@ -179,6 +179,8 @@ def resolve_checkpoint(path_or_run_dir: str | Path) -> tuple[Path, dict[str, Any
             raise
         except ConfigError as err:
             errors.append(str(err))
+            if candidate != candidates[0]:
+                print(f"warning: {err}; skipped, trying the one before it", file=sys.stderr, flush=True)
     raise ConfigError(f"no readable checkpoint in {path}: {'; '.join(errors)}")
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
+from tdmpc2_trl.config import resolve
 from tdmpc2_trl.config.schema import ConfigError, LossConfig, ModelConfig, OptimConfig, PlannerConfig
 from tdmpc2_trl.envs.factory import TaskInfo
 from tdmpc2_trl.learning.loss import TDMPC2Loss
-from tdmpc2_trl.networks.math import discount_from_episode_length
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.networks.tasks import TaskSet
 from tdmpc2_trl.networks.pixels import RandomShift
@@ -32,8 +32,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_discount(loss_cfg: LossConfig, info: TaskInfo) -> float:
-    """``loss.discount``, or TD-MPC2's rule from the task's episode length."""
-    return loss_cfg.discount if loss_cfg.discount is not None else discount_from_episode_length(info.episode_length)
+    """``loss.discount``, or TD-MPC2's rule from the task's episode length (``config/resolve.py``)."""
+    return resolve.discount(loss_cfg.discount, info.episode_length)
 
 
 def make_world_model(model_cfg: ModelConfig, info: TaskInfo, device: torch.device,
@@ -63,23 +63,14 @@ def make_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | N
     return dtype
 
 
-# Official TD-MPC2 training defaults where the seed is silent; they apply to the official presets only.
-OFFICIAL_PRESETS = ("1m", "5m", "19m", "48m", "317m")
-OFFICIAL_ENC_LR_SCALE = 0.3  # tdmpc2/config.yaml enc_lr_scale
-LARGE_ACTION_DIM, LARGE_ACTION_EXTRA_ITERATIONS = 20, 2  # tdmpc2/tdmpc2.py: iterations += 2 if action_dim >= 20
-
-
 def enc_lr_scale(optim_cfg: OptimConfig, preset: str) -> float:
-    """``optim.enc_lr_scale`` if set, else the preset's: 0.3 for the official presets, 1.0 (one lr) else."""
-    if optim_cfg.enc_lr_scale is not None:
-        return optim_cfg.enc_lr_scale
-    return OFFICIAL_ENC_LR_SCALE if preset in OFFICIAL_PRESETS else 1.0
+    """``optim.enc_lr_scale``, its null resolved for the preset (``config/resolve.py``)."""
+    return resolve.enc_lr_scale(optim_cfg.enc_lr_scale, preset)
 
 
 def planner_iterations(planner_cfg: PlannerConfig, preset: str, action_dim: int) -> int:
-    """``planner.iterations``, plus 2 for an official preset on an action of >= 20 dimensions (as TD-MPC2)."""
-    large = preset in OFFICIAL_PRESETS and action_dim >= LARGE_ACTION_DIM
-    return planner_cfg.iterations + (LARGE_ACTION_EXTRA_ITERATIONS if large else 0)
+    """``planner.iterations`` plus ``planner.extra_iterations``, its null resolved (``config/resolve.py``)."""
+    return planner_cfg.iterations + resolve.extra_iterations(planner_cfg.extra_iterations, preset, action_dim)
 
 
 def make_updater(optim_cfg: OptimConfig, loss: TDMPC2Loss, tau: float,

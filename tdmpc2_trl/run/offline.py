@@ -22,6 +22,7 @@ from tqdm import tqdm
 from tdmpc2_trl.platform.checkpoint import (
     atomic_file, checkpoint_path, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
+from tdmpc2_trl.config import resolve
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.platform.compiling import on_compile
 from tdmpc2_trl.config.schema import ConfigError, OfflineConfig
@@ -35,6 +36,7 @@ from tdmpc2_trl.run.interrupts import Interrupted, Stop, stop_if_signalled, unin
 from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
 from tdmpc2_trl.run.multitask import joined_info, log_task_evals, padded_info
 from tdmpc2_trl.run.logs import RunLogger
+from tdmpc2_trl.run.ownership import RunOwnership
 from tdmpc2_trl.run.trainer import COMPILE_TIME
 
 __all__ = ["train_offline", "train_offline_app"]
@@ -60,7 +62,8 @@ class OfflineRun:
               f"{self.task_set.names}", flush=True)
         episodic = bool(data["next", "terminated"].any())
         self.buffer = make_offline_buffer(data, batch_size=cfg.buffer.batch_size, horizon=cfg.model.horizon,
-                                          episode_end_slices=cfg.buffer.resolve_episode_end_slices(episodic),
+                                          episode_end_slices=resolve.episode_end_slices(
+                                              cfg.buffer.episode_end_slices, episodic),
                                           device=device)
         info = joined_info(self.task_set) if cfg.eval.freq else None  # the tasks' envs: only to evaluate
         self.world_model = make_world_model(cfg.model, padded_info(self.task_set, 0, episodic), device, self.task_set)
@@ -135,9 +138,11 @@ class OfflineRun:
 def train_offline(cfg: OfflineConfig, run_dir: str | Path) -> None:
     """Train from ``cfg.dataset``; a signal (with ``interrupts.install()``) checkpoints and returns."""
     run = OfflineRun(cfg, run_dir)
+    owner = RunOwnership(run_dir)  # one process per run directory, as for online runs
     on_compile(lambda what: print(f"compiling {what} ({COMPILE_TIME})…", flush=True))
     Stop.deferred -= 1
     try:
+        owner.acquire()
         stop_if_signalled()
         run.build()
         run.train()
@@ -149,6 +154,7 @@ def train_offline(cfg: OfflineConfig, run_dir: str | Path) -> None:
         Stop.deferred += 1
         on_compile(None)
         run.shutdown()
+        owner.release()
 
 
 def train_offline_app(cfg: DictConfig | OfflineConfig, run_dir: str | Path) -> int:

@@ -30,6 +30,8 @@ from tdmpc2_trl.platform.checkpoint import (
 from tdmpc2_trl.run.collectors import make_collector, push_weights
 from tdmpc2_trl.platform.compiling import on_compile
 from tdmpc2_trl.config.compose import to_dataclass
+from tdmpc2_trl.config.contract import resumed_config
+from tdmpc2_trl.config.resolve import resolve
 from tdmpc2_trl.config.schema import ConfigError, TrainConfig
 from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, next_traj_offset, sample_batch
 from tdmpc2_trl.run.entry import exit_code
@@ -39,6 +41,7 @@ from tdmpc2_trl.run.evaluate import evaluate
 from tdmpc2_trl.run.make import (
     make_autocast_dtype, make_discount, make_loss, make_planner, make_updater, make_world_model, resolve_device,
 )
+from tdmpc2_trl.run.ownership import RunOwnership
 from tdmpc2_trl.run.interrupts import Stop, phase, stop_if_signalled, uninterrupted
 from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
 from tdmpc2_trl.run.multitask import joined_info, log_task_evals, multitask_setup
@@ -90,16 +93,20 @@ class Run:
         self.device = device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        worker_threads = cfg.threads or 1  # collector workers: one thread each unless threads= says
+        state = None
+        if cfg.resume:  # the run's own settings (config/contract.py), before anything is built from them
+            self.resumed_path, state = resolve_checkpoint(cfg.resume)
+            cfg = resumed_config(cfg, state["config"], self.run_dir)
         tasks = ", ".join(cfg.tasks) if cfg.tasks else cfg.task
         self.say(f"building the env{'s' if cfg.tasks else ''}, the networks and the replay buffer for {tasks} "
                  f"(model {cfg.model.name})…")
         self.task_set, pretrained = multitask_setup(cfg) if cfg.tasks else (None, None)
         self.info = info = task_info(cfg.task, cfg.obs) if self.task_set is None else joined_info(self.task_set)
+        # every null resolved once (config/resolve.py); config.yaml and the checkpoints hold these values
+        self.cfg = cfg = resolve(cfg, info, device, multitask=self.task_set is not None)
         torch.manual_seed(cfg.seed)
-        self.steps = cfg.steps
-        seed_steps = cfg.collector.seed_steps
-        self.seed_steps = seed_steps if seed_steps is not None else max(1000, 5 * info.episode_length)
-        capacity = cfg.buffer.size or min(1_000_000, self.steps)
+        self.steps, self.seed_steps, capacity = cfg.steps, cfg.collector.seed_steps, cfg.buffer.size
 
         # --- the TorchRL pieces, all sharing one world model ---
         discount = make_discount(cfg.loss, info)  # a multitask model discounts each task with its own
@@ -126,9 +133,9 @@ class Run:
         self.buffer = make_replay_buffer(capacity=capacity, batch_size=cfg.buffer.batch_size,
                                          horizon=cfg.model.horizon, storage=cfg.buffer.storage,
                                          scratch_dir=self.run_dir / "buffer", device=device,
-                                         episode_end_slices=cfg.buffer.resolve_episode_end_slices(info.episodic))
-        if cfg.resume:
-            self.restore(cfg.resume)
+                                         episode_end_slices=cfg.buffer.episode_end_slices)
+        if state is not None:
+            self.restore(self.resumed_path, state)
         self.traj_offset = next_traj_offset(self.buffer)  # the new collector restarts its trajectory ids at 0
         if self.p.step >= self.steps and not self.pending_work():
             print(f"nothing to do: the run is already at step {self.p.step} >= steps={self.steps}")
@@ -140,12 +147,10 @@ class Run:
             self.collector = make_collector(self.envs, cfg.collector, self.planner,
                                             total_frames=self.steps - self.p.step,
                                             init_random_frames=max(0, self.seed_steps - self.p.step),
-                                            device=device, threads=cfg.threads or 1)
+                                            device=device, threads=worker_threads)
         return True
 
-    def restore(self, resume: str) -> None:
-        path, state = resolve_checkpoint(resume)
-        check_compatible(state, self.cfg)
+    def restore(self, path: Path, state: dict[str, Any]) -> None:
         step, burst_done = restore_training_state(state, world_model=self.world_model, loss=self.loss,
                                                   updater=self.updater, buffer=self.buffer)
         saved = state.get("progress", {})
@@ -317,9 +322,11 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> None:
     """Train as ``cfg`` says, writing to ``run_dir``. SIGINT/SIGTERM (with ``interrupts.install()``) at any moment
     checkpoints and returns; a non-finite update checkpoints and raises ``ConfigError``."""
     run = Run(cfg, run_dir)
+    owner = RunOwnership(run_dir, say=run.say)  # one process per run directory (run/ownership.py)
     on_compile(lambda what: run.say(f"compiling {what} ({COMPILE_TIME})…"))
     Stop.deferred -= 1  # from here on a signal stops the run
     try:
+        owner.acquire()
         stop_if_signalled()
         phase("startup")
         if run.build():
@@ -335,6 +342,7 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> None:
         Stop.deferred += 1
         on_compile(None)
         run.shutdown()
+        owner.release()
 
 
 def train_app(cfg: DictConfig | TrainConfig, run_dir: str | Path) -> int:
@@ -348,23 +356,6 @@ def resume_command(run_dir: Path) -> str:
     """This process's command line with ``resume=<run_dir>`` instead of its run directory settings."""
     kept = [a for a in sys.argv[1:] if not a.startswith(("resume=", "hydra.run.dir="))]
     return shlex.join(["python", sys.argv[0], *kept, f"resume={run_dir}"])
-
-
-def check_compatible(state: dict[str, Any], cfg: TrainConfig) -> None:
-    """The checkpoint must come from the same task, networks, horizon and number of envs as the config."""
-    wanted, found = _run_identity(dataclasses.asdict(cfg)), _run_identity(state["config"])
-    diffs = [f"{k}={found.get(k)!r} (config: {v!r})" for k, v in wanted.items() if found.get(k) != v]
-    if diffs:
-        raise ConfigError(f"the checkpoint differs from the config in {', '.join(diffs)}; "
-                          f"resume with the same settings or start a new run")
-
-
-def _run_identity(c: dict[str, Any]) -> dict[str, Any]:
-    """The settings a checkpoint is tied to: task, number of envs and every model setting (the horizon too)."""
-    model = c.get("model") or {}
-    return {"task": c.get("task"), "tasks": c.get("tasks") or [], "obs": c.get("obs", "state"),
-            "num_envs": c.get("num_envs"),
-            **{f"model.{k}": v for k, v in model.items()}}
 
 
 def finished_returns(data: TensorDictBase) -> list[float]:
