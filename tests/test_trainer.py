@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tdmpc2_trl.run.collectors import WorkerEnv
-from tdmpc2_trl.runtime.compiling import EagerOnFailure, on_compile
+from tdmpc2_trl.runtime.compiling import EagerOnFailure, compiling_deferred, on_compile
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.data.replay_buffer import EpisodeEndSliceSampler
 from tdmpc2_trl.envs.factory import EnvFactory
@@ -63,6 +63,38 @@ def test_compile_notice_comes_before_each_new_graph():
     finally:
         on_compile(None)
     assert said == ["the test function", "the test function"]  # once per new input shape
+
+
+def test_deferred_compiling_runs_eagerly_and_compiles_at_the_first_call_after():
+    said: list[str] = []
+    on_compile(said.append)
+    try:
+        fn = EagerOnFailure(lambda x: x + 1, lambda x: x - 1, "the test function")
+        with compiling_deferred():
+            assert fn(torch.zeros(2)).tolist() == [-1, -1]  # eager, no notice, the shape not marked as compiled
+            assert fn(torch.zeros(2)).tolist() == [-1, -1]
+        assert said == []
+        assert fn(torch.zeros(2)).tolist() == [1, 1]  # now it compiles
+        with compiling_deferred():
+            assert fn(torch.zeros(2)).tolist() == [1, 1]  # an already compiled graph stays in use
+    finally:
+        on_compile(None)
+    assert said == ["the test function"]
+
+
+def test_building_a_run_compiles_nothing_before_the_seed_steps(tmp_path: Path):
+    """The collector calls the planner once while it is built: with planner.compile=true that call runs eagerly."""
+    said: list[str] = []
+    cfg = load_config("config", [*TINY, "planner.compile=true", "optim.compile=true", "steps=10", "eval.freq=0",
+                                 "checkpoint_freq=0"])
+    run = Run(cfg, tmp_path / "run")
+    on_compile(said.append)
+    try:
+        assert run.build()
+    finally:
+        on_compile(None)
+        run.shutdown()
+    assert said == []
 
 
 @pytest.mark.parametrize("task,flag,padded", [("Hopper-v5", None, True), ("Pendulum-v1", None, False),

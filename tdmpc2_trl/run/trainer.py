@@ -28,7 +28,7 @@ from tdmpc2_trl.run.checkpoint import (
     save_checkpoint, training_state,
 )
 from tdmpc2_trl.run.collectors import make_collector, push_weights
-from tdmpc2_trl.runtime.compiling import on_compile
+from tdmpc2_trl.runtime.compiling import compiling_deferred, on_compile
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import ConfigError, TrainConfig
 from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, next_traj_offset, sample_batch
@@ -137,10 +137,11 @@ class Run:
         if self.p.step < self.steps:  # collector.workers / collector.backend: collectors.py
             if cfg.collector.workers > 1 or cfg.collector.backend == "ray":
                 self.say(f"starting {cfg.collector.workers} collector workers ({cfg.collector.backend})…")
-            self.collector = make_collector(self.envs, cfg.collector, self.planner,
-                                            total_frames=self.steps - self.p.step,
-                                            init_random_frames=max(0, self.seed_steps - self.p.step),
-                                            device=device, threads=cfg.threads or 1)
+            with compiling_deferred():  # the planner compiles after the seed steps, at its first planned step
+                self.collector = make_collector(self.envs, cfg.collector, self.planner,
+                                                total_frames=self.steps - self.p.step,
+                                                init_random_frames=max(0, self.seed_steps - self.p.step),
+                                                device=device, threads=cfg.threads or 1)
         return True
 
     def restore(self, resume: str) -> None:
