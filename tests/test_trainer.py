@@ -30,6 +30,11 @@ def test_train_in_process_writes_the_run_directory(tmp_path: Path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("building the env, the networks and the replay buffer for Pendulum-v1 (model 1m)")
     assert "first 100 env steps with random actions" in out
+    # the phases in order (progress=false keeps these lines and drops the bar), the evaluation as it came
+    lines = out.splitlines()
+    burst = lines.index("initial burst: 100 updates on the seed steps before the first planned step")
+    training = lines.index("training: 20 planned env steps, 1 update(s) after every 1")
+    assert burst < training < next(i for i, line in enumerate(lines) if line.startswith("eval @ 120: mean return"))
     with open(tmp_path / "run" / "eval.csv", newline="") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [120]
     assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt")] == ["step_000000120.pt"]

@@ -10,12 +10,15 @@ import torch
 __all__ = ["EagerOnFailure", "compile_or_eager", "compiling_deferred", "on_compile"]
 
 _notices: list[Callable[[str], None]] = []
+_dones: list[Callable[[str], None]] = []
 _deferred: list[bool] = []  # non-empty inside ``compiling_deferred()``
 
 
-def on_compile(notice: Callable[[str], None] | None) -> None:
-    """Call ``notice(what)`` (e.g. print "compiling the planner…") before each new graph compiles; ``None``: stop."""
+def on_compile(notice: Callable[[str], None] | None, done: Callable[[str], None] | None = None) -> None:
+    """Call ``notice(what)`` (e.g. print "compiling the planner…") before each new graph compiles and ``done(what)``
+    after its first call returned; ``None``: stop."""
     _notices[:] = [notice] if notice is not None else []
+    _dones[:] = [done] if notice is not None and done is not None else []
 
 
 @contextlib.contextmanager
@@ -51,7 +54,8 @@ class EagerOnFailure:
             return self.compiled(*args)
         if _deferred:
             return self.eager(*args)
-        for notice in _notices if self.compiled is not self.eager else ():
+        compiles = self.compiled is not self.eager
+        for notice in _notices if compiles else ():
             notice(self.what)
         try:
             out = self.compiled(*args)
@@ -61,6 +65,8 @@ class EagerOnFailure:
             self.compiled = self.eager
             out = self.eager(*args)
         self.seen_shapes.add(key)
+        for done in _dones if compiles else ():
+            done(self.what)
         return out
 
 
