@@ -49,6 +49,7 @@ from tdmpc2_trl.envs.video import EpisodeRecorder, video_path, write_video
 
 __all__ = ["Progress", "Run", "train", "train_app"]
 
+LEARNING_CURVE = "learning_curve.png"  # written at the end of a run (cfg.plot), the table next to it (.md)
 COMPILE_TIME = "up to ~3 min on a 2-core CPU"  # one torch.compile of the planner or a loss (README "Start-up")
 
 
@@ -233,7 +234,21 @@ class Run:
         if self.p.eval_step != self.p.step:  # unless the last periodic evaluation was at this very step
             self.evaluate("final_eval")
         path = self.checkpoint() if self.p.dirty else checkpoint_path(self.run_dir, self.p.step)
-        print(f"done: {self.p.step} env steps, checkpoint {path}")
+        curve = f", learning curve {self.plot()}" if self.cfg.plot else ""
+        print(f"done: {self.p.step} env steps, checkpoint {path}{curve}")
+
+    def plot(self) -> Path | str:
+        """``learning_curve.png`` of the run's evaluations (``results/plot.py``); a failure is a warning: the run
+        itself is done and saved."""
+        from tdmpc2_trl.results.plot import report  # matplotlib, only now
+
+        out = self.run_dir / LEARNING_CURVE
+        try:
+            report([self.run_dir], out)
+        except (ConfigError, OSError) as err:
+            print(f"warning: no learning curve: {err}")
+            return "(none)"
+        return out
 
     def record(self, data: TensorDictBase) -> None:
         """A collector batch: into the buffer, the step counter, the updates it earns, its finished episodes."""
