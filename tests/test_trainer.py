@@ -39,6 +39,20 @@ def test_train_in_process_writes_the_run_directory(tmp_path: Path, capsys):
         assert [int(r["step"]) for r in csv.DictReader(f)] == [120]
     assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt")] == ["step_000000120.pt"]
     assert "horizon: 3" in (tmp_path / "run" / "config.yaml").read_text()
+    # plot=true (the default): the learning curve of eval.csv, and its table, next to the run's logs
+    curve = tmp_path / "run" / "learning_curve.png"
+    assert curve.read_bytes().startswith(b"\x89PNG") and f"learning curve {curve}" in lines[-1]
+    assert "| Pendulum-v1 | 1m | 1 |" in curve.with_suffix(".md").read_text()
+
+
+def test_the_quick_preset_is_the_documented_ten_minute_run():
+    cfg = load_config("config", ["preset=quick"])
+    assert (cfg.task, cfg.model.name, cfg.model.horizon, cfg.steps, cfg.collector.seed_steps, cfg.eval.freq) == (
+        "Pendulum-v1", "1m", 3, 2000, 500, 500)
+    assert not cfg.planner.compile and not cfg.optim.compile and cfg.plot
+    later = load_config("config", ["preset=quick", "steps=3000", "model=5m"])  # settings after it still win
+    assert (later.steps, later.model.name) == (3000, "5m")
+    assert load_config("config", []).model.name == "8m-h10"  # the main command keeps its networks
 
 
 def test_env_factory_is_picklable_and_seeds_its_copies():

@@ -141,13 +141,12 @@ class ProgressDisplay:
         if not self.enabled:
             return
         if self.bar is None:
-            self.bar = tqdm(total=total, unit=unit, dynamic_ncols=True, leave=False,
+            self.bar = tqdm(total=total, unit=unit, desc=name, dynamic_ncols=True, leave=False,
                             bar_format="{desc}: {n_fmt}/{total_fmt} {unit} |{bar:16}| {elapsed}{postfix}")
-        else:
-            self.bar.reset(total=total)
+        else:  # the new name and unit first: reset() draws the bar
+            self.bar.set_description_str(name, refresh=False)
             self.bar.unit = unit
-        self.bar.set_description_str(name, refresh=False)
-        self.bar.refresh()
+            self.bar.reset(total=total)
 
     def advance(self, n: int = 1, status: str = "") -> None:
         """``n`` more units done in this phase; ``status``: the run's step, return, and so on."""
