@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
                lambda what: graphs.__setitem__(what, round(time.perf_counter() - started[what], 2)))
     try:
         with set_exploration_type(ExplorationType.RANDOM):
-            plan_first, plan_next = timed(lambda: plan_bench.call(planner, td)), timed(lambda: plan_bench.call(planner, td))
+            plan_first = timed(lambda: plan_bench.call(planner, td))
+            plan_next = timed(lambda: plan_bench.call(planner, td))
         update_first, update_next = timed(lambda: updater(batch)), timed(lambda: updater(batch))
     finally:
         on_compile(None)

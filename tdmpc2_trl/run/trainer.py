@@ -178,9 +178,10 @@ class Run:
         work = RunWork(steps=self.steps, seed_steps=self.seed_steps, updates_per_step=self.updates_per_batch() /
                        self.batch_steps(), eval_freq=cfg.eval.freq, episode_length=self.info.episode_length)
         self.display = ProgressDisplay(Estimator(work), enabled=cfg.progress)
+        compiles = (f" (the update compiles at the first update, the planner at the first planned step: "
+                    f"{COMPILE_TIME} each)" if self.compiles() else "")
         line = (f"first {seed_left} env steps with random actions, then "
-                f"{'the initial burst of updates and ' if not self.p.burst_done else ''}planning"
-                f"{f' (the planner and the update compile first, {COMPILE_TIME} each)' if self.compiles() else ''}")
+                f"{'the initial burst of updates and ' if not self.p.burst_done else ''}planning{compiles}")
         if seed_left:
             self.display.phase("seed steps (random actions)", seed_left, line=line)
         else:
