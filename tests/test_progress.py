@@ -1,6 +1,7 @@
 """The progress display's time left: the work still to do at the measured rates of that work (run/progress.py)."""
 from __future__ import annotations
 
+import io
 import random
 
 import pytest
@@ -142,3 +143,21 @@ def test_display_names_phases_and_compiles_and_keeps_compile_time_out_of_the_rat
     assert display.status(1_000, 10_000, float("nan"), None) == (
         "step 1000/10000, 0.40 s/update, time left: after the first planned steps")
     assert display.status(1_500, 10_000, -812.34, 3725.0) == "step 1500/10000, ret -812.3, 0.40 s/update, 1:02:05 left"
+
+
+def test_the_bar_shows_the_phase_its_own_counter_and_the_status():
+    screen = io.StringIO()
+    display = ProgressDisplay(Estimator(DEFAULT), enabled=True, write=lambda line: None, file=screen)
+    display.phase("seed steps (random actions)", 1000)
+    display.bar.mininterval, display.bar.miniters = 0, 1  # draw every update (tqdm waits 0.1 s between draws)
+    display.advance(400, "step 400/10000, time left: after the first planned steps")
+    display.phase("initial updates", 1000, unit="update")
+    display.advance(1, "step 1000/10000")
+    with display.activity("evaluating at step 1000 (5 episodes)"):
+        shown = screen.getvalue()
+    display.close()
+    frames = shown.split("\r")
+    assert any(f.startswith("seed steps (random actions): 400/1000 step |") and
+               f.rstrip().endswith("step 400/10000, time left: after the first planned steps") for f in frames)
+    assert any(f.startswith("initial updates: 0/1000 update |") for f in frames)  # its own counter, from 0
+    assert frames[-1].startswith("evaluating at step 1000 (5 episodes): 1/1000 update |")

@@ -24,7 +24,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 
 from tqdm import tqdm
 
@@ -117,9 +117,9 @@ class ProgressDisplay:
     ``enabled=False`` (``progress=false``: logs, CI) keeps the lines and drops the bar."""
 
     def __init__(self, estimator: Estimator, enabled: bool, clock: Callable[[], float] = time.perf_counter,
-                 write: Callable[[str], None] | None = None) -> None:
+                 write: Callable[[str], None] | None = None, file: IO[str] | None = None) -> None:
         self.est, self.enabled, self.clock = estimator, enabled, clock
-        self._write = write
+        self._write, self.file = write, file  # file: the bar's stream (None: tqdm's, stderr)
         self.bar: tqdm | None = None
         self.name = ""
         self.compile_started: float | None = None
@@ -141,7 +141,7 @@ class ProgressDisplay:
         if not self.enabled:
             return
         if self.bar is None:
-            self.bar = tqdm(total=total, unit=unit, desc=name, dynamic_ncols=True, leave=False,
+            self.bar = tqdm(total=total, unit=unit, desc=name, dynamic_ncols=True, leave=False, file=self.file,
                             bar_format="{desc}: {n_fmt}/{total_fmt} {unit} |{bar:16}| {elapsed}{postfix}")
         else:  # the new name and unit first: reset() draws the bar
             self.bar.set_description_str(name, refresh=False)
