@@ -11,9 +11,12 @@ from tdmpc2_trl.run.progress import Estimator, ProgressDisplay, RunWork, format_
 # The default run as the issue measured it on a 2-core CPU (8m-h10, Pendulum-v1): 1000 random steps of 7 ms, the
 # world-model and policy losses compiling for 72 s and 20 s at the first update, a burst of 1000 updates of 0.41 s,
 # the planner compiling for 180 s at the first planned step, then ~0.6 s per planned step plus its update, and an
-# evaluation (5 episodes of 200 planned steps in one batch) of ~160 s every 5000 steps.
-DEFAULT = RunWork(steps=10_000, seed_steps=1_000, updates_per_step=1.0, eval_freq=5_000, episode_length=200)
-RANDOM_STEP, UPDATE, PLANNED, EVAL = 0.007, 0.41, 0.6, 160.0
+# evaluation every 5000 steps: 5 episodes of 200 steps planned in one batch, which on a CPU costs about 1.2 planned
+# steps per env and step (measured with preset=quick on a 2-core CPU: 1880 s for 5 x 200 against 1.6 s per step).
+DEFAULT = RunWork(steps=10_000, seed_steps=1_000, updates_per_step=1.0, eval_freq=5_000, episode_length=200,
+                  eval_episodes=5)
+RANDOM_STEP, UPDATE, PLANNED = 0.007, 0.41, 0.6
+EVAL = 1.2 * 5 * 200 * PLANNED
 COMPILE = {"loss": 72.0 + 20.0, "planner": 180.0, "eval planner": 150.0}
 
 
@@ -106,8 +109,9 @@ def test_the_time_left_adds_each_kind_of_work_at_its_rate():
     est = Estimator(DEFAULT)
     est.measure("planned", 0.5)
     est.measure("update", 0.25)
-    # step 2000, 3 updates owed, evaluations left at 5000 and 10000; an evaluation not measured: 200 planned steps
-    assert est.left(2_000, 3, True, 0) == pytest.approx(8_000 * 0.5 + (3 + 8_000) * 0.25 + 2 * 200 * 0.5)
+    # step 2000, 3 updates owed, evaluations left at 5000 and 10000; an evaluation not measured: 5 episodes of 200
+    # planned steps
+    assert est.left(2_000, 3, True, 0) == pytest.approx(8_000 * 0.5 + (3 + 8_000) * 0.25 + 2 * 5 * 200 * 0.5)
     est.measure("eval", 30.0)
     assert est.left(2_000, 3, True, 0) == pytest.approx(8_000 * 0.5 + (3 + 8_000) * 0.25 + 2 * 30.0)
     # before the seed steps end: the burst of 1000 updates is still to come, and 9000 planned steps

@@ -49,7 +49,7 @@ def test_the_quick_preset_is_the_documented_ten_minute_run():
     cfg = load_config("config", ["preset=quick"])
     assert (cfg.task, cfg.model.name, cfg.model.horizon, cfg.steps, cfg.collector.seed_steps, cfg.eval.freq) == (
         "Pendulum-v1", "1m", 3, 2000, 500, 500)
-    assert not cfg.planner.compile and not cfg.optim.compile and cfg.plot
+    assert not cfg.planner.compile and not cfg.optim.compile and cfg.plot and cfg.eval.episodes == 2
     later = load_config("config", ["preset=quick", "steps=3000", "model=5m"])  # settings after it still win
     assert (later.steps, later.model.name) == (3000, "5m")
     assert load_config("config", []).model.name == "8m-h10"  # the main command keeps its networks

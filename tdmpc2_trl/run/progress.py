@@ -9,10 +9,11 @@ A random seed step costs milliseconds and a planned step with its update about a
 (tqdm's) promises a three-hour run will end in half a minute. The random steps are therefore never measured, and a
 unit of work that contained a compile is not measured either (``Estimator.compiling``). Until a planned step and an
 update have been measured there is no estimate ("time left: after the first planned steps"); until an evaluation
-has been measured one costs an episode of planned steps.
+has been measured one costs an episode of planned steps per evaluation episode (its envs are planned for in one
+batched call, which on a CPU costs about as much per env as a planned step does).
 
     est = Estimator(RunWork(steps=10_000, seed_steps=1_000, updates_per_step=1.0, eval_freq=5_000,
-                            episode_length=200))
+                            episode_length=200, eval_episodes=5))
     est.measure("update", 0.41)        # seconds of one update
     est.measure("planned", 0.20)       # seconds of one planned env step (its updates not included)
     est.left(step=1_100, owed_updates=0, burst_done=True, eval_step=0)   # seconds
@@ -45,6 +46,7 @@ class RunWork:
     updates_per_step: float
     eval_freq: int
     episode_length: int
+    eval_episodes: int = 1
 
     def planned_left(self, step: int) -> int:
         return max(0, self.steps - max(step, self.seed_steps))
@@ -82,12 +84,13 @@ class Estimator:
             self.samples[kind].append(seconds / units)
 
     def rate(self, kind: str) -> float | None:
-        """Seconds per unit of ``kind``; an evaluation not yet measured costs an episode of planned steps."""
+        """Seconds per unit of ``kind``; an evaluation not yet measured costs an episode of planned steps for each of
+        its episodes."""
         samples = self.samples[kind]
         if samples:
             return sum(samples) / len(samples)
         if kind == "eval" and self.samples["planned"]:
-            return self.work.episode_length * self.rate("planned")
+            return self.work.episode_length * self.work.eval_episodes * self.rate("planned")
         return None
 
     def left(self, step: int, owed_updates: int, burst_done: bool, eval_step: int) -> float | None:

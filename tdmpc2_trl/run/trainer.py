@@ -176,7 +176,8 @@ class Run:
               f"precision={precision_name(self.autocast_dtype)} threads={torch.get_num_threads()}")
         seed_left = max(0, self.seed_steps - self.p.step)
         work = RunWork(steps=self.steps, seed_steps=self.seed_steps, updates_per_step=self.updates_per_batch() /
-                       self.batch_steps(), eval_freq=cfg.eval.freq, episode_length=self.info.episode_length)
+                       self.batch_steps(), eval_freq=cfg.eval.freq, episode_length=self.info.episode_length,
+                       eval_episodes=cfg.eval.episodes * max(1, len(cfg.tasks)))
         self.display = ProgressDisplay(Estimator(work), enabled=cfg.progress)
         compiles = (f" (the update compiles at the first update, the planner at the first planned step: "
                     f"{COMPILE_TIME} each)" if self.compiles() else "")
