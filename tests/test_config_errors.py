@@ -28,6 +28,7 @@ BAD = [  # (override, what the one line must say)
     ("horizon=5", "unknown key horizon: it is now model.horizon"),
     ("eval_freq=100", "unknown key eval_freq: it is now eval.freq"),
     ("model=huge", "model=huge: unknown model preset; available: 19m, 1m, 317m, 48m, 5m, 8m-h10"),
+    ("preset=quik", "preset=quik: unknown preset; available: quick"),
     ("planner=3", "planner=3: planner is a group of keys"),
     ("steps=0", "steps=0: must be an integer >= 1"),
     ("steps=abc", "steps=abc: must be an integer >= 1"),

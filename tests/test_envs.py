@@ -128,6 +128,28 @@ def test_bad_tasks_raise_a_one_line_config_error(task, needle):
         assert "continuous" in message
 
 
+def test_module_that_cannot_be_imported_is_named_with_its_error():
+    with pytest.raises(ConfigError) as err:
+        task_info("no_such_module_xyz:MyEnv-v0")
+    assert str(err.value) == ("task 'no_such_module_xyz:MyEnv-v0': cannot import module 'no_such_module_xyz' "
+                              "(ModuleNotFoundError: No module named 'no_such_module_xyz'); put its folder on "
+                              "PYTHONPATH")
+
+
+def test_error_inside_a_task_module_is_named_without_the_path_hint(tmp_path, monkeypatch):
+    (tmp_path / "broken_env_mod.py").write_text("import gymnasium\nimport not_installed_dep\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as err:
+        make_env("broken_env_mod:Broken-v0")
+    assert str(err.value) == ("task 'broken_env_mod:Broken-v0': cannot import module 'broken_env_mod' "
+                              "(ModuleNotFoundError: No module named 'not_installed_dep')")
+    (tmp_path / "syntax_env_mod.py").write_text("def f(:\n")
+    with pytest.raises(ConfigError, match=r"^task 'syntax_env_mod:X-v0': cannot import module 'syntax_env_mod' "
+                                          r"\(SyntaxError: ") as err:
+        task_info("syntax_env_mod:X-v0")
+    assert "\n" not in str(err.value)
+
+
 def test_num_envs_must_be_positive():
     with pytest.raises(ConfigError, match="num_envs"):
         make_env("Pendulum-v1", num_envs=0)

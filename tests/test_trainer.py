@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tdmpc2_trl.run.collectors import WorkerEnv
-from tdmpc2_trl.platform.compiling import EagerOnFailure, on_compile
+from tdmpc2_trl.platform.compiling import EagerOnFailure, compiling_deferred, on_compile
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.data.replay_buffer import EpisodeEndSliceSampler
 from tdmpc2_trl.envs.factory import EnvFactory
@@ -30,10 +30,29 @@ def test_train_in_process_writes_the_run_directory(tmp_path: Path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("building the env, the networks and the replay buffer for Pendulum-v1 (model 1m)")
     assert "first 100 env steps with random actions" in out
+    # the phases in order (progress=false keeps these lines and drops the bar), the evaluation as it came
+    lines = out.splitlines()
+    burst = lines.index("initial burst: 100 updates on the seed steps before the first planned step")
+    training = lines.index("training: 20 planned env steps, 1 update(s) after every 1")
+    assert burst < training < next(i for i, line in enumerate(lines) if line.startswith("eval @ 120: mean return"))
     with open(tmp_path / "run" / "eval.csv", newline="") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [120]
     assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt")] == ["step_000000120.pt"]
     assert "horizon: 3" in (tmp_path / "run" / "config.yaml").read_text()
+    # plot=true (the default): the learning curve of eval.csv, and its table, next to the run's logs
+    curve = tmp_path / "run" / "learning_curve.png"
+    assert curve.read_bytes().startswith(b"\x89PNG") and f"learning curve {curve}" in lines[-1]
+    assert "| Pendulum-v1 | 1m | 1 |" in curve.with_suffix(".md").read_text()
+
+
+def test_the_quick_preset_is_the_documented_ten_minute_run():
+    cfg = load_config("config", ["preset=quick"])
+    assert (cfg.task, cfg.model.name, cfg.model.horizon, cfg.steps, cfg.collector.seed_steps, cfg.eval.freq) == (
+        "Pendulum-v1", "1m", 3, 2000, 500, 500)
+    assert not cfg.planner.compile and not cfg.optim.compile and cfg.plot and cfg.eval.episodes == 2
+    later = load_config("config", ["preset=quick", "steps=3000", "model=5m"])  # settings after it still win
+    assert (later.steps, later.model.name) == (3000, "5m")
+    assert load_config("config", []).model.name == "8m-h10"  # the main command keeps its networks
 
 
 def test_env_factory_is_picklable_and_seeds_its_copies():
@@ -63,6 +82,38 @@ def test_compile_notice_comes_before_each_new_graph():
     finally:
         on_compile(None)
     assert said == ["the test function", "the test function"]  # once per new input shape
+
+
+def test_deferred_compiling_runs_eagerly_and_compiles_at_the_first_call_after():
+    said: list[str] = []
+    on_compile(said.append)
+    try:
+        fn = EagerOnFailure(lambda x: x + 1, lambda x: x - 1, "the test function")
+        with compiling_deferred():
+            assert fn(torch.zeros(2)).tolist() == [-1, -1]  # eager, no notice, the shape not marked as compiled
+            assert fn(torch.zeros(2)).tolist() == [-1, -1]
+        assert said == []
+        assert fn(torch.zeros(2)).tolist() == [1, 1]  # now it compiles
+        with compiling_deferred():
+            assert fn(torch.zeros(2)).tolist() == [1, 1]  # an already compiled graph stays in use
+    finally:
+        on_compile(None)
+    assert said == ["the test function"]
+
+
+def test_building_a_run_compiles_nothing_before_the_seed_steps(tmp_path: Path):
+    """The collector calls the planner once while it is built: with planner.compile=true that call runs eagerly."""
+    said: list[str] = []
+    cfg = load_config("config", [*TINY, "planner.compile=true", "optim.compile=true", "steps=10", "eval.freq=0",
+                                 "checkpoint_freq=0"])
+    run = Run(cfg, tmp_path / "run")
+    on_compile(said.append)
+    try:
+        assert run.build()
+    finally:
+        on_compile(None)
+        run.shutdown()
+    assert said == []
 
 
 @pytest.mark.parametrize("task,flag,padded", [("Hopper-v5", None, True), ("Pendulum-v1", None, False),

@@ -181,4 +181,5 @@ def _missing_option(message: str) -> str:
         return message.strip().splitlines()[0]
     group, option = found.groups()
     options = sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
-    return f"{group}={option}: unknown {group} preset; available: {', '.join(options)}"
+    kind = "preset" if group == "preset" else f"{group} preset"
+    return f"{group}={option}: unknown {kind}; available: {', '.join(options)}"

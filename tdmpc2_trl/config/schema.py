@@ -194,7 +194,7 @@ class RunConfig:
     threads: Optional[int] = _f(None, ge=1)  # CPU threads for torch (null: torch's default)
     checkpoint_freq: int = _f(10_000, ge=0)  # steps between checkpoints (also at the end and on a signal)
     resume: Optional[str] = None  # a run directory or checkpoint file to continue from
-    progress: bool = True  # tqdm progress bar
+    progress: bool = True  # the progress bar (phase, counter, time left); false: the phase and evaluation lines only
     model: ModelConfig = field(default_factory=ModelConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -220,6 +220,7 @@ class TrainConfig(RunConfig):
     steps: int = _f(10_000, ge=1)  # env steps in total (over all envs)
     num_envs: int = _f(1, ge=1)  # envs planned for together in one batched planner call (per task: multitask)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
+    plot: bool = True  # at the end: learning_curve.png (and .md) of eval.csv in the run directory
 
     def check(self) -> None:
         super().check()

@@ -123,6 +123,20 @@ def _unknown_task(task: str) -> ConfigError:
         f"gymnasium id with continuous actions (e.g. Pendulum-v1, Hopper-v5, HalfCheetah-v5)")
 
 
+def _import_task_module(module: str, env_id: str) -> None:
+    """Import the module of ``module:EnvId`` (which registers the env); ``ConfigError`` naming the module and its
+    import error. Anything the module raises counts: a syntax error or a failing import inside it as well."""
+    try:
+        importlib.import_module(module)
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        # the module itself not found (not an import inside it): the usual cause is a folder missing from the path
+        missing = isinstance(err, ModuleNotFoundError) and f"{module}.".startswith(f"{err.name}.")
+        raise ConfigError(f"task '{module}:{env_id}': cannot import module {module!r} ({type(err).__name__}"
+                          f"{': ' + first if first else ''})"
+                          f"{'; put its folder on PYTHONPATH' if missing else ''}") from None
+
+
 def _gym_spec(task: str) -> "EnvSpec":
     """The gymnasium registry entry of ``task``; ``ConfigError`` if it is not registered.
 
@@ -130,10 +144,10 @@ def _gym_spec(task: str) -> "EnvSpec":
     """
     import gymnasium as gym
 
+    if ":" in task:
+        module, task = task.split(":", 1)
+        _import_task_module(module, task)
     try:
-        if ":" in task:
-            module, task = task.split(":", 1)
-            importlib.import_module(module)
         return gym.spec(task)
     except Exception:  # gymnasium raises NameNotFound / VersionNotFound / NamespaceNotFound / Error
         raise _unknown_task(task) from None

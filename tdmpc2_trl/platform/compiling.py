@@ -1,19 +1,37 @@
 """``torch.compile`` with an eager fallback: a missing compiler or an unsupported op costs speed, never the run."""
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
-__all__ = ["EagerOnFailure", "compile_or_eager", "on_compile"]
+__all__ = ["EagerOnFailure", "compile_or_eager", "compiling_deferred", "on_compile"]
 
 _notices: list[Callable[[str], None]] = []
+_dones: list[Callable[[str], None]] = []
+_deferred: list[bool] = []  # non-empty inside ``compiling_deferred()``
 
 
-def on_compile(notice: Callable[[str], None] | None) -> None:
-    """Call ``notice(what)`` (e.g. print "compiling the planner…") before each new graph compiles; ``None``: stop."""
+def on_compile(notice: Callable[[str], None] | None, done: Callable[[str], None] | None = None) -> None:
+    """Call ``notice(what)`` (e.g. print "compiling the planner…") before each new graph compiles and ``done(what)``
+    after its first call returned; ``None``: stop."""
     _notices[:] = [notice] if notice is not None else []
+    _dones[:] = [done] if notice is not None and done is not None else []
+
+
+@contextlib.contextmanager
+def compiling_deferred() -> Iterator[None]:
+    """Inside: a graph not compiled yet runs eagerly instead (and compiles at its first call outside).
+
+    A TorchRL collector calls its policy once while it is built, to learn its output keys; without this that call
+    would compile the planner (minutes on a CPU) before the random seed steps, which need no planner."""
+    _deferred.append(True)
+    try:
+        yield
+    finally:
+        _deferred.pop()
 
 
 def _shapes(args: tuple[Any, ...]) -> tuple:
@@ -51,7 +69,10 @@ class EagerOnFailure:
         key = _shapes(args)
         if key in self.seen_shapes:
             return self.compiled(*args)
-        for notice in _notices if self.compiled is not self.eager else ():
+        if _deferred:
+            return self.eager(*args)
+        compiles = self.compiled is not self.eager
+        for notice in _notices if compiles else ():
             notice(self.what)
         failure = None
         try:
@@ -67,6 +88,8 @@ class EagerOnFailure:
                           f"running it eagerly{f' ({self.hint})' if self.hint else ''}", RuntimeWarning)
             self.compiled = self.eager
         self.seen_shapes.add(key)
+        for done in _dones if compiles else ():
+            done(self.what)
         return out
 
 

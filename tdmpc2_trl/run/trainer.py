@@ -21,14 +21,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
-from tqdm import tqdm
 
 from tdmpc2_trl.platform.checkpoint import (
     atomic_file, checkpoint_path, named_os_error, resolve_checkpoint, restore_training_state,
     save_checkpoint, training_state,
 )
 from tdmpc2_trl.run.collectors import make_collector, push_weights
-from tdmpc2_trl.platform.compiling import on_compile
+from tdmpc2_trl.platform.compiling import compiling_deferred, on_compile
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.contract import resumed_config
 from tdmpc2_trl.config.resolve import resolve
@@ -43,6 +42,7 @@ from tdmpc2_trl.run.make import (
 )
 from tdmpc2_trl.run.ownership import RunOwnership
 from tdmpc2_trl.run.interrupts import Stop, phase, stop_if_signalled, uninterrupted
+from tdmpc2_trl.run.progress import Estimator, ProgressDisplay, RunWork
 from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
 from tdmpc2_trl.run.multitask import joined_info, log_task_evals, multitask_setup
 from tdmpc2_trl.platform.precision import precision_name
@@ -52,6 +52,7 @@ from tdmpc2_trl.envs.video import EpisodeRecorder, video_path, write_video
 
 __all__ = ["Progress", "Run", "train", "train_app"]
 
+LEARNING_CURVE = "learning_curve.png"  # written at the end of a run (cfg.plot), the table next to it (.md)
 COMPILE_TIME = "up to ~3 min on a 2-core CPU"  # one torch.compile of the planner or a loss (README "Start-up")
 
 
@@ -77,13 +78,13 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path) -> None:
         self.cfg, self.run_dir, self.p = cfg, Path(run_dir), Progress()
-        self.collector = self.eval_env = self.logger = self.bar = None
+        self.collector = self.eval_env = self.logger = self.display = None
         self.metrics: dict[str, float] = {}
 
     def say(self, message: str) -> None:
         """A status line (above the progress bar once it is shown)."""
-        if self.bar is not None:
-            self.bar.write(message)
+        if self.display is not None:
+            self.display.write(message)
         else:
             print(message, flush=True)
 
@@ -144,10 +145,11 @@ class Run:
         if self.p.step < self.steps:  # collector.workers / collector.backend: collectors.py
             if cfg.collector.workers > 1 or cfg.collector.backend == "ray":
                 self.say(f"starting {cfg.collector.workers} collector workers ({cfg.collector.backend})…")
-            self.collector = make_collector(self.envs, cfg.collector, self.planner,
-                                            total_frames=self.steps - self.p.step,
-                                            init_random_frames=max(0, self.seed_steps - self.p.step),
-                                            device=device, threads=worker_threads)
+            with compiling_deferred():  # the planner compiles after the seed steps, at its first planned step
+                self.collector = make_collector(self.envs, cfg.collector, self.planner,
+                                                total_frames=self.steps - self.p.step,
+                                                init_random_frames=max(0, self.seed_steps - self.p.step),
+                                                device=device, threads=worker_threads)
         return True
 
     def restore(self, path: Path, state: dict[str, Any]) -> None:
@@ -177,34 +179,83 @@ class Run:
         tasks = f"tasks={','.join(cfg.tasks)}" if cfg.tasks else f"task={cfg.task}"
         print(f"run {self.run_dir}: {tasks} model={cfg.model.name} device={self.device} "
               f"precision={precision_name(self.autocast_dtype)} threads={torch.get_num_threads()}")
-        print(f"first {max(0, self.seed_steps - self.p.step)} env steps with random actions, then "
-              f"{'the initial burst of updates and ' if not self.p.burst_done else ''}planning"
-              f"{f' (the planner and the update compile first, {COMPILE_TIME} each)' if self.compiles() else ''}",
-              flush=True)
-        self.bar = tqdm(total=self.steps, initial=self.p.step, unit="step", dynamic_ncols=True,
-                        disable=not cfg.progress)
+        seed_left = max(0, self.seed_steps - self.p.step)
+        work = RunWork(steps=self.steps, seed_steps=self.seed_steps, updates_per_step=self.updates_per_batch() /
+                       self.batch_steps(), eval_freq=cfg.eval.freq, episode_length=self.info.episode_length,
+                       eval_episodes=cfg.eval.episodes * max(1, len(cfg.tasks)))
+        self.display = ProgressDisplay(Estimator(work), enabled=cfg.progress)
+        compiles = (f" (the update compiles at the first update, the planner at the first planned step: "
+                    f"{COMPILE_TIME} each)" if self.compiles() else "")
+        line = (f"first {seed_left} env steps with random actions, then "
+                f"{'the initial burst of updates and ' if not self.p.burst_done else ''}planning{compiles}")
+        if seed_left:
+            self.display.phase("seed steps (random actions)", seed_left, line=line)
+        else:
+            self.display.write(line)
+            self.enter_training()
         self.t_start, self.step_start, self.last_return = time.perf_counter(), self.p.step, float("nan")
 
     def compiles(self) -> bool:
         return self.cfg.planner.compile or self.cfg.optim.compile
+
+    def batch_steps(self) -> int:
+        """Env steps in one collector batch: every env of every worker (of every task)."""
+        return self.cfg.num_envs * self.cfg.collector.workers * max(1, len(self.cfg.tasks))
+
+    def updates_per_batch(self) -> int:
+        return max(1, round(self.batch_steps() * self.cfg.optim.utd_ratio))
+
+    def enter_training(self) -> None:
+        """The phase of planned steps (each batch followed by its updates), counted from the current step."""
+        left = self.steps - max(self.p.step, self.seed_steps)
+        if left > 0 and self.display.name != "training":
+            self.display.phase("training", left, line=f"training: {left} planned env steps, "
+                               f"{self.updates_per_batch()} update(s) after every {self.batch_steps()}")
+
+    def left(self) -> float | None:
+        """Seconds until the end of the run, from the work left at the rates measured so far."""
+        p = self.p
+        return self.display.est.left(p.step, p.owed_updates, p.burst_done, p.eval_step)
+
+    def show(self, n: int = 0) -> None:
+        """``n`` more units of the current phase, and the run's step, return, rates and time left."""
+        self.display.advance(n, self.display.status(self.p.step, self.steps, self.last_return, self.left()))
 
     def train(self) -> None:
         """Updates left from a resumed run, the collection loop, then the final evaluation and checkpoint."""
         self.update()
         self.periodic()  # an evaluation that a signal cut short
         if self.collector is not None:
+            waited = time.perf_counter()
             for data in self.collector:
+                if self.p.step >= self.seed_steps:  # a planned batch: its env steps and its planner call
+                    self.display.est.measure("planned", time.perf_counter() - waited, data.numel())
                 with uninterrupted():
                     self.record(data)
                 phase("seed" if self.p.step <= self.seed_steps else "loop")
                 self.update()
                 self.periodic()
                 stop_if_signalled()
-        self.bar.close()
+                waited = time.perf_counter()
+        self.display.close()
         if self.p.eval_step != self.p.step:  # unless the last periodic evaluation was at this very step
             self.evaluate("final_eval")
         path = self.checkpoint() if self.p.dirty else checkpoint_path(self.run_dir, self.p.step)
-        print(f"done: {self.p.step} env steps, checkpoint {path}")
+        curve = f", learning curve {self.plot()}" if self.cfg.plot else ""
+        print(f"done: {self.p.step} env steps, checkpoint {path}{curve}")
+
+    def plot(self) -> Path | str:
+        """``learning_curve.png`` of the run's evaluations (``results/plot.py``); a failure is a warning: the run
+        itself is done and saved."""
+        from tdmpc2_trl.results.plot import report  # matplotlib, only now
+
+        out = self.run_dir / LEARNING_CURVE
+        try:
+            report([self.run_dir], out)
+        except (ConfigError, OSError) as err:
+            print(f"warning: no learning curve: {err}")
+            return "(none)"
+        return out
 
     def record(self, data: TensorDictBase) -> None:
         """A collector batch: into the buffer, the step counter, the updates it earns, its finished episodes."""
@@ -213,33 +264,41 @@ class Run:
         p.step += data.numel()
         p.dirty = True
         if not torch.isfinite(data["next", "observation"]).all():
-            self.bar.write(f"warning: the env returned a non-finite observation at step {p.step}")
+            self.display.write(f"warning: the env returned a non-finite observation at step {p.step}")
         if p.step >= self.seed_steps:  # TD-MPC2's initial burst: as many updates as seed steps, then utd_ratio
             p.owed_updates += (self.seed_steps if not p.burst_done
                                else max(1, round(data.numel() * self.cfg.optim.utd_ratio)))
             p.burst_done = True
         for episode_reward in finished_returns(data):
             self.last_return = episode_reward
-            elapsed = time.perf_counter() - self.t_start
+            elapsed, left = time.perf_counter() - self.t_start, self.left()
             self.logger.log_train(p.step, {"episode_reward": episode_reward, "elapsed_s": elapsed,
                                            "steps_per_s": (p.step - self.step_start) / elapsed,
+                                           **({"left_s": left} if left is not None else {}),
                                            **_floats(self.metrics)})
-        self.bar.update(data.numel())
-        self.bar.set_postfix(ret=f"{self.last_return:.1f}", refresh=False)
+        self.show(data.numel())
 
     def update(self) -> None:
         """The updates owed, one at a time (a signal acts between two updates), then new weights to the workers."""
         total = self.p.owed_updates
         if not total:
             return
+        burst = total > self.updates_per_batch()  # TD-MPC2's initial burst (or what an interrupted one left)
+        if burst:
+            self.display.phase("initial updates", total, unit="update",
+                               line=f"initial burst: {total} updates on the seed steps before the first planned step")
         for i in range(total):
             phase("burst" if total > 1 else "update")
+            started = time.perf_counter()
             with uninterrupted():
                 self.metrics = self.updater(sample_batch(self.buffer)).to_dict()
                 self.p.owed_updates -= 1
                 self.p.dirty = True
-            if total > 1 and i % 10 == 0:  # TD-MPC2's initial burst: show that it is moving
-                self.bar.set_postfix_str(f"initial updates {i}/{total}")
+            self.display.est.measure("update", time.perf_counter() - started)
+            if burst:
+                self.show(1)
+        if burst or self.display.name != "training":
+            self.enter_training()
         if self.collector is not None:
             push_weights(self.collector, self.planner)  # to the workers, if any
 
@@ -260,9 +319,12 @@ class Run:
         an evaluation cut short by a signal is simply done again by the resumed run."""
         phase(name)
         step = self.p.step
-        write = self.bar.write if name == "eval" else print
-        returns = evaluate(self.eval_env, self.planner, self.info.episode_length, self.recorder,
-                           warn=lambda msg: write(f"warning: {msg}, in the evaluation at step {step}"))
+        write = self.display.write
+        started = time.perf_counter()
+        with self.display.activity(f"evaluating at step {step} ({self.cfg.eval.episodes} episodes)"):
+            returns = evaluate(self.eval_env, self.planner, self.info.episode_length, self.recorder,
+                               warn=lambda msg: write(f"warning: {msg}, in the evaluation at step {step}"))
+        self.display.est.measure("eval", time.perf_counter() - started)
         stop_if_signalled()  # in case a library caught the signal's exception mid-rollout
         mean = sum(returns) / len(returns)
         video = None
@@ -295,8 +357,8 @@ class Run:
         """After SIGINT/SIGTERM: save what is done (unless the newest checkpoint already holds it), say how to
         continue. Later signals wait: the process is stopping anyway."""
         Stop.deferred += 1
-        if self.bar is not None:
-            self.bar.close()
+        if self.display is not None:
+            self.display.close()
         name, step = Stop.name(), self.p.step
         if self.p.dirty:
             where = f"checkpoint saved to {self.checkpoint()}"
@@ -307,6 +369,17 @@ class Run:
                   f"run the same command again")
             return
         print(f"interrupted at step {step} ({name}): {where}; continue with: {resume_command(self.run_dir)}")
+
+    def compiling(self, what: str) -> None:
+        """A graph starts compiling: named on screen, its time kept out of the measured rates."""
+        if self.display is None:
+            self.say(f"compiling {what} ({COMPILE_TIME})…")
+        else:
+            self.display.compiling(what, COMPILE_TIME)
+
+    def compiled(self, what: str) -> None:
+        if self.display is not None:
+            self.display.compiled(what)
 
     def shutdown(self) -> None:
         """Stop the collector (and its envs or workers), close the evaluation env and the logs."""
@@ -323,7 +396,7 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> None:
     checkpoints and returns; a non-finite update checkpoints and raises ``ConfigError``."""
     run = Run(cfg, run_dir)
     owner = RunOwnership(run_dir, say=run.say)  # one process per run directory (run/ownership.py)
-    on_compile(lambda what: run.say(f"compiling {what} ({COMPILE_TIME})…"))
+    on_compile(run.compiling, run.compiled)
     Stop.deferred -= 1  # from here on a signal stops the run
     try:
         owner.acquire()

@@ -1,0 +1,77 @@
+"""Seconds each compiled graph of a preset costs at its first call (planner, world-model loss, policy loss), and
+whether inductor's on-disk caches served it; one JSON line.
+
+    TORCHINDUCTOR_CACHE_DIR=/tmp/ind python benchmarks/compile_time.py --model 8m-h10 --horizon 10   # cold
+    TORCHINDUCTOR_CACHE_DIR=/tmp/ind python benchmarks/compile_time.py --model 8m-h10 --horizon 10   # warm
+
+Run it twice with the same ``TORCHINDUCTOR_CACHE_DIR`` (an empty folder the first time): the first run is a cold
+start, the second a new process on the same machine (what a user's second run sees). ``*_first_s`` is the first call
+(compile + one call), ``*_next_s`` a second call: their difference is the compile. The world-model loss's backward
+graph compiles during the first update's backward pass: it is in ``update_first_s``, not in ``world_model_loss_s``.
+``fxgraph_cache_hit``/``miss`` and ``autograd_cache_hit``/``miss`` are inductor's and AOTAutograd's counters: a warm
+run that really hits its caches shows hits and no misses.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from tdmpc2_trl.platform.process import tune_process
+
+tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
+import torch
+from torch._dynamo.utils import counters
+from torchrl.envs import ExplorationType, set_exploration_type
+
+import plan as plan_bench
+import update as update_bench
+from tdmpc2_trl.platform.compiling import on_compile
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="8m-h10")
+    p.add_argument("--horizon", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    return p.parse_args(argv)
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return round(time.perf_counter() - started, 2)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    common = ["--model", args.model, "--horizon", str(args.horizon), "--obs-dim", "3", "--action-dim", "1"]
+    planner, td = plan_bench.build(plan_bench.parse_args(common))  # Pendulum-v1's sizes
+    updater, batch = update_bench.build(update_bench.parse_args(common))
+    graphs: dict[str, float] = {}
+    started: dict[str, float] = {}
+    on_compile(lambda what: started.__setitem__(what, time.perf_counter()),
+               lambda what: graphs.__setitem__(what, round(time.perf_counter() - started[what], 2)))
+    try:
+        with set_exploration_type(ExplorationType.RANDOM):
+            plan_first = timed(lambda: plan_bench.call(planner, td))
+            plan_next = timed(lambda: plan_bench.call(planner, td))
+        update_first, update_next = timed(lambda: updater(batch)), timed(lambda: updater(batch))
+    finally:
+        on_compile(None)
+    result = {
+        "benchmark": "compile_time", "model": args.model, "horizon": args.horizon, "threads": torch.get_num_threads(),
+        "planner_first_s": plan_first, "planner_next_s": plan_next,
+        "world_model_loss_s": graphs.get("the world-model loss"), "policy_loss_s": graphs.get("the policy loss"),
+        "update_first_s": update_first, "update_next_s": update_next,
+        **{f"fxgraph_cache_{k}": counters["inductor"][f"fxgraph_cache_{k}"] for k in ("hit", "miss")},
+        **{f"autograd_cache_{k}": counters["aot_autograd"][f"autograd_cache_{k}"] for k in ("hit", "miss")},
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
