@@ -211,3 +211,48 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     torch.save({"hello": 1}, src)
     assert oc.main([str(src), "--out", str(tmp_path / "o.pt")]) == 2
     assert capsys.readouterr().err == f"error: {src} is neither a tdmpc2-trl checkpoint nor an official TD-MPC2 one\n"
+
+
+@pytest.fixture(scope="module")
+def pendulum_official(tmp_path_factory) -> tuple[WorldModel, object]:
+    """An official-layout 1m file for Pendulum-v1's sizes (3 observations, 1 action)."""
+    torch.manual_seed(5)
+    wm = randomized(WorldModel(load_model_config("1m"), 3, 1))
+    path = tmp_path_factory.mktemp("official") / "pendulum-1m.pt"
+    torch.save({"model": to_official(wm)}, path)
+    return wm, path
+
+
+def test_eval_recipe_evaluates_an_official_single_task_file(pendulum_official, load_recipe, capsys):
+    _, path = pendulum_official
+    recipe = load_recipe("eval")
+    args = [f"checkpoint={path}", "episodes=1", "mpc=false", "device=cpu"]
+    result = recipe.run(recipe.load_config("eval", [*args, "task=Pendulum-v1"]))
+    assert result["task"] == "Pendulum-v1" and result["step"] == 0 and result["episodes"] == 1
+    assert -2000 < result["mean_return"] <= 0
+    assert capsys.readouterr().out.splitlines()[0] == (f"{path}: official TD-MPC2 checkpoint read (networks only); the "
+                                                       f"optimisers, RunningScale and replay buffer start fresh")
+    with pytest.raises(ConfigError, match=r"official single-task checkpoint, which does not name its task: give "
+                                          r"task=NAME$"):
+        recipe.run(recipe.load_config("eval", args))
+    with pytest.raises(ConfigError, match=r"^task MountainCarContinuous-v0 has 2 observations and 1 actions; the "
+                                          r"checkpoint's networks take 3 and 1$"):
+        recipe.run(recipe.load_config("eval", [*args, "task=MountainCarContinuous-v0"]))
+
+
+def test_init_from_an_official_single_task_file_starts_from_its_networks(pendulum_official, tmp_path, capsys):
+    from tdmpc2_trl.config.compose import load_config
+    from tdmpc2_trl.multitask.finetune import load_single_task_pretrained
+
+    wm, path = pendulum_official
+    fresh = WorldModel(load_model_config("1m"), 3, 1)
+    line = load_single_task_pretrained(fresh, str(path))
+    assert line.endswith("official TD-MPC2 checkpoint read (networks only); the optimisers, RunningScale and "
+                         "replay buffer start fresh")
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in wm.state_dict().items())
+    with pytest.raises(ConfigError, match=r"do not fit this model .*use the checkpoint's model preset"):
+        load_single_task_pretrained(WorldModel(load_model_config("5m"), 3, 1), str(path))
+    with pytest.raises(ConfigError, match="give tasks"):  # a run directory still needs tasks=[...]
+        load_config("config", ["model=1m", f"init_from={tmp_path}"])
+    cfg = load_config("config", ["model=1m", f"init_from={path}"])  # a file: a single-task run
+    assert cfg.init_from == str(path) and cfg.tasks == []
