@@ -10,60 +10,37 @@ tdmpc2_trl/config/schema.py.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 
 import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
-from tdmpc2_trl.config.compose import load_config, to_dataclass
-from tdmpc2_trl.config.schema import ConfigError, EvalAppConfig, OfflineConfig, TrainConfig
+from tdmpc2_trl.config.compose import load_config
+from tdmpc2_trl.config.schema import ConfigError, EvalAppConfig
 
 
 def run(cfg: EvalAppConfig) -> dict:
     import torch
 
-    from tdmpc2_trl.run.checkpoint import resolve_checkpoint
-    from tdmpc2_trl.envs.factory import EnvFactory, task_info
+    from tdmpc2_trl.envs.factory import EnvFactory
     from tdmpc2_trl.run.evaluate import evaluate
-    from tdmpc2_trl.run.make import make_autocast_dtype, make_discount, make_planner, make_world_model, resolve_device
-    from tdmpc2_trl.multitask.finetune import TASK_SET_KEY, checkpoint_task_set, finetune_task_set, load_pretrained
-    from tdmpc2_trl.run.official_checkpoint import OFFICIAL_MARK, fresh_state_note
+    from tdmpc2_trl.run.load_agent import load_agent
+    from tdmpc2_trl.run.make import resolve_device
     from tdmpc2_trl.multitask.envs import MultitaskEnvFactory
-    from tdmpc2_trl.multitask.run import joined_info, per_task_means
+    from tdmpc2_trl.multitask.run import per_task_means
     from tdmpc2_trl.envs.video import EpisodeRecorder, video_path, write_video
 
-    path, state = resolve_checkpoint(cfg.checkpoint, networks_only=True, official_tasks=cfg.official_tasks or None)
-    if state.get(OFFICIAL_MARK):
-        print(fresh_state_note(str(path)))
-    offline = "dataset" in state["config"]  # recipes/train_offline.py's checkpoints: always multitask
-    trained = to_dataclass(state["config"], OfflineConfig if offline else TrainConfig)
-    planner_cfg = dataclasses.replace(trained.planner, **{k: getattr(cfg, k) for k in ("mpc", "compile")
-                                                           if getattr(cfg, k) is not None})  # null: as trained
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    task_set = checkpoint_task_set(state, str(path)) if state.get(TASK_SET_KEY) is not None else None
-    weights, pretrained = state["world_model"], None
-    if task_set is not None and cfg.task is not None:  # one task of the set: a set of one, its embedding row kept
-        task_set.index(cfg.task)  # a task the checkpoint does not know: one line
-        pretrained, task_set = task_set, finetune_task_set([task_set.tasks[task_set.index(cfg.task)]], task_set)
+    overrides = {k: getattr(cfg, k) for k in ("mpc", "compile") if getattr(cfg, k) is not None}  # null: as trained
+    agent = load_agent(cfg.checkpoint, task=cfg.task, official_tasks=cfg.official_tasks, device=device,
+                       precision=cfg.precision, planner_overrides=overrides)
+    if agent.note:
+        print(agent.note)
+    path, state, trained, task_set, info, planner = (agent.path, agent.state, agent.trained, agent.task_set,
+                                                     agent.info, agent.planner)
     if task_set is not None and cfg.save_video:
         raise ConfigError("save_video records single-task checkpoints only; this one is multitask "
                           f"({', '.join(task_set.names)})")
-    if task_set is None:
-        if cfg.task is None and not trained.task:
-            raise ConfigError(f"{path} is an official single-task checkpoint, which does not name its task: "
-                              f"give task=NAME")
-        trained.task = cfg.task or trained.task
-        info = checked_info(task_info(trained.task, trained.obs), state, trained.model)
-    else:
-        info = joined_info(task_set)
-    world_model = make_world_model(trained.model, info, device, task_set)
-    if pretrained is not None:
-        load_pretrained(world_model, weights, pretrained)
-    else:
-        world_model.load_state_dict(weights)
-    dtype = make_autocast_dtype(cfg.precision or trained.precision, device)
-    planner = make_planner(planner_cfg, world_model, None, make_discount(trained.loss, info), dtype)
     recorder = EpisodeRecorder(cfg.video_size) if cfg.save_video else None
     if task_set is None:
         env = EnvFactory(trained.task, info.obs, cfg.seed, cfg.episodes, str(device), (planner.primer(),),
@@ -87,20 +64,6 @@ def run(cfg: EvalAppConfig) -> dict:
         video = video_path(path.parent.parent, int(state["step"]), prefix="checkpoint")
         result["video"] = str(write_video(video, recorder.frames))
     return result
-
-
-def checked_info(info, state: dict, model_cfg):
-    """``info`` of the task a single-task checkpoint is evaluated on, checked against the checkpoint's networks'
-    sizes; its termination head decides ``episodic`` for the official presets (built for episodic tasks only)."""
-    saved = state.get("task") or {}
-    want = (saved.get("obs_dim"), saved.get("action_dim"))
-    if info.obs == "state" and None not in want and (info.obs_dim, info.action_dim) != want:
-        raise ConfigError(f"task {info.name} has {info.obs_dim} observations and {info.action_dim} actions; the "
-                          f"checkpoint's networks take {want[0]} and {want[1]}")
-    if model_cfg.termination == "latent":
-        has_head = any(k.startswith("termination.") for k in state["world_model"])
-        info = dataclasses.replace(info, episodic=has_head)
-    return info
 
 
 def main(argv: list[str]) -> int:
