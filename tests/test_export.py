@@ -114,3 +114,18 @@ def test_export_mistakes_are_one_line_errors(tmp_path, capsys):
     assert "task 'Hopper-v5' is not in the task set ['Pendulum-v1', 'Reacher-v5']" in \
         capsys.readouterr().err
     assert not (tmp_path / "a.pt2").exists()
+
+
+@pytest.mark.slow
+def test_deploy_example_runs_a_fixed_rate_loop(exported):
+    _, program = exported
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "deploy.py"), str(program), "--env", "Pendulum-v1",
+                           "--rate", "1000", "--steps", "205", "--threads", "1"], cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["steps"] == 205 and len(out["episode_returns"]) == 1  # Pendulum's episodes end after 200 steps
+    assert -2000 < out["episode_returns"][0] <= 0
+    lat = out["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert 0 <= out["deadline_misses"] <= 205  # a 1 ms period: the loaded test machine misses most
