@@ -23,11 +23,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="1m,5m,8m-h10")
@@ -71,7 +66,7 @@ def main() -> int:
                         torch.cuda.synchronize()
                     if i >= a.warmup:
                         ms.append((time.perf_counter() - t) * 1e3)
-            p99 = percentile(ms, 99)
+            p99 = statistics.quantiles(ms, n=100, method="inclusive")[98]
             print(json.dumps({"model": name, "warm_start": warm, "device": a.device, "threads": a.threads,
                               "p50_ms": round(statistics.median(ms), 2), "p99_ms": round(p99, 2),
                               "max_ms": round(max(ms), 2), "max_rate_hz": round(1000 / p99, 1),

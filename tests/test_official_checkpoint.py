@@ -256,3 +256,21 @@ def test_init_from_an_official_single_task_file_starts_from_its_networks(pendulu
         load_config("config", ["model=1m", f"init_from={tmp_path}"])
     cfg = load_config("config", ["model=1m", f"init_from={path}"])  # a file: a single-task run
     assert cfg.init_from == str(path) and cfg.tasks == []
+
+
+def test_eval_recipe_evaluates_one_task_of_an_official_multitask_file(tmp_path, load_recipe, capsys):
+    from tdmpc2_trl.multitask.tasks import TaskSpec
+
+    task_set = TaskSet((TaskSpec("Pendulum-v1", 3, 1, 200), TaskSpec("Reacher-v5", 10, 2, 50)), task_dim=96)
+    wm = randomized(WorldModel(load_model_config("1m"), 10, 2, task_set=task_set))
+    path = tmp_path / "official-mt2.pt"
+    torch.save({"model": to_official(wm)}, path)
+    recipe = load_recipe("eval")
+    args = [f"checkpoint={path}", "episodes=1", "mpc=false", "device=cpu", "official_tasks=[Pendulum-v1,Reacher-v5]"]
+    result = recipe.run(recipe.load_config("eval", [*args, "task=Pendulum-v1"]))
+    assert result["task"] == ["Pendulum-v1"] and result["episodes"] == 1
+    assert list(result["task_mean_returns"]) == ["Pendulum-v1"] and -2000 < result["mean_return"] <= 0
+    with pytest.raises(ConfigError, match=r"^task 'Hopper-v5' is not in the task set \['Pendulum-v1', 'Reacher-v5'\]$"):
+        recipe.run(recipe.load_config("eval", [*args, "task=Hopper-v5"]))
+    with pytest.raises(ConfigError, match="multitask checkpoint of 2 tasks, neither mt30 nor mt80: name them"):
+        recipe.run(recipe.load_config("eval", [f"checkpoint={path}", "episodes=1", "mpc=false"]))
