@@ -10,43 +10,39 @@ tdmpc2_trl/config/schema.py.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 
-import tdmpc2_trl  # noqa: F401  (before torch: its OpenMP spin setting, tdmpc2_trl/__init__.py)
-from tdmpc2_trl.config.compose import load_config, to_dataclass
-from tdmpc2_trl.config.schema import ConfigError, EvalAppConfig, OfflineConfig, TrainConfig
+from tdmpc2_trl.platform.process import tune_process
+
+tune_process()  # before torch: the OpenMP wait and the allocator, as the training recipes set them
+from tdmpc2_trl.config.compose import load_config
+from tdmpc2_trl.config.schema import ConfigError, EvalAppConfig
 
 
 def run(cfg: EvalAppConfig) -> dict:
     import torch
 
-    from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
-    from tdmpc2_trl.envs.factory import EnvFactory, task_info
+    from tdmpc2_trl.envs.factory import EnvFactory
     from tdmpc2_trl.run.evaluate import evaluate
-    from tdmpc2_trl.run.make import make_autocast_dtype, make_discount, make_planner, make_world_model, resolve_device
-    from tdmpc2_trl.run.finetune import TASK_SET_KEY, checkpoint_task_set
+    from tdmpc2_trl.run.load_agent import load_agent
+    from tdmpc2_trl.run.make import resolve_device
     from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
-    from tdmpc2_trl.run.multitask import joined_info, per_task_means
+    from tdmpc2_trl.run.multitask import per_task_means
     from tdmpc2_trl.envs.video import EpisodeRecorder, video_path, write_video
 
-    path, state = resolve_checkpoint(cfg.checkpoint)
-    offline = "dataset" in state["config"]  # recipes/train_offline.py's checkpoints: always multitask
-    trained = to_dataclass(state["config"], OfflineConfig if offline else TrainConfig)
-    planner_cfg = dataclasses.replace(trained.planner, **{k: getattr(cfg, k) for k in ("mpc", "compile")
-                                                           if getattr(cfg, k) is not None})  # null: as trained
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    task_set = checkpoint_task_set(state, str(path)) if state.get(TASK_SET_KEY) is not None else None
+    overrides = {k: getattr(cfg, k) for k in ("mpc", "compile") if getattr(cfg, k) is not None}  # null: as trained
+    agent = load_agent(cfg.checkpoint, task=cfg.task, official_tasks=cfg.official_tasks, device=device,
+                       precision=cfg.precision, planner_overrides=overrides)
+    if agent.note:
+        print(agent.note)
+    path, state, trained, task_set, info, planner = (agent.path, agent.state, agent.trained, agent.task_set,
+                                                     agent.info, agent.planner)
     if task_set is not None and cfg.save_video:
         raise ConfigError("save_video records single-task checkpoints only; this one is multitask "
                           f"({', '.join(task_set.names)})")
-    info = task_info(trained.task, trained.obs) if task_set is None else joined_info(task_set)
-    world_model = make_world_model(trained.model, info, device, task_set)
-    world_model.load_state_dict(state["world_model"])
-    dtype = make_autocast_dtype(cfg.precision or trained.precision, device)
-    planner = make_planner(planner_cfg, world_model, None, make_discount(trained.loss, info), dtype)
     recorder = EpisodeRecorder(cfg.video_size) if cfg.save_video else None
     primer = (planner.primer("cpu"),)  # the envs step on the CPU; the rollout moves data to the planner's device
     if task_set is None:

@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-import tdmpc2_trl  # noqa: F401  (before torch work: the allocator and OpenMP settings, tdmpc2_trl/__init__.py)
+from tdmpc2_trl.platform.process import tune_process
+
+tune_process()  # before torch work: the allocator and OpenMP settings
 from tdmpc2_trl.platform.checkpoint import load_checkpoint
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import TrainConfig

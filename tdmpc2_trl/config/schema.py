@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Optional, Union, get_args, get_origin, get_type_hints
 
 
@@ -215,7 +216,9 @@ class TrainConfig(RunConfig):
     # multitask: one agent for these tasks (README "Multitask"): num_envs envs of each, all planned in one batched
     # call; `task` is then unused. Empty: the single task `task`.
     tasks: List[str] = field(default_factory=list)
-    init_from: Optional[str] = None  # multitask: start from this multitask checkpoint (or run dir)'s networks
+    # start from this checkpoint's networks: a multitask one (or run dir) with tasks=[...], a single-task file
+    # without; official TD-MPC2 files too (docs/official-checkpoints-and-deployment.md)
+    init_from: Optional[str] = None
     obs: str = _f("state", choices=OBS_TYPES)  # rgb: DMControl pixels, 3 stacked 64x64 frames
     steps: int = _f(10_000, ge=1)  # env steps in total (over all envs)
     num_envs: int = _f(1, ge=1)  # envs planned for together in one batched planner call (per task: multitask)
@@ -233,8 +236,9 @@ class TrainConfig(RunConfig):
             raise ConfigError(f"collector.seed_steps={seed_steps}: the first update needs a slice of "
                               f"model.horizon={self.model.horizon} stored steps; null takes TD-MPC2's "
                               f"max(1000, 5 × episode length)")
-        if self.init_from and not self.tasks:
-            raise ConfigError("init_from=... starts a multitask run: give tasks=[...] (a single task: tasks=[name])")
+        if self.init_from and not self.tasks and not Path(self.init_from).is_file():
+            raise ConfigError("init_from=DIR starts a multitask run: give tasks=[...] (a single task: tasks=[name]); "
+                              "a single-task run starts from a single-task checkpoint file")
         if self.tasks:
             _no_discount(self.loss)
             if self.eval.save_video:
@@ -265,7 +269,13 @@ def _no_discount(loss: LossConfig) -> None:
 class EvalAppConfig:
     """``recipes/eval.py``: a checkpoint's planner on fresh episodes; ``null`` keeps the trained setting."""
 
-    checkpoint: str = "???"  # a checkpoint file or a run directory (its newest readable checkpoint)
+    checkpoint: str = "???"  # a checkpoint file or a run directory (its newest readable checkpoint), or an official
+    # TD-MPC2 checkpoint (docs/official-checkpoints-and-deployment.md)
+    # the task to evaluate: a single-task official checkpoint's (required: the file does not name it), or one task
+    # of a multitask checkpoint (null: all of them)
+    task: Optional[str] = None
+    official_tasks: List[str] = field(default_factory=list)  # an official multitask file's tasks, in task-id order
+    # (empty: mt30 or mt80, by its number of tasks)
     episodes: int = _f(10, ge=1)
     seed: int = _f(0, ge=0)
     device: str = "auto"

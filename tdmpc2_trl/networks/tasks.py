@@ -19,7 +19,7 @@ from tdmpc2_trl.networks.math import discount_from_episode_length
 from tdmpc2_trl.config.presets import config_dir
 
 __all__ = ["TaskSpec", "TaskSet", "TaskEmbedding", "OFFICIAL_TASK_SETS", "official_model_overrides",
-           "official_task_dim", "official_task_names", "official_task_set"]
+           "official_task_dim", "official_task_names", "official_task_set", "official_task_spec"]
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,11 @@ def _official_spec(name: str) -> TaskSpec:
     if name.startswith("reacher-three"):  # the official three-link reacher: 3 joints
         return TaskSpec(name, 8, 3, _DMC_EPISODE)
     return TaskSpec(name, *_DMC_SIZES[name.split("-", 1)[0]], _DMC_EPISODE)
+
+
+def official_task_spec(name: str) -> TaskSpec | None:
+    """The sizes and episode length of a task of the official lists (mt80 includes mt30); ``None`` for any other."""
+    return _official_spec(name) if name in official_task_names("mt80") else None
 
 
 def official_task_dim(task_set: str, model: str) -> int:

@@ -128,14 +128,18 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load one checkpoint file with ``weights_only=True``; raise ``ConfigError`` with a one-line reason if it
-    cannot be read, ``UnsafeCheckpointError`` naming the offending types if it needs more than plain data."""
+TRAINING_ONLY = ("loss", "updater", "replay_buffer", "rng")  # what evaluation and fine-tuning never read
+
+
+def load_raw(path: Path, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` of one file; ``ConfigError`` with a one-line reason if it cannot be read,
+    ``UnsafeCheckpointError`` naming the offending types if it needs more than plain data. ``mmap``: tensors stay on
+    disk until touched (a checkpoint's replay buffer is then never read)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # truncated or corrupt file: torch raises several exception types
         unsafe = _unsafe_types(path)
         if unsafe:
@@ -143,9 +147,26 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
                 f"checkpoint {path} refused: it needs {', '.join(unsafe)}, and loading anything beyond tensors, "
                 f"numbers, strings, lists and dicts could run code (register trusted types with "
                 f"torch.serialization.add_safe_globals)") from None
+        if mmap and "mmap" in str(err):  # the legacy (non-zip) format cannot be mapped: read it whole
+            return load_raw(path)
         raise ConfigError(f"checkpoint {path} is unreadable ({type(err).__name__}: {_first_line(err)})") from None
-    if not isinstance(state, dict) or "world_model" not in state:
-        raise ConfigError(f"{path} is not a tdmpc2-trl checkpoint")
+
+
+def load_checkpoint(path: Path, networks_only: bool = False,
+                    official_tasks: list[str] | None = None) -> dict[str, Any]:
+    """Load one checkpoint file (``load_raw``). An official TD-MPC2 file is converted (``run/official_checkpoint.py``;
+    ``official_tasks``: a multitask file's task names). ``networks_only``: without the optimiser, RunningScale,
+    replay-buffer and RNG states, which are then never read from disk (evaluation, fine-tuning)."""
+    path = Path(path)
+    state = load_raw(path, mmap=networks_only)
+    if not (isinstance(state, dict) and "world_model" in state):
+        from tdmpc2_trl.run.official_checkpoint import is_official, official_to_checkpoint, read_official
+
+        if not is_official(state):
+            raise ConfigError(f"{path} is neither a tdmpc2-trl checkpoint nor an official TD-MPC2 one")
+        return official_to_checkpoint(read_official(state, str(path), official_tasks))
+    if networks_only:
+        state = {k: v for k, v in state.items() if k not in TRAINING_ONLY}
     return state
 
 
@@ -162,19 +183,20 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else ""
 
 
-def resolve_checkpoint(path_or_run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+def resolve_checkpoint(path_or_run_dir: str | Path, **load: Any) -> tuple[Path, dict[str, Any]]:
     """A checkpoint file as given, or the newest readable checkpoint of a run directory (an unsafe file is
-    refused, never skipped; an unreadable one is skipped with one line on stderr naming it and why)."""
+    refused, never skipped; an unreadable one is skipped with one line on stderr naming it and why); ``load``:
+    ``load_checkpoint``'s options."""
     path = Path(path_or_run_dir)
     if path.is_file():
-        return path, load_checkpoint(path)
+        return path, load_checkpoint(path, **load)
     candidates = list_checkpoints(path / "checkpoints") if path.is_dir() else []
     if not candidates:
         raise ConfigError(f"no checkpoint found at {path} (expected a .pt file or a run directory with checkpoints/)")
     errors = []
     for candidate in reversed(candidates):
         try:
-            return candidate, load_checkpoint(candidate)
+            return candidate, load_checkpoint(candidate, **load)
         except UnsafeCheckpointError:
             raise
         except ConfigError as err:

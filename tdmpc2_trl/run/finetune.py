@@ -17,7 +17,8 @@ from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec
 
-__all__ = ["checkpoint_task_set", "finetune_task_set", "load_pretrained", "task_set_state"]
+__all__ = ["checkpoint_task_set", "finetune_task_set", "load_pretrained", "load_single_task_pretrained",
+           "task_set_state"]
 
 TASK_SET_KEY = "task_set"  # a multitask checkpoint's {"tasks": [TaskSpec fields...], "task_dim": int}
 EMBEDDING_KEY = "tasks.embedding.weight"
@@ -80,6 +81,26 @@ def load_pretrained(world_model: WorldModel, weights: dict[str, torch.Tensor], p
         raise ConfigError(f"the checkpoint's networks do not fit this model (e.g. {misfits[0]}): "
                           f"use the checkpoint's model preset")
     return fresh
+
+
+def load_single_task_pretrained(world_model: WorldModel, source: str) -> str:
+    """Load the networks of a single-task checkpoint (this project's or an official one) into a single-task
+    ``world_model``; returns the line the run prints. Nothing else of the file is read (the optimisers, RunningScale
+    and replay buffer start fresh)."""
+    from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
+    from tdmpc2_trl.run.official_checkpoint import OFFICIAL_MARK, fresh_state_note
+
+    path, state = resolve_checkpoint(source, networks_only=True)
+    if state.get(TASK_SET_KEY) is not None:
+        raise ConfigError(f"{path} is a multitask checkpoint: give tasks=[...] to start from it")
+    try:
+        world_model.load_state_dict(state["world_model"])
+    except RuntimeError as err:  # a shape, a missing or an extra network
+        raise ConfigError(f"the networks of {path} do not fit this model ({_first_problem(err)}): use the "
+                          f"checkpoint's model preset and a task of its sizes") from None
+    if state.get(OFFICIAL_MARK):
+        return fresh_state_note(str(path))
+    return f"networks from {path}; the optimisers, RunningScale and replay buffer start fresh"
 
 
 def _first_problem(err: RuntimeError) -> str:

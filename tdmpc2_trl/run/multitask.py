@@ -21,7 +21,7 @@ def multitask_setup(cfg: TrainConfig) -> tuple[TaskSet, tuple[dict[str, torch.Te
     specs = [task_spec(name) for name in cfg.tasks]
     if not cfg.init_from:
         return TaskSet(tuple(specs), cfg.model.task_dim), None
-    path, state = resolve_checkpoint(cfg.init_from)
+    path, state = resolve_checkpoint(cfg.init_from, networks_only=True)
     pretrained = checkpoint_task_set(state, str(path))
     return finetune_task_set(specs, pretrained), (state["world_model"], pretrained)
 

@@ -35,7 +35,7 @@ from tdmpc2_trl.config.schema import ConfigError, TrainConfig
 from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, next_traj_offset, sample_batch
 from tdmpc2_trl.run.entry import exit_code
 from tdmpc2_trl.envs.factory import EnvFactory, task_info
-from tdmpc2_trl.run.finetune import TASK_SET_KEY, load_pretrained, task_set_state
+from tdmpc2_trl.run.finetune import TASK_SET_KEY, load_pretrained, load_single_task_pretrained, task_set_state
 from tdmpc2_trl.run.evaluate import evaluate
 from tdmpc2_trl.run.make import (
     make_autocast_dtype, make_discount, make_loss, make_planner, make_updater, make_world_model, resolve_device,
@@ -115,6 +115,8 @@ class Run:
         if pretrained is not None:
             fresh = load_pretrained(self.world_model, *pretrained)
             self.say(f"networks from {cfg.init_from}" + (f"; new task embeddings for {fresh}" if fresh else ""))
+        elif cfg.init_from:  # a single-task checkpoint (this project's or an official one)
+            self.say(load_single_task_pretrained(self.world_model, cfg.init_from))
         self.loss = make_loss(cfg.loss, self.world_model, discount)
         self.autocast_dtype = make_autocast_dtype(cfg.precision, device)
         self.updater = make_updater(cfg.optim, self.loss, cfg.loss.tau, self.autocast_dtype)
