@@ -86,9 +86,9 @@ def test_argument_split_and_commands(tmp_path: Path):
     assert own == ["--info", "-cn", "grid", "--multirun"] and passthrough == ["eval.freq=5", "x=1"]
     cfg = {"tasks": "Pendulum-v1", "seeds": [3, 4], "model": {"name": "5m"}, "steps": 9, "threads": 1,
            "parallel": 2, "train": ["eval.freq=5"], "grid_dir": str(tmp_path / "my grid")}
-    grid = grid.make_grid(cfg, ["buffer.batch_size=8"])
-    assert [c.run_dir for c in grid.cells] == [tmp_path / "my grid" / "Pendulum-v1" / f"seed{s}" for s in (3, 4)]
-    command = grid.train_command(grid, grid.cells[1], resume=True)
+    made = grid.make_grid(cfg, ["buffer.batch_size=8"])
+    assert [c.run_dir for c in made.cells] == [tmp_path / "my grid" / "Pendulum-v1" / f"seed{s}" for s in (3, 4)]
+    command = grid.train_command(made, made.cells[1], resume=True)
     where = f"'{tmp_path / 'my grid' / 'Pendulum-v1' / 'seed4'}'"  # quoted: the path holds a space
     assert command[2:] == ["task=Pendulum-v1", "seed=4", "model=5m", "steps=9", "threads=1", "progress=false",
                            f"hydra.run.dir={where}", f"resume={where}", "eval.freq=5", "buffer.batch_size=8"]
