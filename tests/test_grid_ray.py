@@ -7,6 +7,7 @@ import csv
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import grid  # noqa: E402
 from test_grid import TINY, env, wait_for  # noqa: E402
 
 from tdmpc2_trl.config.schema import ConfigError  # noqa: E402
-from tdmpc2_trl.run.ray_grid import Ending, RayBackend, open_log  # noqa: E402
+from tdmpc2_trl.run.ray_grid import Ending, RayBackend, check_reachable, open_log  # noqa: E402
 
 STEPS = 120
 DONE = re.compile(r"^done (\S+) on node (\S+) in \d+ s$", re.M)
@@ -179,6 +180,17 @@ def test_a_node_that_cannot_write_says_so(tmp_path: Path):
 def test_backend_config_errors(change: dict, message: str):
     with pytest.raises(ConfigError, match=re.escape(message)):
         grid.check_backend({"backend": "ray", **change})
+
+
+def test_an_unreachable_cluster_fails_at_once():
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(ConfigError, match=re.escape(f"cannot reach the Ray cluster at 127.0.0.1:{port}: "
+                                                    f"Connection refused")):
+        check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match=re.escape("ray_address=headnode: must be auto, host:port or null")):
+        check_reachable("headnode")
 
 
 def test_ray_backend_without_ray(monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -124,6 +125,8 @@ class RayBackend:
         except ImportError:
             raise ConfigError("backend=ray needs Ray: pip install 'tdmpc2-trl[ray]'") from None
         self.ray = ray
+        if address not in (None, "auto") and not address.startswith("ray://"):
+            check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                      configure_logging=True)
@@ -171,6 +174,17 @@ class RayBackend:
 
     def close(self) -> None:
         self.ray.shutdown()
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail in one line when nothing listens at ``host:port`` (Ray itself would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"ray_address={address}: must be auto, host:port or null (a local Ray instance)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}") from None
 
 
 def _one_line(err: BaseException) -> str:
