@@ -130,9 +130,11 @@ class RayBackend:
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                      configure_logging=True)
-        except (ConnectionError, ValueError, RuntimeError) as err:
+        except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as err:
             where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
-            raise ConfigError(f"cannot start or reach {where}: {_one_line(err)}") from None
+            hint = "" if address is None else (" (a cluster with token authentication needs RAY_AUTH_MODE=token and "
+                                               "its token here: docs/grids-on-ray.md)")
+            raise ConfigError(f"cannot start or reach {where}: {_one_line(err)}{hint}") from None
         self.warn_if_no_room(cpus, gpus)
         # no retries: a retried cell would rerun a stale command line; the grid's rerun resumes it instead
         self.task, self.resources = ray.remote(run_cell), {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0}
