@@ -128,8 +128,9 @@ class RayBackend:
         if address not in (None, "auto") and not address.startswith("ray://"):
             check_reachable(address)
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                     configure_logging=True)
+            # "local": a new instance even where a cluster runs on this machine (ray.init would join that one)
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, configure_logging=True)
         except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as err:
             where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
             hint = "" if address is None else (" (a cluster with token authentication needs RAY_AUTH_MODE=token and "
