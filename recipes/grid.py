@@ -26,17 +26,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from tdmpc2_trl.run.checkpoint import list_checkpoints
 from tdmpc2_trl.config.compose import config_dir, load_config
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.envs.factory import task_info
 from tdmpc2_trl.results.plot import report
-from tdmpc2_trl.run.ray_grid import Ending
+from tdmpc2_trl.run.checkpoint import list_checkpoints
+from tdmpc2_trl.run.ray_grid import Ending, spawn
 
 TRAIN = Path(__file__).resolve().parent / "train.py"
 OWN_KEYS = frozenset(OmegaConf.load(config_dir() / "grid.yaml")) - {"defaults"} | {"model"}
@@ -201,9 +201,26 @@ def lock_grid(grid_dir: Path) -> int:
     return fd
 
 
+class Backend(Protocol):
+    """What the runner needs of a backend (``LocalBackend``, ``tdmpc2_trl.run.ray_grid.RayBackend``)."""
+
+    capacity: int  # cells at once
+
+    def launch(self, args: list[str], run_dir: Path, threads: int) -> Any:
+        """Start ``python <args>`` for the cell in ``run_dir``; a handle for ``ended``."""
+
+    def ended(self, timeout: float) -> list[tuple[Any, Ending]]:
+        """The handles of the runs that ended since the last call, and how (waiting up to ``timeout`` s)."""
+
+    def stop_all(self) -> None:
+        """Ask every running cell to checkpoint and stop, once."""
+
+    def close(self) -> None:
+        """Release what the backend holds."""
+
+
 class LocalBackend:
-    """Cells as child processes of the runner, ``parallel`` at once, each in its own session (a Ctrl-C reaches the
-    runner only, which forwards it once); they inherit the grid's lock."""
+    """Cells as child processes of the runner, ``parallel`` at once; they inherit the grid's lock."""
 
     def __init__(self, parallel: int, lock_fd: int) -> None:
         self.capacity, self.lock_fd = parallel, lock_fd
@@ -212,10 +229,8 @@ class LocalBackend:
 
     def launch(self, args: list[str], run_dir: Path, threads: int) -> subprocess.Popen:
         run_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         with open(run_dir / "output.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True, pass_fds=(self.lock_fd,))
+            proc = spawn(args, log, threads, pass_fds=(self.lock_fd,))
         self.procs.append(proc)
         return proc
 
@@ -245,7 +260,7 @@ def check_backend(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"ray_gpus={gpus!r} must be a number >= 0")
 
 
-def make_backend(cfg: dict[str, Any], grid: Grid, lock_fd: int) -> Any:
+def make_backend(cfg: dict[str, Any], grid: Grid, lock_fd: int) -> Backend:
     """The backend that runs the cells: ``local`` processes or ``ray`` tasks (``threads`` CPUs and ``ray_gpus``
     GPUs each, on the cluster at ``ray_address``, or a local Ray instance when it is null)."""
     if cfg.get("backend", "local") == "local":
@@ -256,7 +271,7 @@ def make_backend(cfg: dict[str, Any], grid: Grid, lock_fd: int) -> Any:
     return RayBackend(None if address in (None, "") else str(address), grid.threads, cfg.get("ray_gpus", 0))
 
 
-def begin(grid: Grid, cell: Cell, backend: Any) -> Any:
+def begin(grid: Grid, cell: Cell, backend: Backend) -> Any:
     """Start a cell on the backend: afresh without a checkpoint (the rows of a run stopped before its first one
     are dropped), else resumed from its newest."""
     step = latest_step(cell)
@@ -274,7 +289,7 @@ class Runner:
     """Runs the pending cells on a backend, as many at once as it has room for; a signal stops new starts and is
     forwarded to the runs."""
 
-    def __init__(self, grid: Grid, backend: Any) -> None:
+    def __init__(self, grid: Grid, backend: Backend) -> None:
         self.grid, self.backend = grid, backend
         self.running: dict[Any, tuple[Cell, float]] = {}
         self.failed: list[Cell] = []

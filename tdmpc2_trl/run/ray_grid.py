@@ -66,10 +66,8 @@ def run_cell(args: list[str], run_dir: str, threads: int, stop_flag: Any) -> End
         log = open_log(Path(run_dir), node)
     except PermissionError as err:
         return Ending(None, node, str(err))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with log:  # its own session: the run is stopped by the flag only, once
-        proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = spawn(args, log, threads)
     stopped = False
     while proc.poll() is None:
         if not stopped and stop.wait(POLL_S):
@@ -77,6 +75,14 @@ def run_cell(args: list[str], run_dir: str, threads: int, stop_flag: Any) -> End
             proc.send_signal(signal.SIGTERM)  # train.py checkpoints and exits 0
         time.sleep(0 if not stopped else POLL_S)
     return Ending(proc.returncode, node)
+
+
+def spawn(args: list[str], log: Any, threads: int, **popen: Any) -> subprocess.Popen:
+    """``python <args>`` in a session of its own (a Ctrl-C at the terminal reaches the runner only, which forwards
+    it once), its output into ``log``, with ``threads`` OpenMP/MKL threads."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True, **popen)
 
 
 def watch(stop_flag: Any) -> threading.Event:
