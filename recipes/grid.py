@@ -316,7 +316,8 @@ class Runner:
         """Say how a run ended (and on which node, on a cluster)."""
         step = latest_step(cell)
         where = f" on node {ending.node}" if ending.node else ""
-        if ending.returncode == 0 and step is not None and step >= self.grid.steps:
+        finished = step is not None and step >= self.grid.steps
+        if finished and (ending.returncode == 0 or self.signum):  # a signal may come after the final checkpoint
             print(f"done {cell.name}{where} in {time.monotonic() - t0:.0f} s", flush=True)
         elif self.signum and ending.returncode == 0:
             print(stopped_message(cell, step) + where, flush=True)

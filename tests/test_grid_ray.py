@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 sys.path.insert(0, str(ROOT / "tests"))
 import grid
-from test_grid import TINY, env, wait_for
+from test_grid import TINY, env
 
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.run.ray_grid import Ending, RayBackend, check_reachable, open_log
@@ -31,6 +33,31 @@ def grid_args(grid_dir: Path, seeds: str, *extra: str) -> list[str]:
     return [sys.executable, str(ROOT / "recipes" / "grid.py"), "tasks=[Pendulum-v1]", f"seeds={seeds}",
             f"steps={STEPS}", "collector.seed_steps=40", "checkpoint_freq=50", "eval.freq=60",
             f"grid_dir={grid_dir}", *TINY, *extra]
+
+
+class Output:
+    """A process's output, read line by line in a thread, so that a test can wait for a line while it runs."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.lines = proc, []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(proc.stdout), daemon=True)
+        self.reader.start()
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, what: str | Path, timeout: float = 300) -> None:
+        """Until a line starts with ``what`` (a str), or the file ``what`` (a Path) exists."""
+        deadline = time.monotonic() + timeout
+        while not (what.exists() if isinstance(what, Path) else any(x.startswith(what) for x in self.lines)):
+            assert self.proc.poll() is None, f"the runner ended before {what}:\n{self.text()}"
+            assert time.monotonic() < deadline, f"no {what} in {timeout} s:\n{self.text()}"
+            time.sleep(0.05)
+
+    def finish(self, timeout: float) -> str:
+        self.proc.wait(timeout)
+        self.reader.join(timeout)
+        return self.text()
 
 
 def train_pid(run_dir: Path) -> int:
@@ -65,12 +92,13 @@ def test_grid_on_a_two_node_ray_cluster(tmp_path: Path):
         cell1, cell2, cell3 = (grid_dir / "Pendulum-v1" / f"seed{s}" for s in (1, 2, 3))
         runner = subprocess.Popen(grid_args(grid_dir, "[1,2,3]", *on_ray), cwd=ROOT, env=env(), text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        wait_for(cell2 / "checkpoints" / "step_000000050.pt", runner)
+        output = Output(runner)
+        output.wait_for(cell2 / "checkpoints" / "step_000000050.pt")
         os.kill(train_pid(cell2), signal.SIGKILL)  # a run dies mid-way; seed 3 takes its node
-        wait_for(cell1 / "checkpoints" / f"step_{STEPS:09d}.pt", runner)
-        wait_for(cell3 / "checkpoints" / "step_000000050.pt", runner)
+        output.wait_for("done Pendulum-v1/seed1")
+        output.wait_for(cell3 / "checkpoints" / "step_000000050.pt")
         runner.send_signal(signal.SIGTERM)  # seed 3 checkpoints and stops
-        out, _ = runner.communicate(timeout=120)
+        out = output.finish(timeout=120)
         print(out)
         assert runner.returncode == 128 + signal.SIGTERM, out
         nodes = dict(DONE.findall(out))
@@ -163,6 +191,25 @@ def test_a_signal_stops_the_running_cells_and_leaves_the_queued_ones(tmp_path: P
     assert backend.stops == 1 and runner.signum == signal.SIGTERM and runner.failed == []
     assert lines == ["start Pendulum-v1/seed1: new run", "start Pendulum-v1/seed2: new run",
                      "stopped Pendulum-v1/seed1 before its first checkpoint (the next run starts it afresh) on node n1"]
+
+
+def test_a_run_signalled_after_its_final_checkpoint_is_done(tmp_path: Path, capsys):
+    made = make_tiny_grid(tmp_path, [1])
+    (made.cells[0].run_dir / "checkpoints").mkdir(parents=True)
+    backend = ScriptedBackend([Ending(-signal.SIGTERM, "n1")])
+    runner = grid.Runner(made, backend)
+    launch = backend.launch
+
+    def launch_then_finish(*args):  # the run writes its final checkpoint, then the signal comes
+        handle = launch(*args)
+        (made.cells[0].run_dir / "checkpoints" / "step_000000010.pt").write_bytes(b"")
+        runner.on_signal(signal.SIGTERM, None)
+        return handle
+
+    backend.launch = launch_then_finish
+    runner.run(made.cells)
+    assert re.fullmatch(r"done Pendulum-v1/seed1 on node n1 in \d+ s", capsys.readouterr().out.splitlines()[-1])
+    assert runner.failed == []
 
 
 def test_a_node_that_cannot_write_says_so(tmp_path: Path):
