@@ -134,7 +134,7 @@ def make_grid(cfg: dict[str, Any], passthrough: list[str]) -> Grid:
         load_config("config", [f"model={cfg['model']['name']}", *train])
     except ConfigError as err:
         raise ConfigError(f"for train.py: {err}") from None
-    grid_dir = Path(str(cfg["grid_dir"])).expanduser()
+    grid_dir = Path(str(cfg["grid_dir"])).expanduser().absolute()  # the same on every node of a cluster
     cells = [Cell(str(t), int(s), grid_dir / str(t) / f"seed{s}") for t in tasks for s in seeds]
     return Grid(str(cfg["model"]["name"]), _positive_int("steps", cfg["steps"]), _positive_int("threads", cfg["threads"]),
                 _positive_int("parallel", cfg["parallel"]), train, grid_dir, cells)

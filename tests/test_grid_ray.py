@@ -244,3 +244,11 @@ def test_ray_backend_without_ray(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the ray extra were not installed
     with pytest.raises(ConfigError, match=re.escape("backend=ray needs Ray: pip install 'tdmpc2-trl[ray]'")):
         RayBackend(None, 1, 0)
+
+
+def test_a_relative_grid_dir_reaches_the_nodes_as_an_absolute_path(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a node's task runs elsewhere: it must not resolve the path itself
+    made = grid.make_grid({"tasks": ["Pendulum-v1"], "seeds": [1], "model": {"name": "1m"}, "steps": 10,
+                           "threads": 1, "parallel": 1, "train": [], "grid_dir": "runs/grid"}, [])
+    assert made.cells[0].run_dir == tmp_path / "runs" / "grid" / "Pendulum-v1" / "seed1"
+    assert f"hydra.run.dir={tmp_path}/runs/grid/Pendulum-v1/seed1" in grid.train_command(made, made.cells[0], False)
