@@ -9,6 +9,11 @@ there), with ``threads`` torch threads, ``parallel`` cells at once. Key=value ar
 checkpoint at ``steps``), resumes the others from their newest checkpoint and starts the rest. SIGINT/SIGTERM stop
 the runs (each checkpoints and exits) and then the runner, with one line. At the end the grid's plot and table
 are written to ``<grid_dir>/results.png`` and ``results.md``.
+
+``backend=ray`` runs each cell as a Ray task instead (``tdmpc2_trl/run/ray_grid.py``; ``ray_address=auto|host:port``,
+null for a local Ray instance; ``threads`` CPUs and ``ray_gpus`` GPUs per cell), as many at once as the cluster has
+room for, with ``grid_dir`` on storage every node sees (docs/grids-on-ray.md). Which cells run, and how they are
+started, resumed and reported, is the same for both backends (``pending_cells``, ``begin``, ``Runner``).
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -32,6 +37,7 @@ from tdmpc2_trl.config.compose import config_dir, load_config
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.envs.factory import task_info
 from tdmpc2_trl.results.plot import report
+from tdmpc2_trl.run.ray_grid import Ending, spawn
 
 TRAIN = Path(__file__).resolve().parent / "train.py"
 OWN_KEYS = frozenset(OmegaConf.load(config_dir() / "grid.yaml")) - {"defaults"} | {"model"}
@@ -129,7 +135,7 @@ def make_grid(cfg: dict[str, Any], passthrough: list[str]) -> Grid:
         load_config("config", [f"model={cfg['model']['name']}", *train])
     except ConfigError as err:
         raise ConfigError(f"for train.py: {err}") from None
-    grid_dir = Path(str(cfg["grid_dir"])).expanduser()
+    grid_dir = Path(str(cfg["grid_dir"])).expanduser().absolute()  # the same on every node of a cluster
     cells = [Cell(str(t), int(s), grid_dir / str(t) / f"seed{s}") for t in tasks for s in seeds]
     return Grid(str(cfg["model"]["name"]), _positive_int("steps", cfg["steps"]), _positive_int("threads", cfg["threads"]),
                 _positive_int("parallel", cfg["parallel"]), train, grid_dir, cells)
@@ -196,71 +202,133 @@ def lock_grid(grid_dir: Path) -> int:
     return fd
 
 
-def start(grid: Grid, cell: Cell, lock_fd: int) -> subprocess.Popen:
-    """Launch the cell's train.py in its own session (a Ctrl-C reaches the runner only, which forwards it once);
-    it inherits the grid's lock."""
+class Backend(Protocol):
+    """What the runner needs of a backend (``LocalBackend``, ``tdmpc2_trl.run.ray_grid.RayBackend``)."""
+
+    capacity: int  # cells at once
+
+    def launch(self, args: list[str], run_dir: Path, threads: int) -> Any:
+        """Start ``python <args>`` for the cell in ``run_dir``; a handle for ``ended``."""
+
+    def ended(self, timeout: float) -> list[tuple[Any, Ending]]:
+        """The handles of the runs that ended since the last call, and how (waiting up to ``timeout`` s)."""
+
+    def stop_all(self) -> None:
+        """Ask every running cell to checkpoint and stop, once."""
+
+    def close(self) -> None:
+        """Release what the backend holds."""
+
+
+class LocalBackend:
+    """Cells as child processes of the runner, ``parallel`` at once; they inherit the grid's lock."""
+
+    def __init__(self, parallel: int, lock_fd: int) -> None:
+        self.capacity, self.lock_fd = parallel, lock_fd
+        self.procs: list[subprocess.Popen] = []
+        self.stopped: set[int] = set()  # pids that were sent SIGTERM
+
+    def launch(self, args: list[str], run_dir: Path, threads: int) -> subprocess.Popen:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "output.log", "ab") as log:
+            proc = spawn(args, log, threads, pass_fds=(self.lock_fd,))
+        self.procs.append(proc)
+        return proc
+
+    def ended(self, timeout: float) -> list[tuple[subprocess.Popen, Ending]]:
+        time.sleep(timeout)
+        done = [p for p in self.procs if p.poll() is not None]
+        self.procs = [p for p in self.procs if p not in done]
+        return [(p, Ending(p.returncode, "")) for p in done]
+
+    def stop_all(self) -> None:
+        """Send each run SIGTERM once (train.py checkpoints and exits 0)."""
+        for proc in self.procs:
+            if proc.pid not in self.stopped and proc.poll() is None:
+                self.stopped.add(proc.pid)
+                proc.send_signal(signal.SIGTERM)
+
+    def close(self) -> None:
+        pass
+
+
+def check_backend(cfg: dict[str, Any]) -> None:
+    """``backend`` and, for Ray, ``ray_gpus``, checked before anything is written."""
+    if cfg.get("backend", "local") not in ("local", "ray"):
+        raise ConfigError(f"backend={cfg['backend']!r} must be local or ray")
+    gpus = cfg.get("ray_gpus", 0)
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or gpus < 0:
+        raise ConfigError(f"ray_gpus={gpus!r} must be a number >= 0")
+
+
+def make_backend(cfg: dict[str, Any], grid: Grid, lock_fd: int) -> Backend:
+    """The backend that runs the cells: ``local`` processes or ``ray`` tasks (``threads`` CPUs and ``ray_gpus``
+    GPUs each, on the cluster at ``ray_address``, or a local Ray instance when it is null)."""
+    if cfg.get("backend", "local") == "local":
+        return LocalBackend(grid.parallel, lock_fd)
+    from tdmpc2_trl.run.ray_grid import RayBackend
+
+    address = cfg.get("ray_address")
+    return RayBackend(None if address in (None, "") else str(address), grid.threads, cfg.get("ray_gpus", 0))
+
+
+def begin(grid: Grid, cell: Cell, backend: Backend) -> Any:
+    """Start a cell on the backend: afresh without a checkpoint (the rows of a run stopped before its first one
+    are dropped), else resumed from its newest."""
     step = latest_step(cell)
     if step is None:
         clear_partial_logs(cell)
-    cell.run_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(grid.threads), "MKL_NUM_THREADS": str(grid.threads)}
-    with open(cell.run_dir / "output.log", "ab") as log:
-        proc = subprocess.Popen(train_command(grid, cell, resume=step is not None), stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True, pass_fds=(lock_fd,))
+    handle = backend.launch(train_command(grid, cell, resume=step is not None)[1:], cell.run_dir, grid.threads)
     print(f"start {cell.name}: " + ("new run" if step is None else f"resume from step {step}"), flush=True)
-    return proc
+    return handle
 
 
 # ---------------------------------------------------------------- running the grid
 
 
 class Runner:
-    """Runs the pending cells, ``parallel`` at once; a signal stops new starts and is forwarded to the runs."""
+    """Runs the pending cells on a backend, as many at once as it has room for; a signal stops new starts and is
+    forwarded to the runs."""
 
-    def __init__(self, grid: Grid, lock_fd: int) -> None:
-        self.grid, self.lock_fd = grid, lock_fd
-        self.running: dict[subprocess.Popen, tuple[Cell, float]] = {}
+    def __init__(self, grid: Grid, backend: Backend) -> None:
+        self.grid, self.backend = grid, backend
+        self.running: dict[Any, tuple[Cell, float]] = {}
         self.failed: list[Cell] = []
-        self.stopped: set[int] = set()  # pids that were sent SIGTERM
         self.signum = 0
 
     def on_signal(self, signum: int, frame) -> None:
         """First signal: remember it and ask every run to checkpoint and stop; later ones are ignored."""
-        self.signum = self.signum or signum
-        for proc in list(self.running):
-            self.stop(proc)
-
-    def stop(self, proc: subprocess.Popen) -> None:
-        """Send a run SIGTERM once (train.py checkpoints and exits 0)."""
-        if proc.pid not in self.stopped and proc.poll() is None:
-            self.stopped.add(proc.pid)
-            proc.send_signal(signal.SIGTERM)
+        if not self.signum:
+            self.signum = signum
+            self.backend.stop_all()
 
     def run(self, cells: list[Cell]) -> None:
         pending = list(cells)
         while (pending and not self.signum) or self.running:
-            while pending and not self.signum and len(self.running) < self.grid.parallel:
+            while pending and not self.signum and len(self.running) < self.backend.capacity:
                 cell = pending.pop(0)
-                proc = start(self.grid, cell, self.lock_fd)
-                self.running[proc] = (cell, time.monotonic())
+                self.running[begin(self.grid, cell, self.backend)] = (cell, time.monotonic())
                 if self.signum:  # the signal came while it started
-                    self.stop(proc)
-            time.sleep(POLL_S)
-            self.reap()
+                    self.backend.stop_all()
+            for handle, ending in self.backend.ended(POLL_S):
+                self.report(*self.running.pop(handle), ending)
 
-    def reap(self) -> None:
-        """Collect the runs that ended and say how each ended."""
-        for proc in [p for p in self.running if p.poll() is not None]:
-            cell, t0 = self.running.pop(proc)
-            step = latest_step(cell)
-            if proc.returncode == 0 and step is not None and step >= self.grid.steps:
-                print(f"done {cell.name} in {time.monotonic() - t0:.0f} s", flush=True)
-            elif proc.returncode == 0 and self.signum:
-                print(stopped_message(cell, step), flush=True)
-            else:
-                self.failed.append(cell)
-                print(f"FAILED {cell.name} (exit {proc.returncode}): {_last_line(cell.run_dir / 'output.log')}",
-                      flush=True)
+    def report(self, cell: Cell, t0: float, ending: Ending) -> None:
+        """Say how a run ended (and on which node, on a cluster)."""
+        step = latest_step(cell)
+        where = f" on node {ending.node}" if ending.node else ""
+        finished = step is not None and step >= self.grid.steps
+        if finished and (ending.returncode == 0 or self.signum):  # a signal may come after the final checkpoint
+            print(f"done {cell.name}{where} in {time.monotonic() - t0:.0f} s", flush=True)
+        elif self.signum and ending.returncode == 0:
+            print(stopped_message(cell, step) + where, flush=True)
+        elif self.signum and not ending.started:
+            pass  # queued on the cluster when the signal came: it stays pending
+        else:
+            self.failed.append(cell)
+            reason = ending.error or failure_reason(cell, ending.returncode)
+            status = "" if ending.returncode is None else f" (exit {ending.returncode})"
+            print(f"FAILED {cell.name}{where}{status}: {reason}", flush=True)
 
 
 def stopped_message(cell: Cell, step: int | None) -> str:
@@ -268,6 +336,18 @@ def stopped_message(cell: Cell, step: int | None) -> str:
     if step is None:
         return f"stopped {cell.name} before its first checkpoint (the next run starts it afresh)"
     return f"stopped {cell.name} at step {step} (checkpointed)"
+
+
+def failure_reason(cell: Cell, returncode: int | None) -> str:
+    """What a failed run's line says: its last line of output, or, for a run killed by a signal (whose last lines
+    are whatever its helpers printed as it died), the signal and where its log is."""
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name} (its log: {cell.run_dir / 'output.log'})"
+    return _last_line(cell.run_dir / "output.log")
 
 
 def _last_line(path: Path) -> str:
@@ -305,11 +385,17 @@ def write_results(grid: Grid) -> None:
 def run_grid(cfg: dict[str, Any], passthrough: list[str]) -> int:
     """Run the grid; the exit status (0 done, 1 a run failed, 128 + signal number when stopped by a signal)."""
     grid = make_grid(cfg, passthrough)
+    check_backend(cfg)
     record_grid(grid)
-    runner = Runner(grid, lock_grid(grid.grid_dir))
+    lock_fd = lock_grid(grid.grid_dir)
+    backend = make_backend(cfg, grid, lock_fd)
+    runner = Runner(grid, backend)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, runner.on_signal)
-    runner.run(pending_cells(grid))
+    try:
+        runner.run(pending_cells(grid))
+    finally:
+        backend.close()
     if runner.signum:
         unfinished = sum(1 for c in grid.cells if (latest_step(c) or 0) < grid.steps)
         print(f"interrupted by {signal.Signals(runner.signum).name}: {unfinished} of {len(grid.cells)} cells "
