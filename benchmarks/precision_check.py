@@ -16,7 +16,7 @@ tune_process()  # before torch: the OpenMP wait and the allocator, as the recipe
 import torch
 
 from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
-from tdmpc2_trl.config import resolve
+from tdmpc2_trl.run import resolve
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import TrainConfig
 from tdmpc2_trl.data.replay_buffer import make_replay_buffer

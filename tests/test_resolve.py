@@ -1,4 +1,4 @@
-"""config/resolve.py: each null's rule against a hand computation, ``resolve`` once and idempotent, and the
+"""run/resolve.py: each null's rule against a hand computation, ``resolve`` once and idempotent, and the
 constructor defaults that restate the config pinned equal to it."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import inspect
 import pytest
 import torch
 
-from tdmpc2_trl.config import resolve
+from tdmpc2_trl.run import resolve
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import ConfigError, LossConfig, ModelConfig, OptimConfig, PlannerConfig, check
 from tdmpc2_trl.envs.factory import TaskInfo

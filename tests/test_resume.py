@@ -1,4 +1,4 @@
-"""The resume contract (config/contract.py), extending a run to more steps, and the loud checkpoint fallback."""
+"""The resume contract (run/contract.py), extending a run to more steps, and the loud checkpoint fallback."""
 from __future__ import annotations
 
 import csv
@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from tdmpc2_trl.config.compose import load_config
-from tdmpc2_trl.config.contract import MAY_CHANGE, may_change, resumed_config, run_values
-from tdmpc2_trl.config.resolve import resolve
+from tdmpc2_trl.run.contract import MAY_CHANGE, may_change, resumed_config, run_values
+from tdmpc2_trl.run.resolve import resolve
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.envs.factory import TaskInfo
 from tdmpc2_trl.platform.checkpoint import checkpoint_path, list_checkpoints, resolve_checkpoint, save_checkpoint

@@ -97,7 +97,7 @@ class PlannerConfig:
     num_pi_trajs: int = _f(24, ge=0)
     num_elites: int = _f(64, ge=1)
     iterations: int = _f(6, ge=1)
-    # added to iterations; null: 2 for an official preset at action dim >= 20 (TD-MPC2), else 0 (config/resolve.py)
+    # added to iterations; null: 2 for an official preset at action dim >= 20 (TD-MPC2), else 0 (run/resolve.py)
     extra_iterations: Optional[int] = _f(None, ge=0)
     temperature: float = _f(0.5, gt=0.0)
     min_std: float = _f(0.05, gt=0.0)

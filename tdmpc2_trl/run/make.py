@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from tdmpc2_trl.config import resolve
+from tdmpc2_trl.run import resolve
 from tdmpc2_trl.config.schema import ConfigError, LossConfig, ModelConfig, OptimConfig, PlannerConfig
 from tdmpc2_trl.envs.factory import TaskInfo
 from tdmpc2_trl.learning.loss import TDMPC2Loss
@@ -32,7 +32,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_discount(loss_cfg: LossConfig, info: TaskInfo) -> float:
-    """``loss.discount``, or TD-MPC2's rule from the task's episode length (``config/resolve.py``)."""
+    """``loss.discount``, or TD-MPC2's rule from the task's episode length (``run/resolve.py``)."""
     return resolve.discount(loss_cfg.discount, info.episode_length)
 
 
@@ -64,12 +64,12 @@ def make_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | N
 
 
 def enc_lr_scale(optim_cfg: OptimConfig, preset: str) -> float:
-    """``optim.enc_lr_scale``, its null resolved for the preset (``config/resolve.py``)."""
+    """``optim.enc_lr_scale``, its null resolved for the preset (``run/resolve.py``)."""
     return resolve.enc_lr_scale(optim_cfg.enc_lr_scale, preset)
 
 
 def planner_iterations(planner_cfg: PlannerConfig, preset: str, action_dim: int) -> int:
-    """``planner.iterations`` plus ``planner.extra_iterations``, its null resolved (``config/resolve.py``)."""
+    """``planner.iterations`` plus ``planner.extra_iterations``, its null resolved (``run/resolve.py``)."""
     return planner_cfg.iterations + resolve.extra_iterations(planner_cfg.extra_iterations, preset, action_dim)
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from tdmpc2_trl.platform.checkpoint import (
     atomic_file, checkpoint_path, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
-from tdmpc2_trl.config import resolve
+from tdmpc2_trl.run import resolve
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.platform.compiling import on_compile
 from tdmpc2_trl.config.schema import ConfigError, OfflineConfig

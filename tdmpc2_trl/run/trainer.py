@@ -29,8 +29,8 @@ from tdmpc2_trl.platform.checkpoint import (
 from tdmpc2_trl.run.collectors import make_collector, push_weights
 from tdmpc2_trl.platform.compiling import compiling_deferred, on_compile
 from tdmpc2_trl.config.compose import to_dataclass
-from tdmpc2_trl.config.contract import resumed_config
-from tdmpc2_trl.config.resolve import resolve
+from tdmpc2_trl.run.contract import resumed_config
+from tdmpc2_trl.run.resolve import resolve
 from tdmpc2_trl.config.schema import ConfigError, TrainConfig
 from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, next_traj_offset, sample_batch
 from tdmpc2_trl.run.entry import exit_code
@@ -96,7 +96,7 @@ class Run:
             torch.set_num_threads(cfg.threads)
         worker_threads = cfg.threads or 1  # collector workers: one thread each unless threads= says
         state = None
-        if cfg.resume:  # the run's own settings (config/contract.py), before anything is built from them
+        if cfg.resume:  # the run's own settings (run/contract.py), before anything is built from them
             self.resumed_path, state = resolve_checkpoint(cfg.resume)
             cfg = resumed_config(cfg, state["config"], self.run_dir)
         tasks = ", ".join(cfg.tasks) if cfg.tasks else cfg.task
@@ -104,7 +104,7 @@ class Run:
                  f"(model {cfg.model.name})…")
         self.task_set, pretrained = multitask_setup(cfg) if cfg.tasks else (None, None)
         self.info = info = task_info(cfg.task, cfg.obs) if self.task_set is None else joined_info(self.task_set)
-        # every null resolved once (config/resolve.py); config.yaml and the checkpoints hold these values
+        # every null resolved once (run/resolve.py); config.yaml and the checkpoints hold these values
         self.cfg = cfg = resolve(cfg, info, device, multitask=self.task_set is not None)
         torch.manual_seed(cfg.seed)
         self.steps, self.seed_steps, capacity = cfg.steps, cfg.collector.seed_steps, cfg.buffer.size

@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from tdmpc2_trl.config import resolve
+from tdmpc2_trl.run import resolve
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import OLD_TERMINATION_NAMES, ConfigError, TrainConfig
 

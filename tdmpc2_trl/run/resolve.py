@@ -3,7 +3,7 @@
 The rules live here and only here; ``run/make.py`` applies the same functions to a config that was not resolved (a
 benchmark, a test), so a resolved config and an unresolved one build the same objects. The trainer writes the
 resolved config into the run's ``config.yaml`` and every checkpoint, and a resumed run takes these values from there
-(``config/contract.py``), never from its new command line: that is what keeps the replay buffer's capacity when a
+(``run/contract.py``), never from its new command line: that is what keeps the replay buffer's capacity when a
 run is extended to more ``steps``.
 
 The planning horizon lives in ``model.horizon`` (each model preset sets it): the planner and the replay buffer's slice
