@@ -1,9 +1,11 @@
 """Timing and FLOP counting shared by the benchmark scripts."""
+
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -14,7 +16,7 @@ class _NoModuleTracking:
 
     parents = {"Global"}
 
-    def __enter__(self) -> "_NoModuleTracking":
+    def __enter__(self) -> _NoModuleTracking:
         return self
 
     def __exit__(self, *args) -> None:
@@ -54,6 +56,9 @@ def timing_fields(ms: list[float], flops: int, unit: str) -> dict[str, float]:
     """Median/min/max ms, GFLOP per call and achieved GFLOP/s."""
     median = statistics.median(ms)
     return {
-        "median_ms": round(median, 2), "min_ms": round(min(ms), 2), "max_ms": round(max(ms), 2),
-        f"gflop_per_{unit}": round(flops / 1e9, 2), "gflops": round(flops / 1e9 / (median / 1e3), 1),
+        "median_ms": round(median, 2),
+        "min_ms": round(min(ms), 2),
+        "max_ms": round(max(ms), 2),
+        f"gflop_per_{unit}": round(flops / 1e9, 2),
+        "gflops": round(flops / 1e9 / (median / 1e3), 1),
     }

@@ -8,6 +8,7 @@ Each mode runs in a fresh process (``--mode full|networks``): load the file, bui
 load its weights. Prints one JSON line per mode: seconds (median of ``--repeats`` processes) and the process's peak
 resident memory (MiB) above what it held before loading.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,13 +36,21 @@ def measure(path: str, mode: str) -> dict:
     start = time.perf_counter()
     state = load_checkpoint(Path(path), networks_only=mode == "networks")
     task = state["task"]
-    wm = WorldModel(ModelConfig.from_dict(state["config"]["model"]), task["obs_dim"], task["action_dim"],
-                    episodic=task.get("episodic", False))
+    wm = WorldModel(
+        ModelConfig.from_dict(state["config"]["model"]),
+        task["obs_dim"],
+        task["action_dim"],
+        episodic=task.get("episodic", False),
+    )
     wm.load_state_dict(state["world_model"])
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"mode": mode, "seconds": seconds, "peak_rss_mib": (peak - before) / 1024,
-            "file_mib": Path(path).stat().st_size / 2**20}
+    return {
+        "mode": mode,
+        "seconds": seconds,
+        "peak_rss_mib": (peak - before) / 1024,
+        "file_mib": Path(path).stat().st_size / 2**20,
+    }
 
 
 def main() -> int:
@@ -54,12 +63,27 @@ def main() -> int:
         print(json.dumps(measure(a.checkpoint, a.mode)))
         return 0
     for mode in ("full", "networks"):
-        runs = [json.loads(subprocess.run([sys.executable, __file__, a.checkpoint, "--mode", mode], check=True,
-                                          capture_output=True, text=True).stdout.strip().splitlines()[-1])
-                for _ in range(a.repeats)]
-        print(json.dumps({"mode": mode, "seconds_median": round(statistics.median(r["seconds"] for r in runs), 3),
-                          "peak_rss_mib_median": round(statistics.median(r["peak_rss_mib"] for r in runs), 1),
-                          "file_mib": round(runs[0]["file_mib"], 1), "repeats": a.repeats}))
+        runs = [
+            json.loads(
+                subprocess.run(
+                    [sys.executable, __file__, a.checkpoint, "--mode", mode], check=True, capture_output=True, text=True
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            for _ in range(a.repeats)
+        ]
+        print(
+            json.dumps(
+                {
+                    "mode": mode,
+                    "seconds_median": round(statistics.median(r["seconds"] for r in runs), 3),
+                    "peak_rss_mib_median": round(statistics.median(r["peak_rss_mib"] for r in runs), 1),
+                    "file_mib": round(runs[0]["file_mib"], 1),
+                    "repeats": a.repeats,
+                }
+            )
+        )
     return 0
 
 

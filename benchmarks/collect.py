@@ -5,6 +5,7 @@ Each setting builds the recipe's collector (tdmpc2_trl.run.collectors.make_colle
 a MultiSyncCollector or Ray actors otherwise) with untrained networks, collects --warmup batches untimed, then
 --frames env steps (rounded up to whole batches of workers * envs) and prints one JSON line. No learning.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,13 @@ from tdmpc2_trl.platform.process import tune_process
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
 
-from tdmpc2_trl.run.collectors import make_collector
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import TrainConfig
 from tdmpc2_trl.envs.factory import EnvFactory, task_info
-from tdmpc2_trl.run.make import make_autocast_dtype, make_discount, make_planner, make_world_model
 from tdmpc2_trl.platform.precision import precision_name
+from tdmpc2_trl.run.collectors import make_collector
+from tdmpc2_trl.run.make import make_autocast_dtype, make_discount, make_planner, make_world_model
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -45,9 +47,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def recipe_config(args: argparse.Namespace, workers: int, envs: int) -> TrainConfig:
     """The training recipe's config (configs/config.yaml) for one setting, as ``train`` would get it."""
-    overrides = [f"model={args.model}", f"model.horizon={args.horizon}", f"task={args.task}", f"num_envs={envs}",
-                 f"seed={args.seed}", f"threads={args.threads}", f"precision={args.precision}",
-                 f"collector.workers={workers}", f"collector.backend={args.backend}", *args.overrides]
+    overrides = [
+        f"model={args.model}",
+        f"model.horizon={args.horizon}",
+        f"task={args.task}",
+        f"num_envs={envs}",
+        f"seed={args.seed}",
+        f"threads={args.threads}",
+        f"precision={args.precision}",
+        f"collector.workers={workers}",
+        f"collector.backend={args.backend}",
+        *args.overrides,
+    ]
     if args.ray_address:
         overrides.append(f"collector.ray_address={args.ray_address}")
     return load_config("config", overrides)
@@ -66,8 +77,15 @@ def measure(args: argparse.Namespace, workers: int, envs: int) -> dict:
     per_batch = workers * envs
     batches = args.warmup + -(-args.frames // per_batch)
     start = time.perf_counter()
-    collector = make_collector(env, c.collector, planner, total_frames=batches * per_batch, init_random_frames=0,
-                               device=device, threads=args.threads)
+    collector = make_collector(
+        env,
+        c.collector,
+        planner,
+        total_frames=batches * per_batch,
+        init_random_frames=0,
+        device=device,
+        threads=args.threads,
+    )
     setup_s = time.perf_counter() - start
     timed = 0
     try:
@@ -80,12 +98,24 @@ def measure(args: argparse.Namespace, workers: int, envs: int) -> dict:
     finally:
         collector.shutdown()
     return {
-        "benchmark": "collect", "task": args.task, "model": args.model, "horizon": args.horizon,
-        "backend": args.backend, "workers": workers, "envs": envs, "envs_total": per_batch, "frames": timed,
-        "steps_per_s": round(timed / elapsed, 2), "ms_per_batch": round(elapsed / (timed / per_batch) * 1e3, 1),
-        "setup_s": round(setup_s, 1), "threads": args.threads, "device": str(device),
-        "precision": precision_name(autocast_dtype), "samples": c.planner.num_samples,
-        "iterations": c.planner.iterations, "compile": c.planner.compile,
+        "benchmark": "collect",
+        "task": args.task,
+        "model": args.model,
+        "horizon": args.horizon,
+        "backend": args.backend,
+        "workers": workers,
+        "envs": envs,
+        "envs_total": per_batch,
+        "frames": timed,
+        "steps_per_s": round(timed / elapsed, 2),
+        "ms_per_batch": round(elapsed / (timed / per_batch) * 1e3, 1),
+        "setup_s": round(setup_s, 1),
+        "threads": args.threads,
+        "device": str(device),
+        "precision": precision_name(autocast_dtype),
+        "samples": c.planner.num_samples,
+        "iterations": c.planner.iterations,
+        "compile": c.planner.compile,
     }
 
 

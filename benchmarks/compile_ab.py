@@ -7,6 +7,7 @@ On a shared host the same benchmark varies by up to ±30 % from one process to t
 turn inside one process see the same machine, so their ratio is the figure to read. Both copies have the same
 weights and inputs; B's ``torch.compile`` gets ``options`` (inductor config keys), so dynamo compiles it separately.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,12 +19,11 @@ from collections.abc import Callable
 from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
-import torch
-from torchrl.envs.utils import ExplorationType, set_exploration_type
-
 import plan as plan_bench
+import torch
 import update as update_bench
 from _common import time_calls
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _with_options(options: dict, build: Callable[[], Callable[[], object]]) -> Callable[[], object]:
-    """Build (and warm) a variant while ``torch.compile`` carries ``options``; the repo compiles lazily on first call."""
+    """Build (and warm) a variant while ``torch.compile`` carries ``options`` (the repo compiles at first call)."""
     original = torch.compile
     torch.compile = functools.partial(original, options=options) if options else original
     try:
@@ -76,9 +76,14 @@ def main(argv: list[str] | None = None) -> dict:
                 times[name].append(statistics.fmean(time_calls(fn, args.calls, "cpu")))
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
-        "benchmark": "compile_ab", "what": args.what, "model": args.model, "horizon": args.horizon,
-        "threads": torch.get_num_threads(), "options_b": options,
-        "a_median_ms": round(med["a"], 2), "b_median_ms": round(med["b"], 2),
+        "benchmark": "compile_ab",
+        "what": args.what,
+        "model": args.model,
+        "horizon": args.horizon,
+        "threads": torch.get_num_threads(),
+        "options_b": options,
+        "a_median_ms": round(med["a"], 2),
+        "b_median_ms": round(med["b"], 2),
         "a_range_ms": [round(min(times["a"]), 2), round(max(times["a"]), 2)],
         "b_range_ms": [round(min(times["b"]), 2), round(max(times["b"]), 2)],
         "b_over_a": round(med["b"] / med["a"], 3),

@@ -11,6 +11,7 @@ graph compiles during the first update's backward pass: it is in ``update_first_
 ``fxgraph_cache_hit``/``miss`` and ``autograd_cache_hit``/``miss`` are inductor's and AOTAutograd's counters: a warm
 run that really hits its caches shows hits and no misses.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,12 +21,12 @@ import time
 from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
+import plan as plan_bench
 import torch
+import update as update_bench
 from torch._dynamo.utils import counters
 from torchrl.envs import ExplorationType, set_exploration_type
 
-import plan as plan_bench
-import update as update_bench
 from tdmpc2_trl.platform.compiling import on_compile
 
 
@@ -52,8 +53,10 @@ def main(argv: list[str] | None = None) -> dict:
     updater, batch = update_bench.build(update_bench.parse_args(common))
     graphs: dict[str, float] = {}
     started: dict[str, float] = {}
-    on_compile(lambda what: started.__setitem__(what, time.perf_counter()),
-               lambda what: graphs.__setitem__(what, round(time.perf_counter() - started[what], 2)))
+    on_compile(
+        lambda what: started.__setitem__(what, time.perf_counter()),
+        lambda what: graphs.__setitem__(what, round(time.perf_counter() - started[what], 2)),
+    )
     try:
         with set_exploration_type(ExplorationType.RANDOM):
             plan_first = timed(lambda: plan_bench.call(planner, td))
@@ -62,10 +65,16 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         on_compile(None)
     result = {
-        "benchmark": "compile_time", "model": args.model, "horizon": args.horizon, "threads": torch.get_num_threads(),
-        "planner_first_s": plan_first, "planner_next_s": plan_next,
-        "world_model_loss_s": graphs.get("the world-model loss"), "policy_loss_s": graphs.get("the policy loss"),
-        "update_first_s": update_first, "update_next_s": update_next,
+        "benchmark": "compile_time",
+        "model": args.model,
+        "horizon": args.horizon,
+        "threads": torch.get_num_threads(),
+        "planner_first_s": plan_first,
+        "planner_next_s": plan_next,
+        "world_model_loss_s": graphs.get("the world-model loss"),
+        "policy_loss_s": graphs.get("the policy loss"),
+        "update_first_s": update_first,
+        "update_next_s": update_next,
         **{f"fxgraph_cache_{k}": counters["inductor"][f"fxgraph_cache_{k}"] for k in ("hit", "miss")},
         **{f"autograd_cache_{k}": counters["aot_autograd"][f"autograd_cache_{k}"] for k in ("hit", "miss")},
     }

@@ -7,6 +7,7 @@ machine and once while one extra process spins on a core (a pure-Python loop: wh
 suite looks like to the scheduler). Prints one JSON line per run and a summary line with the busy / quiet ratios.
 Pause other work first (``side_by_side.sh``'s ``PAUSE``, or SIGSTOP).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="quiet/busy pairs")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- SCRIPT [ARGS...] (run with this Python)")
     args = p.parse_args(argv)
-    args.command = [a for a in args.command if a != "--"] or \
-        ["benchmarks/update.py", "--model", "1m", "--horizon", "3", "--threads", "2"]
+    args.command = [a for a in args.command if a != "--"] or [
+        "benchmarks/update.py",
+        "--model",
+        "1m",
+        "--horizon",
+        "3",
+        "--threads",
+        "2",
+    ]
     return args
 
 
@@ -51,9 +59,14 @@ def main(argv: list[str] | None = None) -> dict:
             spinner.wait()
         print(json.dumps({"round": r, "load": "one busy process", "median_ms": busy[-1]}), flush=True)
     ratios = [b / q for q, b in zip(quiet, busy)]
-    summary = {"benchmark": "contention", "command": " ".join(args.command),
-               "quiet_ms": quiet, "busy_ms": busy, "busy_over_quiet": [round(x, 2) for x in ratios],
-               "median_ratio": round(statistics.median(ratios), 2)}
+    summary = {
+        "benchmark": "contention",
+        "command": " ".join(args.command),
+        "quiet_ms": quiet,
+        "busy_ms": busy,
+        "busy_over_quiet": [round(x, 2) for x in ratios],
+        "median_ratio": round(statistics.median(ratios), 2),
+    }
     print(json.dumps(summary), flush=True)
     return summary
 

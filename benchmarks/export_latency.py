@@ -7,9 +7,11 @@ warm start.
 For each preset: a world model of the seed's robot sizes (18 observations, 4 actions, a termination head; random
 weights: the latency does not depend on their values) is exported once, saved, loaded back with ``torch.export.load``
 and called ``--steps`` times under ``torch.inference_mode`` after ``--warmup`` calls: with the warm start (an episode
-start every 100 calls), then without it (``reset=True`` at every call: what ``--no-warm-start`` computes). Prints one JSON line per preset and warm-start setting: p50/p99/max ms per call and the highest control rate
-it sustains (1000 / p99 ms: at most 1 % of the control steps would miss their deadline).
+start every 100 calls), then without it (``reset=True`` at every call: what ``--no-warm-start`` computes).
+Prints one JSON line per preset and warm-start setting: p50/p99/max ms per call and the highest control rate it
+sustains (1000 / p99 ms: at most 1 % of the control steps would miss their deadline).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,11 +71,24 @@ def main() -> int:
                     if i >= a.warmup:
                         ms.append((time.perf_counter() - t) * 1e3)
             p99 = statistics.quantiles(ms, n=100, method="inclusive")[98]
-            print(json.dumps({"model": name, "warm_start": warm, "device": a.device, "threads": a.threads,
-                              "p50_ms": round(statistics.median(ms), 2), "p99_ms": round(p99, 2),
-                              "max_ms": round(max(ms), 2), "max_rate_hz": round(1000 / p99, 1),
-                              "export_s": round(export_s, 1), "load_s": round(load_s, 1), "steps": len(ms)}),
-                  flush=True)
+            print(
+                json.dumps(
+                    {
+                        "model": name,
+                        "warm_start": warm,
+                        "device": a.device,
+                        "threads": a.threads,
+                        "p50_ms": round(statistics.median(ms), 2),
+                        "p99_ms": round(p99, 2),
+                        "max_ms": round(max(ms), 2),
+                        "max_rate_hz": round(1000 / p99, 1),
+                        "export_s": round(export_s, 1),
+                        "load_s": round(load_s, 1),
+                        "steps": len(ms),
+                    }
+                ),
+                flush=True,
+            )
     return 0
 
 

@@ -11,6 +11,7 @@ logits, π's action for the same ε, and the planned action of one MPPI call fed
 draws (recorded while the official agent plans). Prints one line per case and quantity with the largest absolute
 difference, and exits 1 if any exceeds ``--atol`` (1e-5).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,9 @@ class DrawRecorder:
                 out = fn(*args, **kwargs)
                 self.draws.append((kind, out.clone()))
                 return out
+
             return wrapped
+
         t.randn, t.randn_like, t.randperm = rec("randn", randn), rec("randn", randn_like), rec("perm", randperm)
         t.Tensor.exponential_ = rec("exp", exponential_)
         return self
@@ -66,8 +69,21 @@ def official_agent(case, bo, TDMPC2, torch):
 
         specs = [official_task_spec(t) for t in tasks]
         obs_dim, action_dim = max(s.obs_dim for s in specs), max(s.action_dim for s in specs)
-    args = bo.parse_args(["--what", "update", "--model", size, "--obs-dim", str(obs_dim), "--action-dim",
-                          str(action_dim), "--batch", "32", "--no-compile"])
+    args = bo.parse_args(
+        [
+            "--what",
+            "update",
+            "--model",
+            size,
+            "--obs-dim",
+            str(obs_dim),
+            "--action-dim",
+            str(action_dim),
+            "--batch",
+            "32",
+            "--no-compile",
+        ]
+    )
     _, cfg = bo.make_cfg(args)
     cfg.episodic = episodic
     if tasks:
@@ -93,22 +109,27 @@ def compare(case: str, atol: float) -> bool:
     import bench_official as bo  # noqa: E402  (puts OFFICIAL_SRC on sys.path)
     from tdmpc2 import TDMPC2  # noqa: E402
 
-    from tdmpc2_trl.networks.math import two_hot_inv
-    from tdmpc2_trl.platform.checkpoint import load_checkpoint
-    from tdmpc2_trl.run.make import make_planner
     from tdmpc2_trl.config.schema import ModelConfig, PlannerConfig
     from tdmpc2_trl.networks.world_model import WorldModel
+    from tdmpc2_trl.platform.checkpoint import load_checkpoint
     from tdmpc2_trl.run.finetune import checkpoint_task_set
+    from tdmpc2_trl.run.make import make_planner
+    from tdmpc2_trl.run.official_checkpoint import official_converter
 
     agent, cfg, tasks = official_agent(case, bo, TDMPC2, torch)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"official-{case}.pt")
         agent.save(path)
-        state = load_checkpoint(path, official_tasks=tasks)
+        state = load_checkpoint(path, convert=official_converter(tasks))
     task_set = checkpoint_task_set(state) if tasks else None
     meta = state["task"]
-    wm = WorldModel(ModelConfig.from_dict(state["config"]["model"]), meta["obs_dim"], meta["action_dim"],
-                    episodic=meta["episodic"], task_set=task_set)
+    wm = WorldModel(
+        ModelConfig.from_dict(state["config"]["model"]),
+        meta["obs_dim"],
+        meta["action_dim"],
+        episodic=meta["episodic"],
+        task_set=task_set,
+    )
     wm.load_state_dict(state["world_model"])
     wm.eval()
     agent.model.eval()
@@ -116,7 +137,7 @@ def compare(case: str, atol: float) -> bool:
     torch.manual_seed(1)
     B, A = 64, cfg.action_dim
     obs = torch.randn(B, meta["obs_dim"])
-    a = (torch.rand(B, A) * 2 - 1)
+    a = torch.rand(B, A) * 2 - 1
     task = torch.randint(len(tasks), (B,)) if tasks else None
     if tasks:
         a = a * m._action_masks[task]
@@ -144,7 +165,9 @@ def compare(case: str, atol: float) -> bool:
         with DrawRecorder(torch) as rec:
             a_off = agent._plan(one_obs, t0=True, eval_mode=True, task=one_task)
         # a multitask planner discounts each task with its own (from the task set), as the official agent
-        planner = make_planner(PlannerConfig(compile=False), wm, None, float(torch.as_tensor(agent.discount).reshape(-1)[0]))
+        planner = make_planner(
+            PlannerConfig(compile=False), wm, None, float(torch.as_tensor(agent.discount).reshape(-1)[0])
+        )
         noise = replayed_noise(planner, rec.draws, torch)
         a_ours, _ = planner.act(one_obs, None, noise, explore=False, task=one_task)
         diffs["planned action"] = (a_off.reshape(-1) - a_ours.reshape(-1)).abs().max()
@@ -170,9 +193,13 @@ def replayed_noise(planner, draws, torch):
         heads.append(next(it)[1][:2])  # the two Q heads averaged
     exp = next(it)[1]
     noise = object.__new__(PlannerNoise)
-    noise.draws = {"prior": torch.stack(prior).unsqueeze(0), "candidates": torch.stack(candidates).unsqueeze(0),
-                   "terminal": torch.stack(terminal).unsqueeze(0), "gumbel": -exp.log().unsqueeze(0),
-                   "explore": torch.zeros(1, planner.action_dim)}
+    noise.draws = {
+        "prior": torch.stack(prior).unsqueeze(0),
+        "candidates": torch.stack(candidates).unsqueeze(0),
+        "terminal": torch.stack(terminal).unsqueeze(0),
+        "gumbel": -exp.log().unsqueeze(0),
+        "explore": torch.zeros(1, planner.action_dim),
+    }
     noise.head_draws = torch.stack(heads)
     assert P == prior[0].shape[0]
     return noise
@@ -184,8 +211,10 @@ def main() -> int:
     p.add_argument("--atol", type=float, default=1e-5)
     a = p.parse_args()
     if not os.environ.get("OFFICIAL_SRC"):
-        print("error: set OFFICIAL_SRC to the official sources (../shared/bench-official/setup.sh makes them)",
-              file=sys.stderr)
+        print(
+            "error: set OFFICIAL_SRC to the official sources (../shared/bench-official/setup.sh makes them)",
+            file=sys.stderr,
+        )
         return 2
     import torch
 

@@ -3,6 +3,7 @@
 Example: python benchmarks/plan.py --model 8m-h10 --horizon 10 --envs 16 --iters 5 --warmup 1
 GFLOP/s counts the matmul FLOPs of one call (torch.utils.flop_counter, counted once) over its median time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,15 +13,15 @@ from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
+from _common import count_flops, memory_fields, time_calls, timing_fields
 from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
 
-from _common import count_flops, memory_fields, time_calls, timing_fields
+from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import TDMPC2Planner
-from tdmpc2_trl.run.make import make_autocast_dtype  # as a run: TF32 for fp32 matmuls on CUDA
 from tdmpc2_trl.platform.precision import PRECISIONS, precision_name, resolve_precision
-from tdmpc2_trl.config.presets import load_model_config
+from tdmpc2_trl.run.make import make_autocast_dtype  # as a run: TF32 for fp32 matmuls on CUDA
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,11 +40,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--episodic", action="store_true", help="world model with a termination head in use")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="bf16: matmuls under autocast; auto: bf16 where it is fast here (precision.py)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="bf16: matmuls under autocast; auto: bf16 where it is fast here (precision.py)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="TDMPC2Planner(compile_plan=...), as planner.compile (default on; warm up with >= 2 calls)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="TDMPC2Planner(compile_plan=...), as planner.compile (default on; warm up with >= 2 calls)",
+    )
     return p.parse_args(argv)
 
 
@@ -51,13 +60,24 @@ def build(args: argparse.Namespace) -> tuple[TDMPC2Planner, TensorDict]:
     torch.manual_seed(args.seed)
     cfg = load_model_config(args.model)
     wm = WorldModel(cfg, args.obs_dim, args.action_dim, episodic=args.episodic).to(args.device)
-    planner = TDMPC2Planner(wm, discount=0.99, horizon=args.horizon, num_samples=args.samples,
-                            num_pi_trajs=args.pi_trajs, num_elites=args.elites, iterations=args.iterations,
-                            compile_plan=args.compile,
-                            autocast_dtype=make_autocast_dtype(args.precision, torch.device(args.device)))
+    planner = TDMPC2Planner(
+        wm,
+        discount=0.99,
+        horizon=args.horizon,
+        num_samples=args.samples,
+        num_pi_trajs=args.pi_trajs,
+        num_elites=args.elites,
+        iterations=args.iterations,
+        compile_plan=args.compile,
+        autocast_dtype=make_autocast_dtype(args.precision, torch.device(args.device)),
+    )
     B = args.envs
-    td = TensorDict(observation=torch.randn(B, args.obs_dim), planner_mean=torch.zeros(B, args.horizon, args.action_dim),
-                    batch_size=[B], device=args.device)
+    td = TensorDict(
+        observation=torch.randn(B, args.obs_dim),
+        planner_mean=torch.zeros(B, args.horizon, args.action_dim),
+        batch_size=[B],
+        device=args.device,
+    )
     return planner, td
 
 
@@ -77,14 +97,25 @@ def main(argv: list[str] | None = None) -> dict:
         ms = time_calls(lambda: call(planner, td), args.iters, args.device)
         flops = count_flops(lambda: call(planner, td))  # last: compiled code is re-traced under the counter
     result = {
-        "benchmark": "plan", "model": args.model, "horizon": args.horizon, "envs": args.envs,
-        "obs_dim": args.obs_dim, "action_dim": args.action_dim, "samples": args.samples,
-        "pi_trajs": args.pi_trajs, "elites": args.elites, "iterations": args.iterations,
-        "episodic": args.episodic, "compile": args.compile,
-        "device": args.device, "threads": torch.get_num_threads(),
+        "benchmark": "plan",
+        "model": args.model,
+        "horizon": args.horizon,
+        "envs": args.envs,
+        "obs_dim": args.obs_dim,
+        "action_dim": args.action_dim,
+        "samples": args.samples,
+        "pi_trajs": args.pi_trajs,
+        "elites": args.elites,
+        "iterations": args.iterations,
+        "episodic": args.episodic,
+        "compile": args.compile,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
         "precision": precision_name(resolve_precision(args.precision, torch.device(args.device))),
-        "iters": args.iters, "warmup": args.warmup,
-        **timing_fields(ms, flops, "call"), **memory_fields(args.device),
+        "iters": args.iters,
+        "warmup": args.warmup,
+        **timing_fields(ms, flops, "call"),
+        **memory_fields(args.device),
     }
     result["ms_per_env"] = round(result["median_ms"] / args.envs, 2)
     print(json.dumps(result), flush=True)

@@ -5,6 +5,7 @@ Prints one JSON line: the mean/max absolute difference of the planned actions (d
 and the mean absolute difference of the policy prior's mean action. Observations come from the checkpoint's replay
 buffer (states the agent actually visited).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,15 +16,15 @@ from tdmpc2_trl.platform.process import tune_process
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
 
-from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
-from tdmpc2_trl.run import resolve
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import TrainConfig
 from tdmpc2_trl.data.replay_buffer import make_replay_buffer
 from tdmpc2_trl.envs.factory import task_info
-from tdmpc2_trl.run.make import make_discount, make_planner, make_world_model
 from tdmpc2_trl.planning.planner import PlannerNoise
+from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
 from tdmpc2_trl.platform.precision import autocast
+from tdmpc2_trl.run import resolve
+from tdmpc2_trl.run.make import make_discount, make_planner, make_world_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,16 +45,21 @@ def main(argv: list[str] | None = None) -> dict:
     info, cpu = task_info(c.task), torch.device("cpu")
     world_model = make_world_model(c.model, info, cpu)
     world_model.load_state_dict(state["world_model"])
-    buffer = make_replay_buffer(capacity=resolve.buffer_size(c.buffer.size, c.steps),  # the run's own capacity
-                                batch_size=c.buffer.batch_size, horizon=c.model.horizon)
+    buffer = make_replay_buffer(
+        capacity=resolve.buffer_size(c.buffer.size, c.steps),  # the run's own capacity
+        batch_size=c.buffer.batch_size,
+        horizon=c.model.horizon,
+    )
     buffer.load_state_dict(state["replay_buffer"])
     visited = buffer.storage[:]["observation"]  # the filled rows only
     obs_all = visited.reshape(-1, *visited.shape[2:])
     g = torch.Generator().manual_seed(args.seed)
     obs = obs_all[torch.randint(len(obs_all), (args.states,), generator=g)].float()
 
-    planners = {name: make_planner(c.planner, world_model, None, make_discount(c.loss, info), dtype)
-                for name, dtype in (("fp32", None), ("bf16", torch.bfloat16))}
+    planners = {
+        name: make_planner(c.planner, world_model, None, make_discount(c.loss, info), dtype)
+        for name, dtype in (("fp32", None), ("bf16", torch.bfloat16))
+    }
     noise = PlannerNoise(planners["fp32"], args.states, generator=g)
     actions = {name: p.act(obs, None, noise=noise, explore=False)[0] for name, p in planners.items()}
     with torch.no_grad():
@@ -63,9 +69,14 @@ def main(argv: list[str] | None = None) -> dict:
                 prior[name] = world_model.pi(world_model.encode(obs))[1]
     diff = (actions["bf16"] - actions["fp32"]).abs()
     result = {
-        "benchmark": "precision_check", "checkpoint": str(path), "task": c.task, "model": c.model.name,
-        "step": state["step"], "states": args.states,
-        "plan_action_mean_abs_diff": round(float(diff.mean()), 5), "plan_action_max_abs_diff": round(float(diff.max()), 5),
+        "benchmark": "precision_check",
+        "checkpoint": str(path),
+        "task": c.task,
+        "model": c.model.name,
+        "step": state["step"],
+        "states": args.states,
+        "plan_action_mean_abs_diff": round(float(diff.mean()), 5),
+        "plan_action_max_abs_diff": round(float(diff.max()), 5),
         "plan_action_mean_abs": round(float(actions["fp32"].abs().mean()), 5),
         "prior_action_mean_abs_diff": round(float((prior["bf16"] - prior["fp32"]).abs().mean()), 5),
     }

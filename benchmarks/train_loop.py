@@ -7,6 +7,7 @@ with the planner and runs ``envs`` updates, as ``recipes/train.py`` does after i
 env steps/s, the median ms of planning, of the rest of collecting (env step, transforms, collector), of sampling
 the buffer and of the updates, and ``outside_share``: the fraction of the loop's time spent outside plan and update.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import TrainConfig
 from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, sample_batch
 from tdmpc2_trl.envs.factory import EnvFactory, task_info
-from tdmpc2_trl.run.make import make_discount, make_loss, make_planner, make_updater, make_world_model
 from tdmpc2_trl.platform.precision import PRECISIONS, precision_name, resolve_precision
+from tdmpc2_trl.run.make import make_discount, make_loss, make_planner, make_updater, make_world_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fill", type=int, default=300, help="random steps put in the buffer first")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="planner.compile and optim.compile (default on)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="planner.compile and optim.compile (default on)",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -54,11 +60,13 @@ def recipe_config(args: argparse.Namespace) -> TrainConfig:
 
 def _timed(fn, record: list[float]):
     """``fn`` that appends its wall time (ms) to ``record`` on each call."""
+
     def timed(*args, **kwargs):
         start = time.perf_counter()
         out = fn(*args, **kwargs)
         record.append((time.perf_counter() - start) * 1e3)
         return out
+
     return timed
 
 
@@ -77,10 +85,17 @@ def main(argv: list[str] | None = None) -> dict:
         updater = make_updater(c.optim, loss, c.loss.tau, dtype)
     planner = make_planner(c.planner, world_model, None, discount, dtype)
     env = EnvFactory(args.task, seed=args.seed, num_envs=args.envs, transforms=(planner.primer(),))()
-    buffer = make_replay_buffer(capacity=args.fill + args.envs * (args.steps + 1), batch_size=args.batch,
-                                horizon=c.model.horizon)
-    collector = Collector(env, planner, frames_per_batch=args.envs, total_frames=-1,
-                          init_random_frames=args.fill, exploration_type=ExplorationType.RANDOM)
+    buffer = make_replay_buffer(
+        capacity=args.fill + args.envs * (args.steps + 1), batch_size=args.batch, horizon=c.model.horizon
+    )
+    collector = Collector(
+        env,
+        planner,
+        frames_per_batch=args.envs,
+        total_frames=-1,
+        init_random_frames=args.fill,
+        exploration_type=ExplorationType.RANDOM,
+    )
     it = iter(collector)
     while len(buffer) < args.fill:
         add(buffer, next(it))
@@ -105,9 +120,16 @@ def main(argv: list[str] | None = None) -> dict:
     collector.shutdown()
     inside = (sum(plan_ms) + sum(t_ms["update"])) / 1e3
     result = {
-        "benchmark": "train_loop", "task": args.task, "model": args.model, "horizon": c.model.horizon, "envs": args.envs,
-        "batch": args.batch, "precision": precision_name(dtype), "compile": args.compile,
-        "threads": torch.get_num_threads(), "steps": args.steps,
+        "benchmark": "train_loop",
+        "task": args.task,
+        "model": args.model,
+        "horizon": c.model.horizon,
+        "envs": args.envs,
+        "batch": args.batch,
+        "precision": precision_name(dtype),
+        "compile": args.compile,
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
         "env_steps_per_s": round(args.steps * args.envs / elapsed, 3),
         "plan_median_ms": round(statistics.median(plan_ms), 1),
         "collect_other_median_ms": round(statistics.median(c - p for c, p in zip(t_ms["collect"], plan_ms)), 1),

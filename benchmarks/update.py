@@ -3,6 +3,7 @@
 Example: python benchmarks/update.py --model 8m-h10 --horizon 10 --batch 256 --iters 10 --warmup 2
 GFLOP/s counts the matmul FLOPs of one update (torch.utils.flop_counter, counted once) over its median time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,14 +14,14 @@ from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
+from _common import count_flops, memory_fields, time_calls, timing_fields
 from tensordict import TensorDict
 
-from _common import count_flops, memory_fields, time_calls, timing_fields
+from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.learning.loss import TDMPC2Loss
+from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.platform.precision import PRECISIONS, precision_name, resolve_precision
-from tdmpc2_trl.config.presets import load_model_config
-from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 from tdmpc2_trl.run.make import make_autocast_dtype  # as a run: TF32 for fp32 matmuls on CUDA
 
 
@@ -36,10 +37,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--episodic", action="store_true", help="train the termination head too")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="bf16: matmuls under autocast; auto: bf16 where it is fast here (precision.py)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="optim.compile: the loss terms through torch.compile (default on, as the recipe)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="bf16: matmuls under autocast; auto: bf16 where it is fast here (precision.py)",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="optim.compile: the loss terms through torch.compile (default on, as the recipe)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -51,13 +60,19 @@ def build(args: argparse.Namespace) -> tuple[TDMPC2Update, TensorDict]:
     loss = TDMPC2Loss(wm, discount=0.99).compile_terms(args.compile)
     with warnings.catch_warnings():  # SoftUpdate reads the target before it registers itself (TorchRL quirk)
         warnings.simplefilter("ignore")
-        updater = TDMPC2Update(loss, *make_optimizers(loss),
-                               autocast_dtype=make_autocast_dtype(args.precision, torch.device(args.device)))
+        updater = TDMPC2Update(
+            loss, *make_optimizers(loss), autocast_dtype=make_autocast_dtype(args.precision, torch.device(args.device))
+        )
     B, H, D, A = args.batch, args.horizon, args.obs_dim, args.action_dim
     batch = TensorDict(
-        observation=torch.randn(B, H, D), action=torch.rand(B, H, A) * 2 - 1,
-        next=TensorDict(observation=torch.randn(B, H, D), reward=torch.randn(B, H, 1),
-                        terminated=torch.zeros(B, H, 1, dtype=torch.bool), batch_size=[B, H]),
+        observation=torch.randn(B, H, D),
+        action=torch.rand(B, H, A) * 2 - 1,
+        next=TensorDict(
+            observation=torch.randn(B, H, D),
+            reward=torch.randn(B, H, 1),
+            terminated=torch.zeros(B, H, 1, dtype=torch.bool),
+            batch_size=[B, H],
+        ),
         batch_size=[B, H],
     ).to(args.device)
     return updater, batch
@@ -72,12 +87,21 @@ def main(argv: list[str] | None = None) -> dict:
     ms = time_calls(lambda: updater(batch), args.iters, args.device)
     flops = count_flops(lambda: updater(batch))
     result = {
-        "benchmark": "update", "model": args.model, "horizon": args.horizon, "batch": args.batch,
-        "obs_dim": args.obs_dim, "action_dim": args.action_dim, "episodic": args.episodic,
-        "device": args.device, "threads": torch.get_num_threads(),
+        "benchmark": "update",
+        "model": args.model,
+        "horizon": args.horizon,
+        "batch": args.batch,
+        "obs_dim": args.obs_dim,
+        "action_dim": args.action_dim,
+        "episodic": args.episodic,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
         "precision": precision_name(resolve_precision(args.precision, torch.device(args.device))),
-        "compile": args.compile, "iters": args.iters, "warmup": args.warmup,
-        **timing_fields(ms, flops, "update"), **memory_fields(args.device),
+        "compile": args.compile,
+        "iters": args.iters,
+        "warmup": args.warmup,
+        **timing_fields(ms, flops, "update"),
+        **memory_fields(args.device),
     }
     print(json.dumps(result), flush=True)
     return result

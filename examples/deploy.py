@@ -10,6 +10,7 @@ tick. A step whose planning and env step overrun the period is a deadline miss; 
 at once (it does not skip steps). Prints one JSON line: planning latency p50/p90/p99/max (ms), deadline misses, the
 returns of the episodes finished.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,11 +67,23 @@ def main() -> int:
             else:
                 time.sleep(-late)
     env.close()
-    print(json.dumps({"env": a.env, "rate_hz": a.rate, "steps": a.steps,
-                      "latency_ms": {"p50": round(statistics.median(latencies), 2),
-                                     "p90": round(percentile(latencies, 90), 2),
-                                     "p99": round(percentile(latencies, 99), 2), "max": round(max(latencies), 2)},
-                      "deadline_misses": misses, "episode_returns": [round(r, 2) for r in returns]}))
+    print(
+        json.dumps(
+            {
+                "env": a.env,
+                "rate_hz": a.rate,
+                "steps": a.steps,
+                "latency_ms": {
+                    "p50": round(statistics.median(latencies), 2),
+                    "p90": round(percentile(latencies, 90), 2),
+                    "p99": round(percentile(latencies, 99), 2),
+                    "max": round(max(latencies), 2),
+                },
+                "deadline_misses": misses,
+                "episode_returns": [round(r, 2) for r in returns],
+            }
+        )
+    )
     return 0
 
 

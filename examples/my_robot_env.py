@@ -8,6 +8,7 @@ Observation (18): joint angles q (4), velocities dq (4), goal (4), q − goal (4
 for the two wrist joints), not ±1: the planner is given the env's bounds. Reward: −distance − 0.01·|torque|².
 Termination: a joint leaves its range |q| > 3 rad (the arm hit its stop), with a −10 penalty.
 """
+
 from __future__ import annotations
 
 import gymnasium as gym
@@ -34,7 +35,9 @@ class MyRobotEnv(gym.Env):
     def _obs(self) -> np.ndarray:
         error = self.q - self.goal
         time_left = 1.0 - self.t / EPISODE_STEPS
-        return np.concatenate([self.q, self.dq, self.goal, error, [np.linalg.norm(error), time_left]]).astype(np.float32)
+        return np.concatenate([self.q, self.dq, self.goal, error, [np.linalg.norm(error), time_left]]).astype(
+            np.float32
+        )
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)

@@ -10,6 +10,7 @@ A TorchRL ``GymEnv`` (torque in [-2, 2], its own action spec), a TorchRL ``Colle
 It prints the largest |torque| the planner chose (Pendulum's optimum often needs more than 1) and the return of
 deterministic evaluation episodes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,13 +23,13 @@ import torch
 from torchrl.collectors import Collector
 from torchrl.envs import Compose, EnvBase, ExplorationType, GymEnv, InitTracker, TransformedEnv, set_exploration_type
 
+from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, sample_batch
 from tdmpc2_trl.learning.loss import TDMPC2Loss
+from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 from tdmpc2_trl.networks.math import discount_from_episode_length
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import TDMPC2Planner
-from tdmpc2_trl.config.presets import load_model_config
-from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 
 EPISODE_STEPS = 200  # Pendulum-v1's time limit
 
@@ -38,8 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5000, help="env steps in total, seed steps included")
     p.add_argument("--seed-steps", type=int, default=1000, help="random steps first, then as many updates at once")
     p.add_argument("--model", default="1m", help="model preset (configs/model/*.yaml)")
-    p.add_argument("--horizon", type=int, default=None, help="planning horizon = training slice length "
-                   "(default: the preset's)")
+    p.add_argument(
+        "--horizon", type=int, default=None, help="planning horizon = training slice length (default: the preset's)"
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--num-samples", type=int, default=512, help="MPPI candidate trajectories")
@@ -89,13 +91,25 @@ def main(argv: list[str] | None = None) -> None:
     wm_optim, pi_optim = make_optimizers(loss, lr=args.lr, enc_lr_scale=0.3)  # TD-MPC2's encoder lr scale
     updater = TDMPC2Update(loss, wm_optim, pi_optim)
     # TD-MPC2's 64 elites and 24 policy trajectories out of 512 samples, scaled down with --num-samples
-    planner = TDMPC2Planner(world_model, action_spec, discount=discount, horizon=horizon,
-                            num_samples=args.num_samples, num_elites=min(64, args.num_samples // 4),
-                            num_pi_trajs=min(24, args.num_samples // 8), iterations=args.iterations,
-                            compile_plan=args.compile)
+    planner = TDMPC2Planner(
+        world_model,
+        action_spec,
+        discount=discount,
+        horizon=horizon,
+        num_samples=args.num_samples,
+        num_elites=min(64, args.num_samples // 4),
+        num_pi_trajs=min(24, args.num_samples // 8),
+        iterations=args.iterations,
+        compile_plan=args.compile,
+    )
     buffer = make_replay_buffer(capacity=args.steps, batch_size=args.batch_size, horizon=horizon)
-    collector = Collector(make_env(planner, args.seed), planner, frames_per_batch=1, total_frames=args.steps,
-                          init_random_frames=args.seed_steps)
+    collector = Collector(
+        make_env(planner, args.seed),
+        planner,
+        frames_per_batch=1,
+        total_frames=args.steps,
+        init_random_frames=args.seed_steps,
+    )
 
     start, step, planner_max, metrics = time.perf_counter(), 0, 0.0, None
     for data in collector:  # one env step per batch; the planner shares its world model with the loss
@@ -107,13 +121,18 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(args.seed_steps if step == args.seed_steps else 1):  # TD-MPC2's initial burst, then 1
                 metrics = updater(sample_batch(buffer))
         if step % EPISODE_STEPS == 0 and metrics is not None:
-            print(f"step {step}: total_loss {float(metrics['total_loss']):.3f}, "
-                  f"{step / (time.perf_counter() - start):.1f} steps/s", flush=True)
+            print(
+                f"step {step}: total_loss {float(metrics['total_loss']):.3f}, "
+                f"{step / (time.perf_counter() - start):.1f} steps/s",
+                flush=True,
+            )
     collector.shutdown()
 
     eval_return, eval_max = evaluate(make_env(planner, args.seed + 100), planner, args.eval_episodes, args.eval_steps)
-    print(f"max |torque| from the planner: {max(planner_max, eval_max):.3f} (the env allows "
-          f"{float(action_spec.space.high.max()):.1f})")
+    print(
+        f"max |torque| from the planner: {max(planner_max, eval_max):.3f} (the env allows "
+        f"{float(action_spec.space.high.max()):.1f})"
+    )
     print(f"eval return: {eval_return:.1f} over {args.eval_episodes} episode(s) of up to {args.eval_steps} steps")
 
 

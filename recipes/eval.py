@@ -8,6 +8,7 @@ episodes of every task in one batched rollout and reports each task's mean retur
 object with the mean return (per task for a multitask checkpoint, and the video's path). Every key: EvalAppConfig in
 tdmpc2_trl/config/schema.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,25 +25,38 @@ def run(cfg: EvalAppConfig) -> dict:
     import torch
 
     from tdmpc2_trl.envs.factory import EnvFactory
+    from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
+    from tdmpc2_trl.envs.video import EpisodeRecorder, video_path, write_video
     from tdmpc2_trl.run.evaluate import evaluate
     from tdmpc2_trl.run.load_agent import load_agent
     from tdmpc2_trl.run.make import resolve_device
-    from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
     from tdmpc2_trl.run.multitask import per_task_means
-    from tdmpc2_trl.envs.video import EpisodeRecorder, video_path, write_video
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     overrides = {k: getattr(cfg, k) for k in ("mpc", "compile") if getattr(cfg, k) is not None}  # null: as trained
-    agent = load_agent(cfg.checkpoint, task=cfg.task, official_tasks=cfg.official_tasks, device=device,
-                       precision=cfg.precision, planner_overrides=overrides)
+    agent = load_agent(
+        cfg.checkpoint,
+        task=cfg.task,
+        official_tasks=cfg.official_tasks,
+        device=device,
+        precision=cfg.precision,
+        planner_overrides=overrides,
+    )
     if agent.note:
         print(agent.note)
-    path, state, trained, task_set, info, planner = (agent.path, agent.state, agent.trained, agent.task_set,
-                                                     agent.info, agent.planner)
+    path, state, trained, task_set, info, planner = (
+        agent.path,
+        agent.state,
+        agent.trained,
+        agent.task_set,
+        agent.info,
+        agent.planner,
+    )
     if task_set is not None and cfg.save_video:
-        raise ConfigError("save_video records single-task checkpoints only; this one is multitask "
-                          f"({', '.join(task_set.names)})")
+        raise ConfigError(
+            f"save_video records single-task checkpoints only; this one is multitask ({', '.join(task_set.names)})"
+        )
     recorder = EpisodeRecorder(cfg.video_size) if cfg.save_video else None
     primer = (planner.primer("cpu"),)  # the envs step on the CPU; the rollout moves data to the planner's device
     if task_set is None:
@@ -53,13 +67,21 @@ def run(cfg: EvalAppConfig) -> dict:
         env.append_transform(recorder)
     returns = evaluate(env, planner, info.episode_length, recorder)
     env.close()
-    names = [trained.task] * len(returns) if task_set is None else \
-        [name for name in task_set.names for _ in range(cfg.episodes)]
+    names = (
+        [trained.task] * len(returns)
+        if task_set is None
+        else [name for name in task_set.names for _ in range(cfg.episodes)]
+    )
     for i, (name, r) in enumerate(zip(names, returns)):
         print(f"episode {i}: return {r:.2f}" + (f" ({name})" if task_set is not None else ""))
-    result = {"checkpoint": str(path), "task": trained.task if task_set is None else list(task_set.names),
-              "step": state["step"], "episodes": len(returns), "mean_return": sum(returns) / len(returns),
-              "returns": returns}
+    result = {
+        "checkpoint": str(path),
+        "task": trained.task if task_set is None else list(task_set.names),
+        "step": state["step"],
+        "episodes": len(returns),
+        "mean_return": sum(returns) / len(returns),
+        "returns": returns,
+    }
     if task_set is not None:
         result["task_mean_returns"] = per_task_means(returns, task_set, cfg.episodes)
     if recorder is not None:  # beside the checkpoints: <run dir>/videos/checkpoint_step_*.mp4

@@ -15,6 +15,7 @@ null for a local Ray instance; ``threads`` CPUs and ``ray_gpus`` GPUs per cell),
 room for, with ``grid_dir`` on storage every node sees (docs/grids-on-ray.md). Which cells run, and how they are
 started, resumed and reported, is the same for both backends (``pending_cells``, ``begin``, ``Runner``).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -31,18 +32,22 @@ from typing import Any, Protocol
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from tdmpc2_trl.platform.checkpoint import list_checkpoints
-from tdmpc2_trl.run.ownership import describe_owner, owner_of
 from tdmpc2_trl.config.compose import config_dir, load_config
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.envs.factory import task_info
+from tdmpc2_trl.platform.checkpoint import list_checkpoints
 from tdmpc2_trl.results.plot import report
+from tdmpc2_trl.run.ownership import describe_owner, owner_of
 from tdmpc2_trl.run.ray_grid import Ending, spawn
 
 TRAIN = Path(__file__).resolve().parent / "train.py"
 OWN_KEYS = frozenset(OmegaConf.load(config_dir() / "grid.yaml")) - {"defaults"} | {"model"}
-SET_BY_THE_GRID = {"task": "tasks=[...]", "seed": "seeds=[...]", "resume": "a rerun of the grid (it resumes itself)",
-                   "progress": "the runner (progress=false)"}
+SET_BY_THE_GRID = {
+    "task": "tasks=[...]",
+    "seed": "seeds=[...]",
+    "resume": "a rerun of the grid (it resumes itself)",
+    "progress": "the runner (progress=false)",
+}
 GRID_FILE = "grid.yaml"
 POLL_S = 0.2
 
@@ -81,8 +86,23 @@ class Grid:
 
 
 # Hydra's flags that take the next argument as their value (``--cfg job``, ``-cn grid``, ``--info config``)
-HYDRA_VALUE_FLAGS = frozenset({"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                               "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"})
+HYDRA_VALUE_FLAGS = frozenset(
+    {
+        "--cfg",
+        "-c",
+        "--package",
+        "-p",
+        "--config-path",
+        "-cp",
+        "--config-name",
+        "-cn",
+        "--config-dir",
+        "-cd",
+        "--experimental-rerun",
+        "--info",
+        "-i",
+    }
+)
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -137,8 +157,15 @@ def make_grid(cfg: dict[str, Any], passthrough: list[str]) -> Grid:
         raise ConfigError(f"for train.py: {err}") from None
     grid_dir = Path(str(cfg["grid_dir"])).expanduser().absolute()  # the same on every node of a cluster
     cells = [Cell(str(t), int(s), grid_dir / str(t) / f"seed{s}") for t in tasks for s in seeds]
-    return Grid(str(cfg["model"]["name"]), _positive_int("steps", cfg["steps"]), _positive_int("threads", cfg["threads"]),
-                _positive_int("parallel", cfg["parallel"]), train, grid_dir, cells)
+    return Grid(
+        str(cfg["model"]["name"]),
+        _positive_int("steps", cfg["steps"]),
+        _positive_int("threads", cfg["threads"]),
+        _positive_int("parallel", cfg["parallel"]),
+        train,
+        grid_dir,
+        cells,
+    )
 
 
 def record_grid(grid: Grid) -> None:
@@ -147,8 +174,10 @@ def record_grid(grid: Grid) -> None:
     if path.is_file():
         found = OmegaConf.to_container(OmegaConf.load(path))
         if found != grid.identity():
-            raise ConfigError(f"{grid.grid_dir} holds a grid with {found}, not {grid.identity()}; rerun it with "
-                              f"those settings or choose another grid_dir=")
+            raise ConfigError(
+                f"{grid.grid_dir} holds a grid with {found}, not {grid.identity()}; rerun it with "
+                f"those settings or choose another grid_dir="
+            )
         return
     grid.grid_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(grid.identity()), path)
@@ -171,9 +200,19 @@ def latest_step(cell: Cell) -> int | None:
 def train_command(grid: Grid, cell: Cell, resume: bool) -> list[str]:
     """The train.py command line of a cell (a fresh run, or one that continues from its newest checkpoint)."""
     where = _hydra_value(str(cell.run_dir))
-    return [sys.executable, str(TRAIN), f"task={cell.task}", f"seed={cell.seed}", f"model={grid.model}",
-            f"steps={grid.steps}", f"threads={grid.threads}", "progress=false", f"hydra.run.dir={where}",
-            *([f"resume={where}"] if resume else []), *grid.train]
+    return [
+        sys.executable,
+        str(TRAIN),
+        f"task={cell.task}",
+        f"seed={cell.seed}",
+        f"model={grid.model}",
+        f"steps={grid.steps}",
+        f"threads={grid.threads}",
+        "progress=false",
+        f"hydra.run.dir={where}",
+        *([f"resume={where}"] if resume else []),
+        *grid.train,
+    ]
 
 
 def _hydra_value(text: str) -> str:
@@ -197,8 +236,9 @@ def lock_grid(grid_dir: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise ConfigError(f"{grid_dir} is in use: another grid runner, or train.py runs it started, "
-                          f"still run there") from None
+        raise ConfigError(
+            f"{grid_dir} is in use: another grid runner, or train.py runs it started, still run there"
+        ) from None
     return fd
 
 
@@ -398,14 +438,19 @@ def run_grid(cfg: dict[str, Any], passthrough: list[str]) -> int:
         backend.close()
     if runner.signum:
         unfinished = sum(1 for c in grid.cells if (latest_step(c) or 0) < grid.steps)
-        print(f"interrupted by {signal.Signals(runner.signum).name}: {unfinished} of {len(grid.cells)} cells "
-              f"unfinished; run the same command again to resume them", flush=True)
+        print(
+            f"interrupted by {signal.Signals(runner.signum).name}: {unfinished} of {len(grid.cells)} cells "
+            f"unfinished; run the same command again to resume them",
+            flush=True,
+        )
         return 128 + runner.signum
     if cfg.get("plot", True):
         write_results(grid)
     if runner.failed:
-        print(f"{len(runner.failed)} of {len(grid.cells)} runs failed (see output.log in their run directories)",
-              file=sys.stderr)
+        print(
+            f"{len(runner.failed)} of {len(grid.cells)} runs failed (see output.log in their run directories)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -6,6 +6,7 @@
 
 A mistyped or out-of-range setting is one line on stderr and exit code 2, before anything slow starts.
 """
+
 from __future__ import annotations
 
 import sys

@@ -12,6 +12,7 @@ For an episodic task it prints, on up to 3,000 stored transitions of episodes th
 The return-to-go measures the data's (older) policies, so it is a scale, not the current policy's value; a Q that
 stays near ``mean reward / (1 − γ)`` on the transition right before a termination ignores the termination.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,18 +24,19 @@ from omegaconf import OmegaConf
 from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch work: the allocator and OpenMP settings
-from tdmpc2_trl.platform.checkpoint import load_checkpoint
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import TrainConfig
 from tdmpc2_trl.envs.factory import task_info
-from tdmpc2_trl.run.make import make_discount, make_world_model
 from tdmpc2_trl.networks.math import two_hot_inv
+from tdmpc2_trl.platform.checkpoint import load_checkpoint
+from tdmpc2_trl.run.make import make_discount, make_world_model
 
 SAMPLE = 3000
 
 
-def returns_to_go(reward: torch.Tensor, traj: torch.Tensor, terminated: torch.Tensor, gamma: float
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def returns_to_go(
+    reward: torch.Tensor, traj: torch.Tensor, terminated: torch.Tensor, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Discounted return-to-go of each transition, whether its episode ended by termination, and which
     transitions are those terminations (the data of one env column, in time order)."""
     n = len(reward)
@@ -64,22 +66,27 @@ def main() -> None:
     n = min(int(state["step"]), data["observation"].shape[0])  # one env column, before the ring buffer wraps
     obs, act = data["observation"][:n, 0], data["action"][:n, 0]
     reward = data["next.reward"][:n, 0, 0].double()
-    ret, complete, terminal = returns_to_go(reward, data["collector.traj_ids"][:n, 0],
-                                            data["next.terminated"][:n, 0, 0], gamma)
+    ret, complete, terminal = returns_to_go(
+        reward, data["collector.traj_ids"][:n, 0], data["next.terminated"][:n, 0, 0], gamma
+    )
     heads = torch.arange(cfg.model.num_q)
 
     def q(z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return two_hot_inv(wm.q_logits(z, a, heads=heads), wm.bins).mean(0).squeeze(-1)
 
-    print(f"{cfg.task} at step {state['step']}: γ {gamma}, {n} transitions, {int(terminal.sum())} terminations, "
-          f"mean reward {reward.mean():.2f} (mean reward / (1 − γ) = {reward.mean() / (1 - gamma):.1f})")
+    print(
+        f"{cfg.task} at step {state['step']}: γ {gamma}, {n} transitions, {int(terminal.sum())} terminations, "
+        f"mean reward {reward.mean():.2f} (mean reward / (1 − γ) = {reward.mean() / (1 - gamma):.1f})"
+    )
     with torch.no_grad():
         for name, mask in [("transitions of terminated episodes", complete), ("terminal transitions", terminal)]:
             idx = mask.nonzero().squeeze(-1)
             idx = idx[torch.randperm(len(idx))[:SAMPLE]]
             z = wm.encode(obs[idx])
-            print(f"{name:36s} n={len(idx):5d}  return-to-go {ret[idx].mean():7.1f}  "
-                  f"Q(s, a_data) {q(z, act[idx]).mean():7.1f}  Q(s, π(s)) {q(z, wm.pi(z)[1]).mean():7.1f}")
+            print(
+                f"{name:36s} n={len(idx):5d}  return-to-go {ret[idx].mean():7.1f}  "
+                f"Q(s, a_data) {q(z, act[idx]).mean():7.1f}  Q(s, π(s)) {q(z, wm.pi(z)[1]).mean():7.1f}"
+            )
         first = terminal.nonzero().squeeze(-1) - (horizon - 1)
         first = first[first >= 0]
         same = data["collector.traj_ids"][:n, 0]
@@ -88,8 +95,10 @@ def main() -> None:
         z = wm.encode(obs[first])
         for t in range(horizon):
             i = first + t
-            print(f"  position {t}: Q on the latent rollout {q(z, act[i]).mean():7.1f}   "
-                  f"Q on encode(obs) {q(wm.encode(obs[i]), act[i]).mean():7.1f}   return-to-go {ret[i].mean():6.1f}")
+            print(
+                f"  position {t}: Q on the latent rollout {q(z, act[i]).mean():7.1f}   "
+                f"Q on encode(obs) {q(wm.encode(obs[i]), act[i]).mean():7.1f}   return-to-go {ret[i].mean():6.1f}"
+            )
             z = wm.next(z, act[i])
 
 

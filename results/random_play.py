@@ -7,6 +7,7 @@ Episode ``i`` runs on an env seeded ``i`` with torch seeded ``i`` (the actions);
 with action repeat 2 (1000 frames), gymnasium ones end at termination or their time limit. Rows are added to (or
 replace those of the same task in) ``results/random_play.csv``, which ``python -m tdmpc2_trl.results.plot`` reads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,17 @@ def measure(task: str, episodes: int) -> dict[str, str]:
     """One CSV row: mean and sample standard deviation of ``episodes`` random episodes of ``task``."""
     returns = [episode_return(task, seed) for seed in range(episodes)]
     std = statistics.stdev(returns) if len(returns) > 1 else 0.0
-    source = (f"measured: python results/random_play.py --episodes {episodes} (uniform actions in [-1, 1], "
-              f"env and torch seeds 0-{episodes - 1})")
-    return {"task": task, "episodes": str(episodes), "mean": f"{statistics.fmean(returns):.1f}",
-            "std": f"{std:.1f}", "source": source}
+    source = (
+        f"measured: python results/random_play.py --episodes {episodes} (uniform actions in [-1, 1], "
+        f"env and torch seeds 0-{episodes - 1})"
+    )
+    return {
+        "task": task,
+        "episodes": str(episodes),
+        "mean": f"{statistics.fmean(returns):.1f}",
+        "std": f"{std:.1f}",
+        "source": source,
+    }
 
 
 def update_table(path: Path, rows: list[dict[str, str]]) -> None:
@@ -61,8 +69,9 @@ def update_table(path: Path, rows: list[dict[str, str]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("tasks", nargs="*", help="tasks (default: every task in results/official/ and "
-                                                 f"{', '.join(GYM_TASKS)})")
+    parser.add_argument(
+        "tasks", nargs="*", help=f"tasks (default: every task in results/official/ and {', '.join(GYM_TASKS)})"
+    )
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--out", type=Path, default=HERE / "random_play.csv")
     args = parser.parse_args(argv)

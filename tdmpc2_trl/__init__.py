@@ -6,8 +6,8 @@ The library is grouped by concept, in layers (each imports only from the layers 
     networks/   layers, maths, the TensorDict networks and WorldModel, tasks, bounds  (layer 2)
     platform/   precision, compile wrapper, allocator, checkpoint files               (layer 2)
     data/ envs/ learning/ planning/   replay buffer, env factory, loss, planner       (layer 3)
-    run/        make_* functions, the trainers, collectors, evaluation, logs           (layer 4)
-    results/    plots against the published curves                                    (layer 5)
+    results/    plots against the published curves                                    (layer 4)
+    run/        make_* functions, the trainers, collectors, evaluation, logs           (layer 5)
 
 The public parts are importable from here; importing the package loads nothing heavy and changes nothing in the
 process (the recipes call ``tdmpc2_trl.platform.process.tune_process()``)::
@@ -16,6 +16,7 @@ process (the recipes call ``tdmpc2_trl.platform.process.tune_process()``)::
     >>> sorted(tdmpc2_trl.__all__)[:3]
     ['ConfigError', 'EnvFactory', 'ModelConfig']
 """
+
 from __future__ import annotations
 
 import importlib

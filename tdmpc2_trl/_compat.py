@@ -7,9 +7,11 @@ change that would let it go. "0.14.1" is the release; "nightly" is ``torchrl-nig
 ``tensordict-nightly`` 2026.10.26, which carry TorchRL 0.15's changes (0.15 itself was not available to check).
 Every wrapper below is needed, unchanged, by both.
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from tensordict import TensorDict, TensorDictBase
 
@@ -25,12 +27,22 @@ if TYPE_CHECKING:  # annotations only: importing this module stays as light as i
     from torchrl.envs.batched_envs import BatchedEnvBase
     from torchrl.objectives import LossModule
 
-__all__ = ["NoIndexWriteback", "allocate_storage", "batched_env_copies", "raise_ray_weight_sync_timeout",
-           "restore_last_cursor", "saved_storage", "shutdown_weight_sync", "target_params", "trajectory_bounds",
-           "wrapped_env"]
+__all__ = [
+    "NoIndexWriteback",
+    "allocate_storage",
+    "batched_env_copies",
+    "raise_ray_weight_sync_timeout",
+    "restore_last_cursor",
+    "saved_storage",
+    "shutdown_weight_sync",
+    "target_params",
+    "trajectory_bounds",
+    "wrapped_env",
+]
 
 
 # ---- replay buffer (data.py) ----
+
 
 class NoIndexWriteback:
     """Replay-buffer mixin: ``extend`` does not write the storage index back into the extended batch.
@@ -92,6 +104,7 @@ def restore_last_cursor(rb: ReplayBuffer) -> None:
 
 # ---- collectors (collectors.py) ----
 
+
 def raise_ray_weight_sync_timeout(timeout: timedelta) -> None:
     """Give the Ray weight-sync rendezvous at least ``timeout`` (read when a ``RayCollector`` connects).
 
@@ -117,6 +130,7 @@ def shutdown_weight_sync(collector: BaseCollector) -> None:
 
 # ---- envs (video.py, render.py) ----
 
+
 def batched_env_copies(env: BatchedEnvBase) -> Sequence[EnvBase] | None:
     """The env copies a ``SerialEnv`` steps in this process; ``None`` for a ``ParallelEnv`` (copies in workers).
 
@@ -136,6 +150,7 @@ def wrapped_env(env: EnvBase) -> Any:
 
 # ---- loss (loss.py) ----
 
+
 def target_params(loss: LossModule, name: str) -> TensorDictBase:
     """The target parameters ``name`` (e.g. ``"target_qvalue_network_params"``) a ``LossModule`` registered, read
     without ``LossModule.__getattr__``.
@@ -148,6 +163,7 @@ def target_params(loss: LossModule, name: str) -> TensorDictBase:
 
 
 # ---- slice sampling (data.py) ----
+
 
 def trajectory_bounds(sampler: SliceSampler, storage: Storage) -> tuple[torch.Tensor, torch.Tensor]:
     """``SliceSampler``'s stored trajectories: each one's first ``(row, column)`` ``[N, 2]`` and its length ``[N]``.

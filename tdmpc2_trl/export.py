@@ -14,6 +14,7 @@ kept in a buffer of the program between calls, and the action mapped onto the en
 every call from a zero mean (each call is then a ``t0`` call). A multitask checkpoint is exported for one of its
 tasks (``--task``). ``examples/deploy.py`` runs one in a fixed-rate control loop.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,7 @@ class StackedParams(nn.Module):
     def __getitem__(self, key):
         if isinstance(key, str):
             return dict(self.layers[key].named_parameters())
-        return {layer: {name: p[key] for name, p in holder.named_parameters()}
-                for layer, holder in self.layers.items()}
+        return {layer: {name: p[key] for name, p in holder.named_parameters()} for layer, holder in self.layers.items()}
 
 
 class DeployedPlanner(nn.Module):
@@ -86,8 +86,9 @@ def env_action_spec(task: str):
         env.close()
 
 
-def export_program(planner, batch: int = 1, warm_start: bool = True, task: int | None = None,
-                   source: str = "the checkpoint") -> torch.export.ExportedProgram:
+def export_program(
+    planner, batch: int = 1, warm_start: bool = True, task: int | None = None, source: str = "the checkpoint"
+) -> torch.export.ExportedProgram:
     """``torch.export`` of one ``DeployedPlanner`` call of ``planner`` (fp32, no exploration noise); a planner that
     cannot be captured is a one-line ``ConfigError`` naming ``source`` and the reason."""
     from tdmpc2_trl.config.schema import ConfigError
@@ -99,12 +100,21 @@ def export_program(planner, batch: int = 1, warm_start: bool = True, task: int |
             return torch.export.export(module, example, strict=False)
     except Exception as err:  # an op or a control flow torch.export cannot capture
         lines = str(err).strip().splitlines()
-        raise ConfigError(f"{source}: its planner cannot be exported ({type(err).__name__}: "
-                          f"{lines[0] if lines else ''})") from None
+        raise ConfigError(
+            f"{source}: its planner cannot be exported ({type(err).__name__}: {lines[0] if lines else ''})"
+        ) from None
 
 
-def export_planner(checkpoint: str, out: Path, *, task: str | None = None, batch: int = 1, warm_start: bool = True,
-                   mpc: bool | None = None, official_tasks: list[str] | None = None) -> dict[str, Any]:
+def export_planner(
+    checkpoint: str,
+    out: Path,
+    *,
+    task: str | None = None,
+    batch: int = 1,
+    warm_start: bool = True,
+    mpc: bool | None = None,
+    official_tasks: list[str] | None = None,
+) -> dict[str, Any]:
     """Write the exported planner of ``checkpoint`` to ``out``; returns what was exported (sizes, task, bounds)."""
     from tdmpc2_trl.config.schema import ConfigError
     from tdmpc2_trl.platform.checkpoint import atomic_file
@@ -113,30 +123,51 @@ def export_planner(checkpoint: str, out: Path, *, task: str | None = None, batch
     if batch < 1:
         raise ConfigError(f"--batch {batch} must be >= 1")
     overrides = {"compile": False} | ({} if mpc is None else {"mpc": mpc})
-    agent = load_agent(checkpoint, task=task, official_tasks=official_tasks, precision="fp32",
-                       planner_overrides=overrides)
+    agent = load_agent(
+        checkpoint, task=task, official_tasks=official_tasks, precision="fp32", planner_overrides=overrides
+    )
     wm = agent.planner.world_model
     if wm.pixels:
-        raise ConfigError(f"{agent.path}: a pixel-observation world model cannot be exported (the deployed planner "
-                          f"takes state vectors; the frame stacking lives in the env)")
+        raise ConfigError(
+            f"{agent.path}: a pixel-observation world model cannot be exported (the deployed planner "
+            f"takes state vectors; the frame stacking lives in the env)"
+        )
     if agent.task_set is not None and len(agent.task_set) > 1:
-        raise ConfigError(f"{agent.path} is multitask ({', '.join(agent.task_set.names)}): export one of its tasks "
-                          f"with --task NAME")
+        raise ConfigError(
+            f"{agent.path} is multitask ({', '.join(agent.task_set.names)}): export one of its tasks with --task NAME"
+        )
     planner = type(agent.planner)(  # the same planner, acting in the env's own units
-        wm, env_action_spec(agent.trained.task if agent.task_set is None else agent.task_set.names[0]),
-        discount=agent.planner.discount, horizon=agent.planner.horizon, num_samples=agent.planner.num_samples,
-        num_pi_trajs=agent.planner.num_pi_trajs, num_elites=agent.planner.num_elites,
-        iterations=agent.planner.iterations, temperature=agent.planner.temperature, min_std=agent.planner.min_std,
-        max_std=agent.planner.max_std, mpc=agent.planner.mpc)
+        wm,
+        env_action_spec(agent.trained.task if agent.task_set is None else agent.task_set.names[0]),
+        discount=agent.planner.discount,
+        horizon=agent.planner.horizon,
+        num_samples=agent.planner.num_samples,
+        num_pi_trajs=agent.planner.num_pi_trajs,
+        num_elites=agent.planner.num_elites,
+        iterations=agent.planner.iterations,
+        temperature=agent.planner.temperature,
+        min_std=agent.planner.min_std,
+        max_std=agent.planner.max_std,
+        mpc=agent.planner.mpc,
+    )
     program = export_program(planner, batch, warm_start, None if agent.task_set is None else 0, str(agent.path))
     out = Path(out)
     with atomic_file(out) as f:
         torch.export.save(program, f)
-    return {"out": str(out), "checkpoint": str(agent.path), "model": wm.cfg.name,
-            "task": agent.trained.task if agent.task_set is None else agent.task_set.names[0], "batch": batch,
-            "obs_dim": wm.obs_dim, "action_dim": wm.action_dim, "warm_start": warm_start, "mpc": planner.mpc,
-            "action_low": planner.bounds.low.tolist(), "action_high": planner.bounds.high.tolist(),
-            "note": agent.note}
+    return {
+        "out": str(out),
+        "checkpoint": str(agent.path),
+        "model": wm.cfg.name,
+        "task": agent.trained.task if agent.task_set is None else agent.task_set.names[0],
+        "batch": batch,
+        "obs_dim": wm.obs_dim,
+        "action_dim": wm.action_dim,
+        "warm_start": warm_start,
+        "mpc": planner.mpc,
+        "action_low": planner.bounds.low.tolist(),
+        "action_high": planner.bounds.high.tolist(),
+        "note": agent.note,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,18 +177,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default=None, help="the task (an official single-task file's; one of a multitask set)")
     p.add_argument("--official-tasks", default=None, help="an official multitask file's tasks, comma separated")
     p.add_argument("--batch", type=int, default=1, help="envs planned for per call")
-    p.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
-                   help="carry the plan mean between calls (TD-MPC2); --no-warm-start: every call starts at zero")
-    p.add_argument("--mpc", action=argparse.BooleanOptionalAction, default=None,
-                   help="MPPI (default: as trained); --no-mpc: the policy prior's mean action only")
+    p.add_argument(
+        "--warm-start",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="carry the plan mean between calls (TD-MPC2); --no-warm-start: every call starts at zero",
+    )
+    p.add_argument(
+        "--mpc",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="MPPI (default: as trained); --no-mpc: the policy prior's mean action only",
+    )
     a = p.parse_args(argv)
     from tdmpc2_trl.run.entry import exit_code
 
     def run() -> None:
         import json
 
-        info = export_planner(a.checkpoint, Path(a.out), task=a.task, batch=a.batch, warm_start=a.warm_start,
-                              mpc=a.mpc, official_tasks=a.official_tasks.split(",") if a.official_tasks else None)
+        info = export_planner(
+            a.checkpoint,
+            Path(a.out),
+            task=a.task,
+            batch=a.batch,
+            warm_start=a.warm_start,
+            mpc=a.mpc,
+            official_tasks=a.official_tasks.split(",") if a.official_tasks else None,
+        )
         if info.pop("note"):
             print(f"{a.checkpoint}: official TD-MPC2 checkpoint (networks only)")
         print(json.dumps(info))

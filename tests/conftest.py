@@ -3,6 +3,7 @@
 The tests use tiny networks, where a second thread gains nothing; on a shared machine a two-thread op waits for a
 descheduled thread on every call (measured: 50x slower), so one thread keeps the suite fast and steady.
 """
+
 import importlib.util
 import signal
 import sys
@@ -19,11 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def load_recipe():
     """``load_recipe("eval")``: the module of ``recipes/eval.py`` (recipes are scripts, not an importable package)."""
+
     def load(name: str):
         spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
+
     return load
 
 

@@ -1,4 +1,5 @@
 """Fault injection: a Pendulum whose observation is NaN at one env step (``task=nan_pendulum:NaNPendulum-v0``)."""
+
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.pendulum import PendulumEnv

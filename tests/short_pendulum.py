@@ -4,6 +4,7 @@
 ``NAN_AT=50,120`` (environment variable): the process's 50th and 120th env steps, counted over all its
 ``ShortPendulum`` envs (training and evaluation), return a NaN observation.
 """
+
 import os
 
 import gymnasium as gym

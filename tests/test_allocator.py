@@ -1,4 +1,5 @@
 """tdmpc2_trl.platform.allocator: freed tensor memory is reused across updates instead of being faulted in again."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,15 @@ print(*faults)
 
 
 def _faults(**env: str) -> list[int]:
-    out = subprocess.run([sys.executable, "-c", FAULTS_PER_UPDATE], cwd=ROOT, env={**os.environ, **env},
-                         capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS_PER_UPDATE],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     return [int(v) for v in out.stdout.split()]
 
 
@@ -67,6 +75,7 @@ def test_a_user_setting_or_the_opt_out_wins(monkeypatch):
 def test_importing_the_package_changes_nothing_in_the_process():
     code = "import os, tdmpc2_trl, tdmpc2_trl.run.trainer; print(os.environ.get('GOMP_SPINCOUNT'))"
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True
+    )
     assert out.stdout.split()[-1] == "None"

@@ -9,6 +9,7 @@ The scan (``private_accesses``) reads the package and the recipes with ``ast`` a
 ``test_no_private_overrides`` adds what a scan cannot see: a project class overriding a private member of a
 TorchRL/tensordict base class (except LossModule's documented subclass hooks).
 """
+
 from __future__ import annotations
 
 import ast
@@ -40,8 +41,17 @@ COMPAT = PACKAGE / "_compat.py"
 TORCHRL_PACKAGES = ("torchrl", "tensordict")
 # TorchRL's documented subclass protocols: EnvBase (_reset, _step, _set_seed), Transform (_call, _reset, _step,
 # _apply_transform, _inv_call, _inv_apply_transform) and LossModule (_AcceptedKeys, _forward_value_estimator_keys).
-DOCUMENTED_HOOKS = {"_reset", "_step", "_set_seed", "_call", "_apply_transform", "_inv_call", "_inv_apply_transform",
-                    "_AcceptedKeys", "_forward_value_estimator_keys"}
+DOCUMENTED_HOOKS = {
+    "_reset",
+    "_step",
+    "_set_seed",
+    "_call",
+    "_apply_transform",
+    "_inv_call",
+    "_inv_apply_transform",
+    "_AcceptedKeys",
+    "_forward_value_estimator_keys",
+}
 # attribute-name arguments of these calls, and the names that module registration calls define
 NAME_ARG_CALLS = {"getattr", "hasattr", "setattr", "delattr"}
 REGISTER_CALLS = {"register_buffer", "register_parameter", "register_module", "add_module"}
@@ -85,8 +95,13 @@ def defined_private_names(trees: list[ast.AST]) -> set[str]:
             elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 names.update(name for target in targets for name in bound_names(target))
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                  and node.func.attr in REGISTER_CALLS and node.args and isinstance(node.args[0], ast.Constant)):
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in REGISTER_CALLS
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 names.add(str(node.args[0].value))
     return {n for n in names if is_private(n)}
 
@@ -130,8 +145,13 @@ def accessed_private_names(tree: ast.AST, foreign: set[str]) -> list[tuple[int, 
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and is_private(node.attr) and root_name(node.value) not in foreign:
             found.append((node.lineno, node.attr))
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in NAME_ARG_CALLS
-              and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in NAME_ARG_CALLS
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+        ):
             found.append((node.lineno, str(node.args[1].value)))
         elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
             found.append((node.lineno, str(node.slice.value)))
@@ -145,8 +165,11 @@ def private_accesses(sources: dict[str, str]) -> list[str]:
     problems = []
     for name, tree in trees.items():
         found = [(node.lineno, f"imports {path}") for node in ast.walk(tree) for path in private_imports(node)]
-        found += [(line, f"uses {attr}") for line, attr in accessed_private_names(tree, foreign_modules(tree))
-                  if attr not in own]
+        found += [
+            (line, f"uses {attr}")
+            for line, attr in accessed_private_names(tree, foreign_modules(tree))
+            if attr not in own
+        ]
         problems += [f"{name}:{line}: {what}" for line, what in sorted(found)]
     return problems
 
@@ -161,35 +184,56 @@ def test_private_internals_are_touched_only_in_compat():
 def test_compat_itself_is_what_the_scan_catches():
     # the scan is not vacuous: the wrappers' own bodies would all be reported outside _compat.py
     problems = " ".join(private_accesses({"_compat.py": COMPAT.read_text()}))
-    for name in ("_init", "_is_full", "_set_last_cursor", "_cursor", "_storage", "weight_update._ray",
-                 "_DIST_TIMEOUT", "_weight_sync_schemes", "_envs", "_env", "_modules"):
+    for name in (
+        "_init",
+        "_is_full",
+        "_set_last_cursor",
+        "_cursor",
+        "_storage",
+        "weight_update._ray",
+        "_DIST_TIMEOUT",
+        "_weight_sync_schemes",
+        "_envs",
+        "_env",
+        "_modules",
+    ):
         assert name in problems
 
 
 def test_scan_reports_each_kind_of_access():
-    bad = {"a.py": "import tensordict._td\n"
-                   "from torchrl.weight_update import _ray\n"
-                   "from torchrl.envs.utils import _terminated_or_truncated\n"
-                   "storage._init(x)\n"
-                   "ray_sync._DIST_TIMEOUT = 1\n"
-                   "self._writer.cursor = 1\n"
-                   "getattr(env, '_envs', None)\n"
-                   "state['_storage']\n"}
+    bad = {
+        "a.py": "import tensordict._td\n"
+        "from torchrl.weight_update import _ray\n"
+        "from torchrl.envs.utils import _terminated_or_truncated\n"
+        "storage._init(x)\n"
+        "ray_sync._DIST_TIMEOUT = 1\n"
+        "self._writer.cursor = 1\n"
+        "getattr(env, '_envs', None)\n"
+        "state['_storage']\n"
+    }
     problems = private_accesses(bad)
     assert [p.split(": ", 1)[1] for p in problems] == [
-        "imports tensordict._td", "imports torchrl.weight_update._ray",
-        "imports torchrl.envs.utils._terminated_or_truncated", "uses _init", "uses _DIST_TIMEOUT", "uses _writer",
-        "uses _envs", "uses _storage"]
+        "imports tensordict._td",
+        "imports torchrl.weight_update._ray",
+        "imports torchrl.envs.utils._terminated_or_truncated",
+        "uses _init",
+        "uses _DIST_TIMEOUT",
+        "uses _writer",
+        "uses _envs",
+        "uses _storage",
+    ]
     assert problems[3].startswith("a.py:4:")
 
 
 def test_scan_allows_own_privates_and_foreign_modules():
-    fine = {"a.py": "import torch\nfrom torch import nn\nfrom . import envs\n"
-                    "class A:\n    def __init__(self):\n        self._cache = None\n"
-                    "    def _step(self):\n        return self._cache, self.__class__\n"
-                    "def f(a):\n    torch._dynamo.reset(); nn._reduction; a._step(); envs._helper()\n"
-                    "    return getattr(a, '_cache'), {'_k': 1}['_k']\n",
-            "b.py": "def _helper():\n    _k = 1\n    return _k\n"}
+    fine = {
+        "a.py": "import torch\nfrom torch import nn\nfrom . import envs\n"
+        "class A:\n    def __init__(self):\n        self._cache = None\n"
+        "    def _step(self):\n        return self._cache, self.__class__\n"
+        "def f(a):\n    torch._dynamo.reset(); nn._reduction; a._step(); envs._helper()\n"
+        "    return getattr(a, '_cache'), {'_k': 1}['_k']\n",
+        "b.py": "def _helper():\n    _k = 1\n    return _k\n",
+    }
     assert private_accesses(fine) == []
 
 
@@ -207,8 +251,11 @@ def torchrl_subclasses() -> list[type]:
                 raise
             continue
         for cls in vars(module).values():
-            if inspect.isclass(cls) and cls.__module__ == info.name and any(
-                    base.__module__.split(".")[0] in TORCHRL_PACKAGES for base in cls.__mro__[1:]):
+            if (
+                inspect.isclass(cls)
+                and cls.__module__ == info.name
+                and any(base.__module__.split(".")[0] in TORCHRL_PACKAGES for base in cls.__mro__[1:])
+            ):
                 found.append(cls)
     return found
 
@@ -220,8 +267,9 @@ def class_body_names(cls: type) -> set[str]:
     names = {node.name for node in body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
     for node in body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            names.update(n for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
-                         for n in bound_names(t))
+            names.update(
+                n for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) for n in bound_names(t)
+            )
     return names
 
 
@@ -239,16 +287,23 @@ def test_no_private_overrides():
 
 # ---- the wrappers ----
 
+
 def trajectory(t0: int, length: int, traj: int = 0) -> TensorDict:
     """``length`` consecutive steps of one env starting at step ``t0`` (a ``[length]`` batch)."""
     steps = torch.arange(t0, t0 + length)
-    return TensorDict({
-        "observation": steps.float().unsqueeze(-1), "action": torch.zeros(length, 1),
-        "step_count": steps.unsqueeze(-1), ("collector", "traj_ids"): torch.full((length,), traj),
-        ("next", "observation"): (steps + 1).float().unsqueeze(-1), ("next", "reward"): torch.zeros(length, 1),
-        ("next", "done"): torch.zeros(length, 1, dtype=torch.bool),
-        ("next", "terminated"): torch.zeros(length, 1, dtype=torch.bool),
-    }, batch_size=[length])
+    return TensorDict(
+        {
+            "observation": steps.float().unsqueeze(-1),
+            "action": torch.zeros(length, 1),
+            "step_count": steps.unsqueeze(-1),
+            ("collector", "traj_ids"): torch.full((length,), traj),
+            ("next", "observation"): (steps + 1).float().unsqueeze(-1),
+            ("next", "reward"): torch.zeros(length, 1),
+            ("next", "done"): torch.zeros(length, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(length, 1, dtype=torch.bool),
+        },
+        batch_size=[length],
+    )
 
 
 def test_no_index_writeback_lets_num_envs_by_one_batches_in():

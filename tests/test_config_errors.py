@@ -1,5 +1,7 @@
 """Every mistyped or out-of-range setting is one line on stderr naming the key and the allowed values, exit code 2,
-no traceback, before anything slow (the typed configs of tdmpc2_trl/config/schema.py, composed by tdmpc2_trl/config/compose.py)."""
+no traceback, before anything slow (the typed configs of tdmpc2_trl/config/schema.py, composed by
+tdmpc2_trl/config/compose.py)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,18 +81,27 @@ def test_unwritable_run_dir_is_one_line(train_main, capsys, tmp_path: Path):
     assert err.count("\n") == 1 and f"cannot write the run directory {blocker / 'run'}" in err
 
 
-@pytest.mark.parametrize("script,override,says", [
-    ("train.py", "model.latent_dim=abc", "error: model.latent_dim=abc: must be an integer >= 1"),
-    ("train.py", "planner.num_elites=1000", "error: planner.num_elites=1000 must be at most"),
-    ("eval.py", "checkpoint=runs/x episodes=0", "error: episodes=0: must be an integer >= 1"),
-    ("eval.py", "seed=1", "error: checkpoint is required"),
-])
+@pytest.mark.parametrize(
+    "script,override,says",
+    [
+        ("train.py", "model.latent_dim=abc", "error: model.latent_dim=abc: must be an integer >= 1"),
+        ("train.py", "planner.num_elites=1000", "error: planner.num_elites=1000 must be at most"),
+        ("eval.py", "checkpoint=runs/x episodes=0", "error: episodes=0: must be an integer >= 1"),
+        ("eval.py", "seed=1", "error: checkpoint is required"),
+    ],
+)
 def test_bad_override_in_a_real_process(tmp_path: Path, script: str, override: str, says: str):
     """The real command line: one line on stderr, exit 2, no traceback (and fast: no torch import first)."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     args = override.split() + ([f"hydra.run.dir={tmp_path / 'run'}"] if script == "train.py" else [])
-    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / script), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(says), proc.stderr
     assert proc.stdout == ""

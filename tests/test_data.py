@@ -1,4 +1,5 @@
 """Replay buffer: [B, H] slices from batched-env collection never cross trajectories, and checkpoints round-trip."""
+
 from __future__ import annotations
 
 import pytest
@@ -72,8 +73,14 @@ def test_ring_buffer_wraps_without_crossing_the_write_cursor():
 
 def single_trajectory(t0: int, length: int) -> TensorDict:
     t = torch.arange(t0, t0 + length)
-    return TensorDict({"collector": {"traj_ids": torch.zeros_like(t)}, "step_count": t.unsqueeze(-1),
-                       "planner_mean": torch.zeros(length, 3, 1)}, [length])
+    return TensorDict(
+        {
+            "collector": {"traj_ids": torch.zeros_like(t)},
+            "step_count": t.unsqueeze(-1),
+            "planner_mean": torch.zeros(length, 3, 1),
+        },
+        [length],
+    )
 
 
 def test_one_env_rollouts_and_key_filtering():
@@ -140,8 +147,7 @@ def stored_trajectories(lengths: list[int], num_envs: int = 2) -> TensorDict:
     envs = []
     for e in range(num_envs):
         traj = torch.cat([torch.full((n,), 100 * e + k) for k, n in enumerate(lengths)])
-        envs.append(TensorDict({("collector", "traj_ids"): traj, "i": 1000 * e + torch.arange(len(traj))},
-                               [len(traj)]))
+        envs.append(TensorDict({("collector", "traj_ids"): traj, "i": 1000 * e + torch.arange(len(traj))}, [len(traj)]))
     return torch.stack(envs)
 
 

@@ -1,4 +1,5 @@
 """Offline datasets: export from run checkpoints, the official episode layout, sampling slices for the loss."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,17 +8,30 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from tdmpc2_trl.platform.checkpoint import checkpoint_path, save_checkpoint
 from tdmpc2_trl.config.schema import ConfigError
-from tdmpc2_trl.data.replay_buffer import MASK_KEY, add, make_replay_buffer
 from tdmpc2_trl.data.offline_dataset import (
-    check_tasks, export_runs, from_official_episodes, load_dataset, main, make_offline_buffer, write_dataset,
+    check_tasks,
+    export_runs,
+    from_official_episodes,
+    load_dataset,
+    main,
+    make_offline_buffer,
+    write_dataset,
 )
+from tdmpc2_trl.data.replay_buffer import MASK_KEY, add, make_replay_buffer
 from tdmpc2_trl.networks.tasks import TaskSpec
+from tdmpc2_trl.platform.checkpoint import checkpoint_path, save_checkpoint
 
 
-def fake_run(run_dir: Path, task: str, obs_dim: int, action_dim: int, episodes: list[int], capacity: int = 1000,
-             value: float = 0.0) -> None:
+def fake_run(
+    run_dir: Path,
+    task: str,
+    obs_dim: int,
+    action_dim: int,
+    episodes: list[int],
+    capacity: int = 1000,
+    value: float = 0.0,
+) -> None:
     """A run directory whose checkpoint holds a replay buffer of one env's episodes of the given lengths; every
     observation's first entry counts the steps (value + step index), to check order."""
     rb = make_replay_buffer(capacity=capacity, batch_size=2, horizon=3)
@@ -25,26 +39,42 @@ def fake_run(run_dir: Path, task: str, obs_dim: int, action_dim: int, episodes: 
     for traj, length in enumerate(episodes):
         for t in range(length):
             obs = torch.full((1, obs_dim), value + step)
-            td = TensorDict({
-                "observation": obs, "action": torch.full((1, action_dim), 0.5),
-                "collector": {"traj_ids": torch.tensor([traj])},
-                "next": {"observation": obs + 1, "reward": torch.ones(1, 1),
-                         "terminated": torch.tensor([[t == length - 1]])},
-            }, [1])
+            td = TensorDict(
+                {
+                    "observation": obs,
+                    "action": torch.full((1, action_dim), 0.5),
+                    "collector": {"traj_ids": torch.tensor([traj])},
+                    "next": {
+                        "observation": obs + 1,
+                        "reward": torch.ones(1, 1),
+                        "terminated": torch.tensor([[t == length - 1]]),
+                    },
+                },
+                [1],
+            )
             add(rb, td)
             step += 1
-    info = {"name": task, "family": "gym", "episode_length": 50, "episodic": True, "obs_dim": obs_dim,
-            "action_dim": action_dim, "action_repeat": 1, "obs": "state"}
-    save_checkpoint(checkpoint_path(run_dir, step), {"world_model": {}, "task": info,
-                                                      "replay_buffer": rb.state_dict()})
+    info = {
+        "name": task,
+        "family": "gym",
+        "episode_length": 50,
+        "episodic": True,
+        "obs_dim": obs_dim,
+        "action_dim": action_dim,
+        "action_repeat": 1,
+        "obs": "state",
+    }
+    save_checkpoint(checkpoint_path(run_dir, step), {"world_model": {}, "task": info, "replay_buffer": rb.state_dict()})
 
 
 def test_export_pads_numbers_episodes_and_keeps_time_order(tmp_path):
     fake_run(tmp_path / "a1", "A", 3, 1, [5, 4])
     fake_run(tmp_path / "b", "B", 5, 2, [6], value=100)
     fake_run(tmp_path / "a2", "A", 3, 1, [3], value=200)
-    assert main(["export", str(tmp_path / "a1"), str(tmp_path / "b"), str(tmp_path / "a2"),
-                 "--out", str(tmp_path / "ds")]) == 0
+    assert (
+        main(["export", str(tmp_path / "a1"), str(tmp_path / "b"), str(tmp_path / "a2"), "--out", str(tmp_path / "ds")])
+        == 0
+    )
     tasks, data = load_dataset(tmp_path / "ds")
     assert tasks.names == ["A", "B"] and (tasks.obs_dim, tasks.action_dim) == (5, 2)
     assert len(data) == 5 + 4 + 6 + 3

@@ -1,4 +1,5 @@
 """The geometric-gap dropout mask is i.i.d. Bernoulli(p), scaled like F.dropout, and behaves the same compiled."""
+
 import math
 
 import pytest

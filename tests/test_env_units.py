@@ -1,4 +1,5 @@
 """The planner acts in the env's units (any Bounded action spec); the loss maps them back to [-1, 1]."""
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -6,13 +7,13 @@ from torchrl.collectors import Collector
 from torchrl.data import Bounded, Unbounded
 from torchrl.envs import Compose, ExplorationType, GymEnv, InitTracker, TransformedEnv, set_exploration_type
 
-from tdmpc2_trl.networks.bounds import ActionBounds
+from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.learning.loss import TDMPC2Loss
+from tdmpc2_trl.networks.bounds import ActionBounds
 from tdmpc2_trl.networks.math import two_hot
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import PlannerNoise, TDMPC2Planner
-from tdmpc2_trl.config.presets import load_model_config
 
 SMALL = dict(horizon=3, num_samples=64, num_pi_trajs=4, num_elites=8, iterations=4)
 LOW, HIGH = torch.tensor([-2.0, 0.0, -0.5]), torch.tensor([2.0, 3.0, 1.5])  # not ±1, not symmetric
@@ -106,13 +107,16 @@ def test_collector_with_plain_gym_env_explores_the_whole_range():
 
 
 def loss_batch(B: int = 4, H: int = 3, obs_dim: int = 5) -> TensorDict:
-    return TensorDict({
-        "observation": torch.randn(B, H, obs_dim),
-        "action": torch.rand(B, H, 3) * 2 - 1,
-        ("next", "observation"): torch.randn(B, H, obs_dim),
-        ("next", "reward"): torch.randn(B, H, 1),
-        ("next", "terminated"): torch.zeros(B, H, 1, dtype=torch.bool),
-    }, batch_size=[B, H])
+    return TensorDict(
+        {
+            "observation": torch.randn(B, H, obs_dim),
+            "action": torch.rand(B, H, 3) * 2 - 1,
+            ("next", "observation"): torch.randn(B, H, obs_dim),
+            ("next", "reward"): torch.randn(B, H, 1),
+            ("next", "terminated"): torch.zeros(B, H, 1, dtype=torch.bool),
+        },
+        batch_size=[B, H],
+    )
 
 
 def test_loss_on_env_unit_actions_with_the_spec_equals_loss_on_unit_actions():
@@ -137,16 +141,21 @@ def test_loss_on_env_unit_actions_with_the_spec_equals_loss_on_unit_actions():
     assert not torch.allclose(unmapped["loss_reward"], reference["loss_reward"])
 
 
-@pytest.mark.parametrize("spec, needle", [
-    (Unbounded((1,)), "UnboundedContinuous"),
-    (Bounded(-float("inf"), float("inf"), (1,)), "non-finite bounds"),
-    (Bounded(0, 3, (1,), dtype=torch.int64), "continuous actions"),
-    (Bounded(-2.0, 2.0, (2,)), "shape (2,)"),
-])
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        (Unbounded((1,)), "UnboundedContinuous"),
+        (Bounded(-float("inf"), float("inf"), (1,)), "non-finite bounds"),
+        (Bounded(0, 3, (1,), dtype=torch.int64), "continuous actions"),
+        (Bounded(-2.0, 2.0, (2,)), "shape (2,)"),
+    ],
+)
 def test_bad_action_spec_is_a_one_line_error(spec, needle: str):
     wm = tiny_world_model(obs_dim=3, action_dim=1)
-    for build in (lambda: TDMPC2Planner(wm, spec, discount=0.9, **SMALL),
-                  lambda: TDMPC2Loss(wm, 0.9, action_spec=spec)):
+    for build in (
+        lambda: TDMPC2Planner(wm, spec, discount=0.9, **SMALL),
+        lambda: TDMPC2Loss(wm, 0.9, action_spec=spec),
+    ):
         with pytest.raises(ConfigError) as err:
             build()
         assert needle in str(err.value) and "\n" not in str(err.value)

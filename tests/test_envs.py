@@ -1,4 +1,5 @@
 """The task selector: DMControl and gymnasium tasks as TorchRL envs with actions in [-1, 1]."""
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,15 @@ def test_pendulum_agent_actions_are_rescaled_to_the_env_bounds():
 def test_dmc_rollout_keys_and_time_limit_is_truncation():
     env = make_env("cartpole-swingup", seed=0)
     rollout = env.rollout(510, break_when_any_done=False)
-    for key in [("next", "reward"), ("next", "terminated"), ("next", "truncated"), ("next", "done"), "is_init",
-                "step_count", ("next", "episode_reward")]:
+    for key in [
+        ("next", "reward"),
+        ("next", "terminated"),
+        ("next", "truncated"),
+        ("next", "done"),
+        "is_init",
+        "step_count",
+        ("next", "episode_reward"),
+    ]:
         assert key in rollout.keys(True)
     assert rollout["observation"].shape == (510, 5) and rollout["observation"].dtype == torch.float32
     done = rollout["next", "done"].squeeze(-1).nonzero().squeeze(-1).tolist()
@@ -82,8 +90,7 @@ def test_dmc_action_repeat_sums_the_rewards_of_two_physics_steps():
         reward += raw_td["reward"].item()
         raw_td["action"] = torch.tensor([0.7], dtype=torch.float64)
     assert out["next", "reward"].item() == pytest.approx(reward, rel=1e-5)
-    torch.testing.assert_close(out["next", "observation"],
-                               torch.cat([raw_td["position"], raw_td["velocity"]]).float())
+    torch.testing.assert_close(out["next", "observation"], torch.cat([raw_td["position"], raw_td["velocity"]]).float())
     env.close()
     raw.close()
 
@@ -115,8 +122,10 @@ def test_extra_transforms_are_appended():
     env.close()
 
 
-@pytest.mark.parametrize("task,needle", [("NoSuchEnv-v0", "unknown task"), ("cartpole-nope", "unknown task"),
-                                          ("CartPole-v1", "discrete actions")])
+@pytest.mark.parametrize(
+    "task,needle",
+    [("NoSuchEnv-v0", "unknown task"), ("cartpole-nope", "unknown task"), ("CartPole-v1", "discrete actions")],
+)
 def test_bad_tasks_raise_a_one_line_config_error(task, needle):
     with pytest.raises(ConfigError, match=needle) as err:
         make_env(task)
@@ -131,9 +140,11 @@ def test_bad_tasks_raise_a_one_line_config_error(task, needle):
 def test_module_that_cannot_be_imported_is_named_with_its_error():
     with pytest.raises(ConfigError) as err:
         task_info("no_such_module_xyz:MyEnv-v0")
-    assert str(err.value) == ("task 'no_such_module_xyz:MyEnv-v0': cannot import module 'no_such_module_xyz' "
-                              "(ModuleNotFoundError: No module named 'no_such_module_xyz'); put its folder on "
-                              "PYTHONPATH")
+    assert str(err.value) == (
+        "task 'no_such_module_xyz:MyEnv-v0': cannot import module 'no_such_module_xyz' "
+        "(ModuleNotFoundError: No module named 'no_such_module_xyz'); put its folder on "
+        "PYTHONPATH"
+    )
 
 
 def test_error_inside_a_task_module_is_named_without_the_path_hint(tmp_path, monkeypatch):
@@ -141,11 +152,16 @@ def test_error_inside_a_task_module_is_named_without_the_path_hint(tmp_path, mon
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError) as err:
         make_env("broken_env_mod:Broken-v0")
-    assert str(err.value) == ("task 'broken_env_mod:Broken-v0': cannot import module 'broken_env_mod' "
-                              "(ModuleNotFoundError: No module named 'not_installed_dep')")
+    assert str(err.value) == (
+        "task 'broken_env_mod:Broken-v0': cannot import module 'broken_env_mod' "
+        "(ModuleNotFoundError: No module named 'not_installed_dep')"
+    )
     (tmp_path / "syntax_env_mod.py").write_text("def f(:\n")
-    with pytest.raises(ConfigError, match=r"^task 'syntax_env_mod:X-v0': cannot import module 'syntax_env_mod' "
-                                          r"\(SyntaxError: ") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"^task 'syntax_env_mod:X-v0': cannot import module 'syntax_env_mod' "
+        r"\(SyntaxError: ",
+    ) as err:
         task_info("syntax_env_mod:X-v0")
     assert "\n" not in str(err.value)
 

@@ -1,5 +1,6 @@
 """The exported planner (``python -m tdmpc2_trl.export``): the in-process planner's actions for the same observations
 and draws, the warm start carried in the program, the env's bounds, and a process that imports torch alone."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tdmpc2_trl import export
 from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.config.schema import PlannerConfig, TrainConfig
+from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.run.finetune import TASK_SET_KEY, task_set_state
-from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec
-from tdmpc2_trl import export
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANNER = PlannerConfig(num_samples=32, num_pi_trajs=4, num_elites=8, iterations=2, compile=False)
@@ -33,9 +34,16 @@ def tiny_checkpoint(path: Path, task_set: TaskSet | None = None) -> WorldModel:
         for p in wm.parameters():
             p.normal_(0, 0.5)
     cfg = TrainConfig(task="Pendulum-v1", model=model, planner=PLANNER, tasks=task_set.names if task_set else [])
-    torch.save({"step": 7, "config": dataclasses.asdict(cfg), "task": {"obs_dim": obs, "action_dim": act},
-                "world_model": wm.state_dict(),
-                TASK_SET_KEY: task_set_state(task_set) if task_set is not None else None}, path)
+    torch.save(
+        {
+            "step": 7,
+            "config": dataclasses.asdict(cfg),
+            "task": {"obs_dim": obs, "action_dim": act},
+            "world_model": wm.state_dict(),
+            TASK_SET_KEY: task_set_state(task_set) if task_set is not None else None,
+        },
+        path,
+    )
     return wm
 
 
@@ -55,10 +63,19 @@ def test_exported_actions_equal_the_in_process_planner_for_100_steps(exported):
     ckpt, program = exported
     agent = load_agent(str(ckpt), precision="fp32", planner_overrides={"compile": False})
     p = agent.planner
-    planner = TDMPC2Planner(p.world_model, export.env_action_spec("Pendulum-v1"), discount=p.discount,
-                            horizon=p.horizon, num_samples=p.num_samples, num_pi_trajs=p.num_pi_trajs,
-                            num_elites=p.num_elites, iterations=p.iterations, temperature=p.temperature,
-                            min_std=p.min_std, max_std=p.max_std)
+    planner = TDMPC2Planner(
+        p.world_model,
+        export.env_action_spec("Pendulum-v1"),
+        discount=p.discount,
+        horizon=p.horizon,
+        num_samples=p.num_samples,
+        num_pi_trajs=p.num_pi_trajs,
+        num_elites=p.num_elites,
+        iterations=p.iterations,
+        temperature=p.temperature,
+        min_std=p.min_std,
+        max_std=p.max_std,
+    )
     deployed = torch.export.load(program).module()
     torch.manual_seed(1)
     observations = torch.randn(100, 1, 3) * 2
@@ -108,20 +125,38 @@ def test_export_mistakes_are_one_line_errors(tmp_path, capsys):
     mt = TaskSet((TaskSpec("Pendulum-v1", 3, 1, 200), TaskSpec("Reacher-v5", 10, 2, 50)), task_dim=8)
     tiny_checkpoint(tmp_path / "mt.pt", mt)
     assert export.main([str(tmp_path / "mt.pt"), "--out", str(tmp_path / "a.pt2")]) == 2
-    assert capsys.readouterr().err == (f"error: {tmp_path / 'mt.pt'} is multitask (Pendulum-v1, Reacher-v5): "
-                                       f"export one of its tasks with --task NAME\n")
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'mt.pt'} is multitask (Pendulum-v1, Reacher-v5): "
+        f"export one of its tasks with --task NAME\n"
+    )
     assert export.main([str(tmp_path / "mt.pt"), "--out", str(tmp_path / "a.pt2"), "--task", "Hopper-v5"]) == 2
-    assert "task 'Hopper-v5' is not in the task set ['Pendulum-v1', 'Reacher-v5']" in \
-        capsys.readouterr().err
+    assert "task 'Hopper-v5' is not in the task set ['Pendulum-v1', 'Reacher-v5']" in capsys.readouterr().err
     assert not (tmp_path / "a.pt2").exists()
 
 
 @pytest.mark.slow
 def test_deploy_example_runs_a_fixed_rate_loop(exported):
     _, program = exported
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "deploy.py"), str(program), "--env", "Pendulum-v1",
-                           "--rate", "1000", "--steps", "205", "--threads", "1"], cwd=ROOT,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "deploy.py"),
+            str(program),
+            "--env",
+            "Pendulum-v1",
+            "--rate",
+            "1000",
+            "--steps",
+            "205",
+            "--threads",
+            "1",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["steps"] == 205 and len(out["episode_returns"]) == 1  # Pendulum's episodes end after 200 steps

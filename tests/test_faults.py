@@ -8,6 +8,7 @@ burst of 60 updates at step 60, the loop 61-130 (evaluation and checkpoint at 10
 directory carries a chain of cells: each resumes the previous one, so the chain ends with a finished run whose
 ``eval.csv`` and ``train.csv`` must hold each row exactly once.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,35 +22,72 @@ from pathlib import Path
 import pytest
 import torch
 
-from tdmpc2_trl.platform.checkpoint import (
-    UnsafeCheckpointError, checkpoint_path, list_checkpoints, resolve_checkpoint, save_checkpoint,
-)
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.data.replay_buffer import make_replay_buffer
-from tdmpc2_trl.run.logs import CSVTable
 from tdmpc2_trl.envs.video import write_video
+from tdmpc2_trl.platform.checkpoint import (
+    UnsafeCheckpointError,
+    checkpoint_path,
+    list_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from tdmpc2_trl.run.logs import CSVTable
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 TINY = [
-    "task=short_pendulum:ShortPendulum-v0", "model=1m", "model.latent_dim=16", "model.enc_dim=32",
-    "model.mlp_dim=32", "model.num_q=2", "model.horizon=3", "buffer.batch_size=16", "planner.num_samples=32",
-    "planner.num_pi_trajs=4", "planner.num_elites=8", "planner.iterations=2", "planner.compile=false",
-    "optim.compile=false", "progress=false", "eval.episodes=1", "threads=1", "precision=fp32",
+    "task=short_pendulum:ShortPendulum-v0",
+    "model=1m",
+    "model.latent_dim=16",
+    "model.enc_dim=32",
+    "model.mlp_dim=32",
+    "model.num_q=2",
+    "model.horizon=3",
+    "buffer.batch_size=16",
+    "planner.num_samples=32",
+    "planner.num_pi_trajs=4",
+    "planner.num_elites=8",
+    "planner.iterations=2",
+    "planner.compile=false",
+    "optim.compile=false",
+    "progress=false",
+    "eval.episodes=1",
+    "threads=1",
+    "precision=fp32",
 ]
 RUN = ["steps=130", "collector.seed_steps=60", "eval.freq=50", "checkpoint_freq=50"]
 NO_SPACE = "No space left on device"
 
 
-def train(*overrides: str, fault: str = "", phase: str = "", delay: float = 0.0,
-          nan_at: str = "", extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def train(
+    *overrides: str,
+    fault: str = "",
+    phase: str = "",
+    delay: float = 0.0,
+    nan_at: str = "",
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     """recipes/train.py with the fault shim: ``fault`` (SIGTERM, SIGINT, SIGKILL or ENOSPC:<glob>) at ``phase``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAULT", "NAN_AT"))}
-    env.update(OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0",
-               PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS / "faultshim")]), FAULT=fault, FAULT_PHASE=phase, FAULT_DELAY=str(delay), NAN_AT=nan_at)
+    env.update(
+        OMP_NUM_THREADS="1",
+        HYDRA_FULL_ERROR="0",
+        PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS / "faultshim")]),
+        FAULT=fault,
+        FAULT_PHASE=phase,
+        FAULT_DELAY=str(delay),
+        NAN_AT=nan_at,
+    )
     env.update(extra_env or {})
-    return subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py"), *TINY, *RUN, *overrides], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=420)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "train.py"), *TINY, *RUN, *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
 
 
 def newest_step(run_dir: Path) -> int | None:
@@ -60,8 +98,9 @@ def newest_step(run_dir: Path) -> int | None:
         return None
 
 
-def check_cell(proc: subprocess.CompletedProcess, run_dir: Path, *, rc: int, says: str | None,
-               newest: int | None) -> str:
+def check_cell(
+    proc: subprocess.CompletedProcess, run_dir: Path, *, rc: int, says: str | None, newest: int | None
+) -> str:
     """Exit code, one message line (stdout for a signal, stderr for an error) and no traceback, the newest
     readable checkpoint's step, no temporary file left. Returns the message line."""
     output = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -115,8 +154,14 @@ def test_signal_at_start_up_of_a_new_run_exits_with_one_line(tmp_path: Path):
     """SIGTERM while the run builds its envs and networks: nothing to save, one line, exit 0."""
     run_dir = tmp_path / "run"
     proc = train(f"hydra.run.dir={run_dir}", fault="SIGTERM", phase="startup")
-    check_cell(proc, run_dir, rc=0, says="interrupted during start-up (SIGTERM), before the first env step: "
-                                         "nothing to save yet; run the same command again", newest=None)
+    check_cell(
+        proc,
+        run_dir,
+        rc=0,
+        says="interrupted during start-up (SIGTERM), before the first env step: "
+        "nothing to save yet; run the same command again",
+        newest=None,
+    )
     assert not (run_dir / "checkpoints").exists()
 
 
@@ -125,11 +170,21 @@ def test_signals_at_every_phase_lose_nothing(tmp_path: Path):
     """SIGINT/SIGTERM in the seed steps, at start-up of the resumed run, in the burst, the loop, an evaluation,
     the final evaluation and a checkpoint write; each resume uses the command the previous run printed."""
     run_dir = tmp_path / "run"
-    msg = check_cell(train(f"hydra.run.dir={run_dir}", fault="SIGINT", phase="seed#30"), run_dir, rc=0,
-                     says="interrupted at step 30 (SIGINT): checkpoint saved to", newest=30)
+    msg = check_cell(
+        train(f"hydra.run.dir={run_dir}", fault="SIGINT", phase="seed#30"),
+        run_dir,
+        rc=0,
+        says="interrupted at step 30 (SIGINT): checkpoint saved to",
+        newest=30,
+    )
     resume = resume_from(msg, run_dir)
-    check_cell(train(*resume, fault="SIGTERM", phase="startup"), run_dir, rc=0,
-               says="interrupted during start-up (SIGTERM)", newest=30)
+    check_cell(
+        train(*resume, fault="SIGTERM", phase="startup"),
+        run_dir,
+        rc=0,
+        says="interrupted during start-up (SIGTERM)",
+        newest=30,
+    )
     cells = [  # (fault, phase, the step it stops at and saves)
         ("SIGTERM", "burst#20", 60),  # 19 of the 60 burst updates done: 41 are owed
         ("SIGINT", "loop#10", 70),
@@ -137,15 +192,23 @@ def test_signals_at_every_phase_lose_nothing(tmp_path: Path):
         ("SIGINT", "final_eval", 130),
     ]
     for fault, phase, step in cells:
-        msg = check_cell(train(*resume, fault=fault, phase=phase), run_dir, rc=0,
-                         says=f"interrupted at step {step} ({fault}): checkpoint saved to "
-                              f"{checkpoint_path(run_dir, step)}", newest=step)
+        msg = check_cell(
+            train(*resume, fault=fault, phase=phase),
+            run_dir,
+            rc=0,
+            says=f"interrupted at step {step} ({fault}): checkpoint saved to {checkpoint_path(run_dir, step)}",
+            newest=step,
+        )
         resume = resume_from(msg, run_dir)
     state = resolve_checkpoint(run_dir)[1]
     assert state["progress"] == {"owed_updates": 0, "eval_step": 100}  # the final evaluation is still to do
-    check_cell(train(*resume, fault="SIGTERM", phase="checkpoint_write"), run_dir, rc=0,  # the write finishes
-               says=f"interrupted at step 130 (SIGTERM): checkpoint {checkpoint_path(run_dir, 130)} holds "
-                    f"everything so far", newest=130)
+    check_cell(
+        train(*resume, fault="SIGTERM", phase="checkpoint_write"),
+        run_dir,
+        rc=0,  # the write finishes
+        says=f"interrupted at step 130 (SIGTERM): checkpoint {checkpoint_path(run_dir, 130)} holds everything so far",
+        newest=130,
+    )
     check_cell(train(*resume), run_dir, rc=0, says="nothing to do: the run is already at step 130", newest=130)
     check_logs_continue(run_dir)
 
@@ -166,13 +229,23 @@ def test_kill_and_full_disk_at_every_phase_lose_nothing(tmp_path: Path):
     ]
     for files, phase in full:
         target = checkpoint_path(run_dir, 100) if "checkpoints" in files else run_dir / files.split("/")[-1]
-        check_cell(train(*resume, fault=f"ENOSPC:{files}", phase=phase), run_dir, rc=2,
-                   says=f"error: cannot write {target}: {NO_SPACE}", newest=50)
+        check_cell(
+            train(*resume, fault=f"ENOSPC:{files}", phase=phase),
+            run_dir,
+            rc=2,
+            says=f"error: cannot write {target}: {NO_SPACE}",
+            newest=50,
+        )
     proc = train(*resume, fault="SIGKILL", phase="checkpoint_write")  # dies between writing and renaming
     assert proc.returncode == -signal.SIGKILL and newest_step(run_dir) == 50
     assert [p.name for p in (run_dir / "checkpoints").glob("*.tmp")] == ["step_000000100.pt.tmp"]
-    check_cell(train(*resume, fault="ENOSPC:*/eval.csv", phase="final_eval"), run_dir, rc=2,  # removes that .tmp
-               says=f"error: cannot write {run_dir / 'eval.csv'}: {NO_SPACE}", newest=100)
+    check_cell(
+        train(*resume, fault="ENOSPC:*/eval.csv", phase="final_eval"),
+        run_dir,
+        rc=2,  # removes that .tmp
+        says=f"error: cannot write {run_dir / 'eval.csv'}: {NO_SPACE}",
+        newest=100,
+    )
     check_cell(train(*resume), run_dir, rc=0, says="done: 130 env steps", newest=130)
     assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == ["step_000000100.pt", "step_000000130.pt"]
     check_logs_continue(run_dir)
@@ -217,11 +290,22 @@ def test_signal_inside_the_compiled_planner_during_the_final_evaluation(tmp_path
     """SIGTERM 3 s into the final evaluation, while torch.compile builds the planner's graph for the evaluation's
     batch of 2 envs (training plans for 1): checkpoint, one line, exit 0; the resumed run evaluates and finishes."""
     run_dir = tmp_path / "run"
-    compiled = [f"hydra.run.dir={run_dir}", "planner.compile=true", "steps=60", "eval.freq=0", "checkpoint_freq=0",
-                "eval.episodes=2"]
+    compiled = [
+        f"hydra.run.dir={run_dir}",
+        "planner.compile=true",
+        "steps=60",
+        "eval.freq=0",
+        "checkpoint_freq=0",
+        "eval.episodes=2",
+    ]
     # an empty inductor cache: the evaluation's graph really compiles (for many seconds) when the signal comes
-    proc = train(*compiled, fault="SIGTERM", phase="final_eval", delay=3.0,
-                 extra_env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")})
+    proc = train(
+        *compiled,
+        fault="SIGTERM",
+        phase="final_eval",
+        delay=3.0,
+        extra_env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")},
+    )
     msg = check_cell(proc, run_dir, rc=0, says="interrupted at step 60 (SIGTERM): checkpoint saved to", newest=60)
     assert not (run_dir / "eval.csv").is_file() or not read_csv(run_dir / "eval.csv")
     proc = train(*resume_from(msg, run_dir), "planner.compile=false")
@@ -252,6 +336,7 @@ def test_full_disk_during_a_checkpoint_write_keeps_the_earlier_ones(tmp_path: Pa
 
 def test_torch_runtime_error_over_a_failed_write_becomes_the_os_error(tmp_path: Path, monkeypatch):
     """torch reports some failed writes as a RuntimeError about the zip writer: the file's OSError is raised."""
+
     def save(obj, f):
         try:
             f.write(b"x" * (1 << 20))
@@ -302,8 +387,10 @@ def test_csv_row_that_cannot_be_written_leaves_the_file_as_it_was(tmp_path: Path
     table.append({"step": 3, "episode_reward": 4.0, "new": 1.0})  # widening rewrites atomically
     assert table.keep_until(1) == 1
     assert [r["step"] for r in read_csv(table.path)] == ["1"] and list(read_csv(table.path)[0]) == [
-        "step", "episode_reward", "new"]
-
+        "step",
+        "episode_reward",
+        "new",
+    ]
 
 
 def test_video_that_cannot_be_written_leaves_no_partial_file(tmp_path: Path):
@@ -318,6 +405,7 @@ def test_video_that_cannot_be_written_leaves_no_partial_file(tmp_path: Path):
 
 def _unsafe_checkpoint(path: Path) -> None:
     """A checkpoint that runs ``os.system`` when unpickled without ``weights_only``."""
+
     class Payload:
         def __reduce__(self):
             return os.system, ("echo pwned",)
@@ -341,10 +429,17 @@ def test_eval_recipe_refuses_a_checkpoint_that_needs_code(tmp_path: Path):
     bad = tmp_path / "bad.pt"
     _unsafe_checkpoint(bad)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "eval.py"), f"checkpoint={bad}"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "eval.py"), f"checkpoint={bad}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "pwned" not in proc.stdout
     assert proc.stderr.strip().splitlines() == [
         f"error: checkpoint {bad} refused: it needs posix.system, and loading anything beyond tensors, numbers, "
         f"strings, lists and dicts could run code (register trusted types with "
-        f"torch.serialization.add_safe_globals)"]
+        f"torch.serialization.add_safe_globals)"
+    ]

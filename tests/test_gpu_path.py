@@ -4,6 +4,7 @@ RNG states a checkpoint holds, the planner's generator use and the compile fallb
 CUDA's queries are stubbed (``fake_cuda``); a batch's journey to the model is checked with the ``meta`` device,
 which any tensor can be moved to without a GPU.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -23,11 +24,11 @@ from tdmpc2_trl.learning.loss import TDMPC2Loss
 from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import PlannerNoise, TDMPC2Planner
-from tdmpc2_trl.run import collectors
 from tdmpc2_trl.platform.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from tdmpc2_trl.run.make import make_autocast_dtype
 from tdmpc2_trl.platform.compiling import EagerOnFailure
 from tdmpc2_trl.platform.precision import bf16_is_fast
+from tdmpc2_trl.run import collectors
+from tdmpc2_trl.run.make import make_autocast_dtype
 
 CPU, META, CUDA0 = torch.device("cpu"), torch.device("meta"), torch.device("cuda", 0)
 
@@ -49,8 +50,11 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: current["index"])
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: caps[index(device)])
     # torch's own answer counts emulation as support unless asked not to (the trap of finding 5)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
-                        lambda including_emulation=True: including_emulation or caps[current["index"]] >= (8, 0))
+    monkeypatch.setattr(
+        torch.cuda,
+        "is_bf16_supported",
+        lambda including_emulation=True: including_emulation or caps[current["index"]] >= (8, 0),
+    )
     return current
 
 
@@ -64,31 +68,41 @@ def transitions(num_envs: int, steps: int, traj: int = 0) -> list[TensorDict]:
     out = []
     for t in range(steps):
         obs = torch.full((num_envs, 1, 3), float(t))
-        out.append(TensorDict({
-            "observation": obs, "action": torch.zeros(num_envs, 1, 2),
-            "collector": {"traj_ids": (traj + torch.arange(num_envs)).view(num_envs, 1)},
-            "next": {"observation": obs + 1, "reward": torch.ones(num_envs, 1, 1),
-                     "terminated": torch.zeros(num_envs, 1, 1, dtype=torch.bool)},
-        }, [num_envs, 1]))
+        out.append(
+            TensorDict(
+                {
+                    "observation": obs,
+                    "action": torch.zeros(num_envs, 1, 2),
+                    "collector": {"traj_ids": (traj + torch.arange(num_envs)).view(num_envs, 1)},
+                    "next": {
+                        "observation": obs + 1,
+                        "reward": torch.ones(num_envs, 1, 1),
+                        "terminated": torch.zeros(num_envs, 1, 1, dtype=torch.bool),
+                    },
+                },
+                [num_envs, 1],
+            )
+        )
     return out
 
 
 # ---- findings 1 and 4: the replay storage stays on the CPU; batches go to the model's device ----
 
+
 @pytest.mark.parametrize("storage", ["memory", "memmap"])
 def test_a_cuda_run_keeps_its_replay_storage_on_the_cpu(storage, fake_cuda, tmp_path):
     # before: memmap raised TorchRL's ValueError (a memmap storage cannot live on CUDA), and a memory storage was
     # allocated on the GPU at full capacity (74 KB per pixel transition)
-    rb = make_replay_buffer(capacity=100, batch_size=2, horizon=3, storage=storage, scratch_dir=tmp_path,
-                            device=torch.device("cuda"))
+    rb = make_replay_buffer(
+        capacity=100, batch_size=2, horizon=3, storage=storage, scratch_dir=tmp_path, device=torch.device("cuda")
+    )
     assert rb.storage.device == CPU
     assert rb.batch_device == CUDA0
 
 
 @pytest.mark.parametrize("storage", ["memory", "memmap"])
 def test_replay_batches_are_moved_to_the_model_device(storage, tmp_path):
-    rb = make_replay_buffer(capacity=100, batch_size=4, horizon=3, storage=storage, scratch_dir=tmp_path,
-                            device=META)
+    rb = make_replay_buffer(capacity=100, batch_size=4, horizon=3, storage=storage, scratch_dir=tmp_path, device=META)
     for data in transitions(2, 10):
         add(rb, data)
     assert rb.storage[:].device == CPU
@@ -110,15 +124,23 @@ def test_a_batch_for_a_gpu_is_pinned_and_copied_without_blocking(fake_cuda, monk
 
 # ---- finding 2: offline batches reach the model's device; the update autocasts on the model's device ----
 
+
 def test_offline_batches_are_moved_to_the_model_device(tmp_path):
     n = 12
-    data = TensorDict({
-        "observation": torch.arange(n, dtype=torch.float32).view(n, 1).expand(n, 3).clone(),
-        "action": torch.zeros(n, 2), "task": torch.zeros(n, dtype=torch.long),
-        "episode": torch.arange(n) // 6,
-        "next": {"observation": torch.zeros(n, 3), "reward": torch.zeros(n, 1),
-                 "terminated": torch.zeros(n, 1, dtype=torch.bool)},
-    }, [n]).memmap_(prefix=tmp_path / "data")
+    data = TensorDict(
+        {
+            "observation": torch.arange(n, dtype=torch.float32).view(n, 1).expand(n, 3).clone(),
+            "action": torch.zeros(n, 2),
+            "task": torch.zeros(n, dtype=torch.long),
+            "episode": torch.arange(n) // 6,
+            "next": {
+                "observation": torch.zeros(n, 3),
+                "reward": torch.zeros(n, 1),
+                "terminated": torch.zeros(n, 1, dtype=torch.bool),
+            },
+        },
+        [n],
+    ).memmap_(prefix=tmp_path / "data")
     buffer = make_offline_buffer(data, batch_size=4, horizon=3, device=META)
     batch = sample_batch(buffer)
     assert batch.shape == (4, 3) and batch.device == META and batch["observation"].device == META
@@ -147,6 +169,7 @@ def test_the_update_autocasts_on_the_device_of_the_model_not_of_the_batch(monkey
 
 # ---- finding 3: a resume rebuilds the storage on the CPU and keeps sending batches to the model's device ----
 
+
 def test_a_resumed_buffer_stores_on_the_cpu_and_samples_onto_the_model_device(tmp_path):
     rb = make_replay_buffer(capacity=100, batch_size=4, horizon=3, device=META)
     for data in transitions(2, 10):
@@ -162,6 +185,7 @@ def test_a_resumed_buffer_stores_on_the_cpu_and_samples_onto_the_model_device(tm
 
 
 # ---- finding 5: bf16 only where the asked device runs it natively; TF32 for fp32 matmuls on CUDA ----
+
 
 def test_auto_precision_is_bf16_only_on_a_device_with_native_bf16(fake_cuda):
     assert not bf16_is_fast(torch.device("cuda", 0))  # V100-class: bf16 emulated, slower than fp32
@@ -187,6 +211,7 @@ def test_fp32_matmuls_use_tf32_on_cuda_only(fake_cuda):
 
 
 # ---- finding 6: a checkpoint holds every CUDA generator's state and a resume restores them ----
+
 
 def test_a_checkpoint_holds_and_restores_the_cuda_rng_state_of_every_device(monkeypatch, tmp_path):
     states = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
@@ -219,9 +244,11 @@ def test_a_gpu_checkpoints_rng_is_ignored_where_there_is_no_gpu(monkeypatch):
 
 # ---- finding 7: every draw of the planner's noise comes from one generator, on the noise's device ----
 
+
 def test_planner_noise_draws_the_q_heads_on_its_own_device(monkeypatch):
-    planner = TDMPC2Planner(tiny_model(), discount=0.99, horizon=3, num_samples=16, num_pi_trajs=2, num_elites=4,
-                            iterations=2)
+    planner = TDMPC2Planner(
+        tiny_model(), discount=0.99, horizon=3, num_samples=16, num_pi_trajs=2, num_elites=4, iterations=2
+    )
     real, calls = torch.randperm, []
 
     def spy(*args, **kwargs):
@@ -241,6 +268,7 @@ def test_planner_noise_draws_the_q_heads_on_its_own_device(monkeypatch):
 
 
 # ---- finding 8: the compile fallback hides compile failures only, never an out-of-memory or a device error ----
+
 
 def test_out_of_memory_in_a_compiled_call_is_raised_and_compilation_kept():
     eager_calls = []
@@ -296,8 +324,10 @@ def test_a_genuine_compile_failure_still_falls_back_to_eager():
 
 # ---- performance: envs step on the CPU, the policy on the run device, batches are stored on the CPU ----
 
+
 class _Recorder:
     """Stands in for a TorchRL collector class and keeps its keyword arguments."""
+
     kwargs: dict = {}
 
     def __init__(self, *args, **kwargs) -> None:
@@ -312,8 +342,14 @@ def test_the_collector_gets_cpu_envs_and_storage_and_a_policy_on_the_run_device(
     monkeypatch.setattr(collectors, "Collector", _Recorder)
     monkeypatch.setattr(collectors, "_MultiSyncCollector", _Recorder)
     monkeypatch.setattr(collectors.atexit, "register", lambda fn: None)
-    collectors.make_collector(SimpleNamespace(num_envs=2), CollectorConfig(workers=workers), object(), total_frames=10,
-                              init_random_frames=0, device=CUDA0)
+    collectors.make_collector(
+        SimpleNamespace(num_envs=2),
+        CollectorConfig(workers=workers),
+        object(),
+        total_frames=10,
+        init_random_frames=0,
+        device=CUDA0,
+    )
     kw = _Recorder.kwargs
     assert (kw["env_device"], kw["policy_device"], kw["storing_device"]) == (CPU, CUDA0, CPU)
     assert "device" not in kw
@@ -322,11 +358,13 @@ def test_the_collector_gets_cpu_envs_and_storage_and_a_policy_on_the_run_device(
 def test_a_cpu_collector_accepts_the_device_arguments():
     from tdmpc2_trl.envs.factory import EnvFactory
 
-    planner = TDMPC2Planner(tiny_model(), discount=0.99, horizon=3, num_samples=16, num_pi_trajs=2, num_elites=4,
-                            iterations=1)
+    planner = TDMPC2Planner(
+        tiny_model(), discount=0.99, horizon=3, num_samples=16, num_pi_trajs=2, num_elites=4, iterations=1
+    )
     env = EnvFactory("Pendulum-v1", "state", 0, 2, "cpu", (planner.primer(CPU),))
-    collector = collectors.make_collector(env, CollectorConfig(), planner, total_frames=4, init_random_frames=0,
-                                          device=CPU)
+    collector = collectors.make_collector(
+        env, CollectorConfig(), planner, total_frames=4, init_random_frames=0, device=CPU
+    )
     try:
         assert (collector.env_device, collector.policy_device, collector.storing_device) == (CPU, CPU, CPU)
         batch = next(iter(collector))

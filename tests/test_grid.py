@@ -1,4 +1,5 @@
 """recipes/grid.py: a grid of two tiny Pendulum runs, stopped with SIGTERM mid-grid and run again."""
+
 from __future__ import annotations
 
 import csv
@@ -16,16 +17,36 @@ sys.path.insert(0, str(ROOT / "recipes"))
 import grid as grid_runner  # noqa: E402
 
 TINY = [
-    "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.horizon=2", "buffer.batch_size=8",
-    "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8", "planner.iterations=1",
-    "planner.compile=false", "optim.compile=false", "eval.episodes=1", "threads=1",
+    "model=1m",
+    "model.latent_dim=16",
+    "model.enc_dim=32",
+    "model.mlp_dim=32",
+    "model.horizon=2",
+    "buffer.batch_size=8",
+    "planner.num_samples=32",
+    "planner.num_pi_trajs=4",
+    "planner.num_elites=8",
+    "planner.iterations=1",
+    "planner.compile=false",
+    "optim.compile=false",
+    "eval.episodes=1",
+    "threads=1",
 ]
 STEPS = 120
 
 
 def grid_args(grid_dir: Path) -> list[str]:
-    return [sys.executable, str(ROOT / "recipes" / "grid.py"), "tasks=[Pendulum-v1]", "seeds=[1,2]",
-            f"steps={STEPS}", "collector.seed_steps=40", "checkpoint_freq=50", f"grid_dir={grid_dir}", *TINY]
+    return [
+        sys.executable,
+        str(ROOT / "recipes" / "grid.py"),
+        "tasks=[Pendulum-v1]",
+        "seeds=[1,2]",
+        f"steps={STEPS}",
+        "collector.seed_steps=40",
+        "checkpoint_freq=50",
+        f"grid_dir={grid_dir}",
+        *TINY,
+    ]
 
 
 def env() -> dict[str, str]:
@@ -52,8 +73,9 @@ def eval_steps(run_dir: Path) -> list[int]:
 def test_sigterm_mid_grid_then_rerun_resumes(tmp_path: Path):
     grid = tmp_path / "grid"
     cell1, cell2 = grid / "Pendulum-v1" / "seed1", grid / "Pendulum-v1" / "seed2"
-    runner = subprocess.Popen(grid_args(grid), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    runner = subprocess.Popen(
+        grid_args(grid), cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     wait_for(cell2 / "checkpoints" / "step_000000050.pt", runner)  # cell 1 finished, cell 2 in its loop
     runner.send_signal(signal.SIGTERM)
     out, _ = runner.communicate(timeout=300)
@@ -79,40 +101,89 @@ def test_sigterm_mid_grid_then_rerun_resumes(tmp_path: Path):
 
 
 def test_argument_split_and_commands(tmp_path: Path):
-    own, passthrough = grid_runner.split_argv(["tasks=[a]", "model=5m", "steps=9", "hydra.run.dir=x", "--cfg", "job",
-                                             "model.latent_dim=16", "eval.freq=5", "+foo=1"])
+    own, passthrough = grid_runner.split_argv(
+        [
+            "tasks=[a]",
+            "model=5m",
+            "steps=9",
+            "hydra.run.dir=x",
+            "--cfg",
+            "job",
+            "model.latent_dim=16",
+            "eval.freq=5",
+            "+foo=1",
+        ]
+    )
     assert own == ["tasks=[a]", "model=5m", "steps=9", "hydra.run.dir=x", "--cfg", "job"]  # a flag keeps its value
     assert passthrough == ["model.latent_dim=16", "eval.freq=5", "+foo=1"]
     own, passthrough = grid_runner.split_argv(["--info", "eval.freq=5", "-cn", "grid", "--multirun", "x=1"])
     assert own == ["--info", "-cn", "grid", "--multirun"] and passthrough == ["eval.freq=5", "x=1"]
-    cfg = {"tasks": "Pendulum-v1", "seeds": [3, 4], "model": {"name": "5m"}, "steps": 9, "threads": 1,
-           "parallel": 2, "train": ["eval.freq=5"], "grid_dir": str(tmp_path / "my grid")}
+    cfg = {
+        "tasks": "Pendulum-v1",
+        "seeds": [3, 4],
+        "model": {"name": "5m"},
+        "steps": 9,
+        "threads": 1,
+        "parallel": 2,
+        "train": ["eval.freq=5"],
+        "grid_dir": str(tmp_path / "my grid"),
+    }
     grid = grid_runner.make_grid(cfg, ["buffer.batch_size=8"])
     assert [c.run_dir for c in grid.cells] == [tmp_path / "my grid" / "Pendulum-v1" / f"seed{s}" for s in (3, 4)]
     command = grid_runner.train_command(grid, grid.cells[1], resume=True)
     where = f"'{tmp_path / 'my grid' / 'Pendulum-v1' / 'seed4'}'"  # quoted: the path holds a space
-    assert command[2:] == ["task=Pendulum-v1", "seed=4", "model=5m", "steps=9", "threads=1", "progress=false",
-                           f"hydra.run.dir={where}", f"resume={where}", "eval.freq=5", "buffer.batch_size=8"]
+    assert command[2:] == [
+        "task=Pendulum-v1",
+        "seed=4",
+        "model=5m",
+        "steps=9",
+        "threads=1",
+        "progress=false",
+        f"hydra.run.dir={where}",
+        f"resume={where}",
+        "eval.freq=5",
+        "buffer.batch_size=8",
+    ]
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"seeds": [1, 1]}, "must be distinct integers"),
-    ({"tasks": []}, "must be non-empty lists"),
-    ({"parallel": 0}, "parallel=0 must be a positive integer"),
-    ({"train": ["seed=3"]}, "the grid sets seed itself"),
-    ({"tasks": ["no-such-task"]}, "unknown task"),
-    ({"train": ["eval.freq=-5"]}, "for train.py: eval.freq=-5: must be an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"seeds": [1, 1]}, "must be distinct integers"),
+        ({"tasks": []}, "must be non-empty lists"),
+        ({"parallel": 0}, "parallel=0 must be a positive integer"),
+        ({"train": ["seed=3"]}, "the grid sets seed itself"),
+        ({"tasks": ["no-such-task"]}, "unknown task"),
+        ({"train": ["eval.freq=-5"]}, "for train.py: eval.freq=-5: must be an integer >= 0"),
+    ],
+)
 def test_grid_config_errors(tmp_path: Path, change: dict, message: str):
-    cfg = {"tasks": ["Pendulum-v1"], "seeds": [1], "model": {"name": "1m"}, "steps": 10, "threads": 1,
-           "parallel": 1, "train": [], "grid_dir": str(tmp_path), **change}
+    cfg = {
+        "tasks": ["Pendulum-v1"],
+        "seeds": [1],
+        "model": {"name": "1m"},
+        "steps": 10,
+        "threads": 1,
+        "parallel": 1,
+        "train": [],
+        "grid_dir": str(tmp_path),
+        **change,
+    }
     with pytest.raises(grid_runner.ConfigError, match=message):
         grid_runner.make_grid(cfg, [])
 
 
 def test_a_grid_dir_refuses_other_settings(tmp_path: Path):
-    cfg = {"tasks": ["Pendulum-v1"], "seeds": [1], "model": {"name": "1m"}, "steps": 10, "threads": 1,
-           "parallel": 1, "train": [], "grid_dir": str(tmp_path)}
+    cfg = {
+        "tasks": ["Pendulum-v1"],
+        "seeds": [1],
+        "model": {"name": "1m"},
+        "steps": 10,
+        "threads": 1,
+        "parallel": 1,
+        "train": [],
+        "grid_dir": str(tmp_path),
+    }
     grid_runner.record_grid(grid_runner.make_grid(cfg, []))
     grid_runner.record_grid(grid_runner.make_grid({**cfg, "seeds": [1, 2], "parallel": 2}, []))  # more cells: fine
     with pytest.raises(grid_runner.ConfigError, match="holds a grid with"):
@@ -120,8 +191,14 @@ def test_a_grid_dir_refuses_other_settings(tmp_path: Path):
 
 
 def test_one_line_error_from_the_command_line(tmp_path: Path):
-    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "grid.py"), "seeds=[1,1]",
-                           f"grid_dir={tmp_path}"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "grid.py"), "seeds=[1,1]", f"grid_dir={tmp_path}"],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert proc.stderr.startswith("error: seeds=[1, 1] must be distinct")
 
@@ -143,4 +220,5 @@ def test_stopped_message_says_whether_the_cell_checkpointed(tmp_path: Path):
     cell = grid_runner.Cell("Hopper-v5", 1, tmp_path)
     assert grid_runner.stopped_message(cell, 2500) == "stopped Hopper-v5/seed1 at step 2500 (checkpointed)"
     assert grid_runner.stopped_message(cell, None) == (
-        "stopped Hopper-v5/seed1 before its first checkpoint (the next run starts it afresh)")
+        "stopped Hopper-v5/seed1 before its first checkpoint (the next run starts it afresh)"
+    )

@@ -1,6 +1,7 @@
 """recipes/grid.py backend=ray: the cells as Ray tasks on a two-node cluster started here on loopback (a run killed,
 the grid stopped with SIGTERM, the rerun resuming both), results identical to the local backend's; the runner's
 reports from a scripted backend; the one-line errors."""
+
 from __future__ import annotations
 
 import csv
@@ -30,9 +31,19 @@ DONE = re.compile(r"^done (\S+) on node (\S+) in \d+ s$", re.MULTILINE)
 
 
 def grid_args(grid_dir: Path, seeds: str, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "recipes" / "grid.py"), "tasks=[Pendulum-v1]", f"seeds={seeds}",
-            f"steps={STEPS}", "collector.seed_steps=40", "checkpoint_freq=50", "eval.freq=60",
-            f"grid_dir={grid_dir}", *TINY, *extra]
+    return [
+        sys.executable,
+        str(ROOT / "recipes" / "grid.py"),
+        "tasks=[Pendulum-v1]",
+        f"seeds={seeds}",
+        f"steps={STEPS}",
+        "collector.seed_steps=40",
+        "checkpoint_freq=50",
+        "eval.freq=60",
+        f"grid_dir={grid_dir}",
+        *TINY,
+        *extra,
+    ]
 
 
 class Output:
@@ -90,8 +101,14 @@ def test_grid_on_a_two_node_ray_cluster(tmp_path: Path):
         on_ray = ("backend=ray", f"ray_address={cluster.address}")
         grid_dir = tmp_path / "ray"
         cell1, cell2, cell3 = (grid_dir / "Pendulum-v1" / f"seed{s}" for s in (1, 2, 3))
-        runner = subprocess.Popen(grid_args(grid_dir, "[1,2,3]", *on_ray), cwd=ROOT, env=env(), text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        runner = subprocess.Popen(
+            grid_args(grid_dir, "[1,2,3]", *on_ray),
+            cwd=ROOT,
+            env=env(),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         output = Output(runner)
         output.wait_for(cell2 / "checkpoints" / "step_000000050.pt")
         os.kill(train_pid(cell2), signal.SIGKILL)  # a run dies mid-way; seed 3 takes its node
@@ -102,9 +119,15 @@ def test_grid_on_a_two_node_ray_cluster(tmp_path: Path):
         print(out)
         assert runner.returncode == 128 + signal.SIGTERM, out
         nodes = dict(DONE.findall(out))
-        failed = re.search(rf"^FAILED Pendulum-v1/seed2 on node (\S+) \(exit -9\): killed by SIGKILL "
-                           rf"\(its log: {re.escape(str(cell2))}/output.log\)$", out, re.MULTILINE)
-        stopped = re.search(r"^stopped Pendulum-v1/seed3 at step (\d+) \(checkpointed\) on node (\S+)$", out, re.MULTILINE)
+        failed = re.search(
+            rf"^FAILED Pendulum-v1/seed2 on node (\S+) \(exit -9\): killed by SIGKILL "
+            rf"\(its log: {re.escape(str(cell2))}/output.log\)$",
+            out,
+            re.MULTILINE,
+        )
+        stopped = re.search(
+            r"^stopped Pendulum-v1/seed3 at step (\d+) \(checkpointed\) on node (\S+)$", out, re.MULTILINE
+        )
         assert failed and stopped and "Pendulum-v1/seed1" in nodes, out
         # one cell per node at a time: seeds 1 and 2 side by side, seed 3 on seed 2's node once that was free
         assert nodes["Pendulum-v1/seed1"] != failed.group(1) and stopped.group(2) == failed.group(1), out
@@ -112,10 +135,23 @@ def test_grid_on_a_two_node_ray_cluster(tmp_path: Path):
         assert "interrupted at step" in (cell3 / "output.log").read_text()
 
         # the rerun resumes seeds 2 and 3 on the cluster, while the local backend runs seed 1 alone
-        local = subprocess.Popen(grid_args(tmp_path / "local", "[1]", "plot=false"), cwd=ROOT, env=env(),
-                                 text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        rerun = subprocess.run(grid_args(grid_dir, "[1,2,3]", *on_ray), cwd=ROOT, env=env(), capture_output=True,
-                               text=True, timeout=180, check=False)
+        local = subprocess.Popen(
+            grid_args(tmp_path / "local", "[1]", "plot=false"),
+            cwd=ROOT,
+            env=env(),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        rerun = subprocess.run(
+            grid_args(grid_dir, "[1,2,3]", *on_ray),
+            cwd=ROOT,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
         local_out, _ = local.communicate(timeout=180)
         print(rerun.stdout, rerun.stderr, local_out)
         assert rerun.returncode == 0 and local.returncode == 0, rerun.stdout + rerun.stderr + local_out
@@ -154,8 +190,16 @@ class ScriptedBackend:
 
 
 def make_tiny_grid(tmp_path: Path, seeds: list[int]) -> grid.Grid:
-    cfg = {"tasks": ["Pendulum-v1"], "seeds": seeds, "model": {"name": "1m"}, "steps": 10, "threads": 1,
-           "parallel": 1, "train": [], "grid_dir": str(tmp_path)}
+    cfg = {
+        "tasks": ["Pendulum-v1"],
+        "seeds": seeds,
+        "model": {"name": "1m"},
+        "steps": 10,
+        "threads": 1,
+        "parallel": 1,
+        "train": [],
+        "grid_dir": str(tmp_path),
+    }
     return grid.make_grid(cfg, [])
 
 
@@ -163,13 +207,21 @@ def test_runner_reports_each_ending_with_its_node(tmp_path: Path, capsys):
     made = make_tiny_grid(tmp_path, [1, 2, 3])
     (made.cells[0].run_dir / "checkpoints").mkdir(parents=True)
     (made.cells[0].run_dir / "checkpoints" / "step_000000010.pt").write_bytes(b"")
-    backend = ScriptedBackend([Ending(0, "10.0.0.1/aa"), Ending(None, "10.0.0.2/bb", "node 10.0.0.2/bb cannot write x"),
-                               Ending(None, "", "The node with node id: cc has been marked dead")])
+    backend = ScriptedBackend(
+        [
+            Ending(0, "10.0.0.1/aa"),
+            Ending(None, "10.0.0.2/bb", "node 10.0.0.2/bb cannot write x"),
+            Ending(None, "", "The node with node id: cc has been marked dead"),
+        ]
+    )
     runner = grid.Runner(made, backend)
     runner.run(made.cells)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines if line.startswith("start")] == [
-        "start Pendulum-v1/seed1", "start Pendulum-v1/seed2", "start Pendulum-v1/seed3"]
+        "start Pendulum-v1/seed1",
+        "start Pendulum-v1/seed2",
+        "start Pendulum-v1/seed3",
+    ]
     assert re.fullmatch(r"done Pendulum-v1/seed1 on node 10\.0\.0\.1/aa in \d+ s", lines[2])
     assert "FAILED Pendulum-v1/seed2 on node 10.0.0.2/bb: node 10.0.0.2/bb cannot write x" in lines
     assert "FAILED Pendulum-v1/seed3: The node with node id: cc has been marked dead" in lines
@@ -189,8 +241,11 @@ def test_a_signal_stops_the_running_cells_and_leaves_the_queued_ones(tmp_path: P
     runner.run(made.cells)
     lines = capsys.readouterr().out.splitlines()
     assert backend.stops == 1 and runner.signum == signal.SIGTERM and runner.failed == []
-    assert lines == ["start Pendulum-v1/seed1: new run", "start Pendulum-v1/seed2: new run",
-                     "stopped Pendulum-v1/seed1 before its first checkpoint (the next run starts it afresh) on node n1"]
+    assert lines == [
+        "start Pendulum-v1/seed1: new run",
+        "start Pendulum-v1/seed2: new run",
+        "stopped Pendulum-v1/seed1 before its first checkpoint (the next run starts it afresh) on node n1",
+    ]
 
 
 def test_a_run_signalled_after_its_final_checkpoint_is_done(tmp_path: Path, capsys):
@@ -216,14 +271,19 @@ def test_a_node_that_cannot_write_says_so(tmp_path: Path):
     (tmp_path / "Pendulum-v1").write_text("")  # a file where the run directory's parent should be
     with pytest.raises(PermissionError) as err:
         open_log(tmp_path / "Pendulum-v1" / "seed1", "10.0.0.7/0a1b2c3d")
-    assert str(err.value) == (f"node 10.0.0.7/0a1b2c3d cannot write {tmp_path / 'Pendulum-v1' / 'seed1'}: "
-                              f"Not a directory (run directories must be on storage every node sees)")
+    assert str(err.value) == (
+        f"node 10.0.0.7/0a1b2c3d cannot write {tmp_path / 'Pendulum-v1' / 'seed1'}: "
+        f"Not a directory (run directories must be on storage every node sees)"
+    )
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"backend": "slurm"}, "backend='slurm' must be local or ray"),
-    ({"ray_gpus": -1}, "ray_gpus=-1 must be a number >= 0"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"backend": "slurm"}, "backend='slurm' must be local or ray"),
+        ({"ray_gpus": -1}, "ray_gpus=-1 must be a number >= 0"),
+    ],
+)
 def test_backend_config_errors(change: dict, message: str):
     with pytest.raises(ConfigError, match=re.escape(message)):
         grid.check_backend({"backend": "ray", **change})
@@ -233,8 +293,9 @@ def test_an_unreachable_cluster_fails_at_once():
     with socket.socket() as free:  # a port nothing listens on
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    with pytest.raises(ConfigError, match=re.escape(f"cannot reach the Ray cluster at 127.0.0.1:{port}: "
-                                                    f"Connection refused")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused")
+    ):
         check_reachable(f"127.0.0.1:{port}")
     with pytest.raises(ConfigError, match=re.escape("ray_address=headnode: must be auto, host:port or null")):
         check_reachable("headnode")
@@ -248,7 +309,18 @@ def test_ray_backend_without_ray(monkeypatch):
 
 def test_a_relative_grid_dir_reaches_the_nodes_as_an_absolute_path(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a node's task runs elsewhere: it must not resolve the path itself
-    made = grid.make_grid({"tasks": ["Pendulum-v1"], "seeds": [1], "model": {"name": "1m"}, "steps": 10,
-                           "threads": 1, "parallel": 1, "train": [], "grid_dir": "runs/grid"}, [])
+    made = grid.make_grid(
+        {
+            "tasks": ["Pendulum-v1"],
+            "seeds": [1],
+            "model": {"name": "1m"},
+            "steps": 10,
+            "threads": 1,
+            "parallel": 1,
+            "train": [],
+            "grid_dir": "runs/grid",
+        },
+        [],
+    )
     assert made.cells[0].run_dir == tmp_path / "runs" / "grid" / "Pendulum-v1" / "seed1"
     assert f"hydra.run.dir={tmp_path}/runs/grid/Pendulum-v1/seed1" in grid.train_command(made, made.cells[0], False)

@@ -1,4 +1,5 @@
 """Run logs: the CSV tables always, one TorchRL logger on top (logger.backend), a missing extra in one line."""
+
 from __future__ import annotations
 
 import importlib.util

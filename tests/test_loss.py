@@ -1,4 +1,5 @@
 """TDMPC2Loss and TDMPC2Update against hand computations on a tiny world model (CI-sized)."""
+
 from __future__ import annotations
 
 import math
@@ -12,9 +13,9 @@ from torchrl.objectives import two_hot_encode
 
 from tdmpc2_trl.config.schema import ModelConfig
 from tdmpc2_trl.learning.loss import TDMPC2Loss
+from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 from tdmpc2_trl.networks.math import symexp, symlog
 from tdmpc2_trl.networks.world_model import WorldModel
-from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 
 OBS, ACT, B, H = 5, 2, 4, 3
 GAMMA, RHO = 0.9, 0.5
@@ -47,12 +48,20 @@ def make_batch(seed: int = 1, horizon: int = H, terminated_at=((0, 1),)) -> Tens
     terminated = torch.zeros(B, horizon, 1, dtype=torch.bool)
     for b, t in terminated_at:
         terminated[b, t] = True
-    nxt = TensorDict(observation=torch.randn(B, horizon, OBS, generator=g),
-                     reward=2 * torch.randn(B, horizon, 1, generator=g), terminated=terminated,
-                     truncated=torch.zeros(B, horizon, 1, dtype=torch.bool),
-                     done=terminated.clone(), batch_size=[B, horizon])
-    return TensorDict(observation=torch.randn(B, horizon, OBS, generator=g),
-                      action=torch.rand(B, horizon, ACT, generator=g) * 2 - 1, next=nxt, batch_size=[B, horizon])
+    nxt = TensorDict(
+        observation=torch.randn(B, horizon, OBS, generator=g),
+        reward=2 * torch.randn(B, horizon, 1, generator=g),
+        terminated=terminated,
+        truncated=torch.zeros(B, horizon, 1, dtype=torch.bool),
+        done=terminated.clone(),
+        batch_size=[B, horizon],
+    )
+    return TensorDict(
+        observation=torch.randn(B, horizon, OBS, generator=g),
+        action=torch.rand(B, horizon, ACT, generator=g) * 2 - 1,
+        next=nxt,
+        batch_size=[B, horizon],
+    )
 
 
 @pytest.fixture
@@ -99,20 +108,26 @@ def hand_world_model_loss(loss: TDMPC2Loss, batch: TensorDict) -> dict[str, torc
     consistency = reward = value = termination = 0.0
     for t in range(horizon):
         zs.append(wm.next(zs[t], act[t]))
-        consistency = consistency + RHO ** t * F.mse_loss(zs[t + 1], next_z[t])
-        reward = reward + RHO ** t * ce(wm.reward_logits(zs[t], act[t]), rew[t])
+        consistency = consistency + RHO**t * F.mse_loss(zs[t + 1], next_z[t])
+        reward = reward + RHO**t * ce(wm.reward_logits(zs[t], act[t]), rew[t])
         for q in range(num_q):
-            value = value + RHO ** t * ce(head(wm, zs[t], act[t], q), td[t])
+            value = value + RHO**t * ce(head(wm, zs[t], act[t], q), td[t])
     if wm.episodic:
         for t in range(horizon):
-            logit = (wm.termination_logit(zs[t], act[t]) if wm.termination_uses_action
-                     else wm.termination_logit(zs[t + 1], act[t]))
+            logit = (
+                wm.termination_logit(zs[t], act[t])
+                if wm.termination_uses_action
+                else wm.termination_logit(zs[t + 1], act[t])
+            )
             p = torch.sigmoid(logit)
             termination = termination - (term[t] * p.log() + (1 - term[t]) * (1 - p).log()).mean() / horizon
     return {
-        "loss_consistency": 20.0 * consistency / horizon, "loss_reward": 0.1 * reward / horizon,
-        "loss_value": 0.1 * value / (horizon * num_q), "loss_termination": 1.0 * torch.as_tensor(termination),
-        "td": torch.stack(td, 1), "latents": torch.stack(zs, 1),
+        "loss_consistency": 20.0 * consistency / horizon,
+        "loss_reward": 0.1 * reward / horizon,
+        "loss_value": 0.1 * value / (horizon * num_q),
+        "loss_termination": 1.0 * torch.as_tensor(termination),
+        "td": torch.stack(td, 1),
+        "latents": torch.stack(zs, 1),
     }
 
 
@@ -156,7 +171,7 @@ def test_policy_loss_matches_hand_computation(fixed_noise):
             if t == 0:
                 p5, p95 = np.percentile(q.squeeze(-1).numpy(), [5, 95])
                 scale = 1.0 + 0.5 * (max(p95 - p5, 1.0) - 1.0)
-            total = total + RHO ** t * (-(0.1 * entropy + q / scale)).mean()
+            total = total + RHO**t * (-(0.1 * entropy + q / scale)).mean()
         expected = total / (H + 1)
     assert scale > 1.0
     torch.testing.assert_close(loss.scale.value, torch.tensor(scale, dtype=torch.float32), rtol=1e-5, atol=0)
@@ -301,8 +316,19 @@ def test_update_metrics_keys_and_forward():
     loss = make_loss()
     updater = TDMPC2Update(loss, *make_optimizers(loss))
     metrics = updater(make_batch())
-    for key in ("loss_consistency", "loss_reward", "loss_value", "loss_termination", "loss_policy", "total_loss",
-                "grad_norm", "pi_grad_norm", "q_scale", "td_target_mean", "entropy"):
+    for key in (
+        "loss_consistency",
+        "loss_reward",
+        "loss_value",
+        "loss_termination",
+        "loss_policy",
+        "total_loss",
+        "grad_norm",
+        "pi_grad_norm",
+        "q_scale",
+        "td_target_mean",
+        "entropy",
+    ):
         assert key in metrics.keys() and metrics[key].shape == () and not metrics[key].requires_grad
     assert "latents" not in metrics.keys()
     out = loss(make_batch())

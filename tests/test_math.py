@@ -1,15 +1,25 @@
 """TD-MPC2 maths against hand-computed values."""
+
 import math
 
 import pytest
 import torch
 from torchrl.objectives import two_hot_decode, two_hot_encode
 
-from tdmpc2_trl.networks.math import (
-    Bins, RunningScale, discount_from_episode_length, gaussian_log_prob, soft_ce, squashed_log_std, symexp,
-    symlog, tanh_log_det, two_hot, two_hot_inv,
-)
 from tdmpc2_trl.networks.layers import SimNorm
+from tdmpc2_trl.networks.math import (
+    Bins,
+    RunningScale,
+    discount_from_episode_length,
+    gaussian_log_prob,
+    soft_ce,
+    squashed_log_std,
+    symexp,
+    symlog,
+    tanh_log_det,
+    two_hot,
+    two_hot_inv,
+)
 
 BINS = Bins()  # 101 bins on [-10, 10] in symlog space, width 0.2
 

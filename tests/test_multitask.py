@@ -1,15 +1,22 @@
 """Multitask world model: task embedding, padding, action masks, the official parameter counts."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from tensordict import TensorDict
 
+from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.networks.math import discount_from_episode_length, gaussian_log_prob, tanh_log_det
+from tdmpc2_trl.networks.tasks import (
+    TaskSet,
+    TaskSpec,
+    official_model_overrides,
+    official_task_names,
+    official_task_set,
+)
 from tdmpc2_trl.networks.world_model import WorldModel
-from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec, official_model_overrides, official_task_names, official_task_set
-from tdmpc2_trl.config.presets import load_model_config
 
 # Three tasks of different sizes: pendulum-like (3 obs, 1 action), reacher-like (6, 2), a 5-obs 3-action task.
 SPECS = (TaskSpec("a", 3, 1, 200), TaskSpec("b", 6, 2, 500), TaskSpec("c", 5, 3, 1000))
@@ -40,8 +47,13 @@ def test_task_set_padding_masks_discounts():
 # Counted by instantiating the official TD-MPC2 WorldModel (nicklashansen/tdmpc2 e9f5932, common/world_model.py)
 # with multitask=True, the task set's tasks, padded obs 24 (mt30) / 39 (mt80), action 6, and the official task_dim
 # (96; 64 for mt30 at 5m/19m/48m) and the mt30-19m checkpoint's latent_dim 512 (common/parser.py).
-OFFICIAL_COUNTS = {("mt30", "1m"): 1_426_427, ("mt30", "5m"): 5_241_066, ("mt30", "19m"): 16_031_210,
-                   ("mt80", "1m"): 1_435_067, ("mt80", "5m"): 5_389_930}
+OFFICIAL_COUNTS = {
+    ("mt30", "1m"): 1_426_427,
+    ("mt30", "5m"): 5_241_066,
+    ("mt30", "19m"): 16_031_210,
+    ("mt80", "1m"): 1_435_067,
+    ("mt80", "5m"): 5_389_930,
+}
 
 
 @pytest.mark.parametrize("task_set,size", sorted(OFFICIAL_COUNTS))
@@ -120,8 +132,13 @@ def test_task_ids_condition_every_network():
     task = torch.arange(3)
     with torch.no_grad():
         model.tasks.embedding.weight.normal_()  # well-separated embeddings (max_norm=1 renormalises on lookup)
-        outputs = [model.encode(obs, task), model.next(z, a, task), model.reward_logits(z, a, task),
-                   model.q_logits(z, a, task=task)[0], model.pi(z, task)[1]]
+        outputs = [
+            model.encode(obs, task),
+            model.next(z, a, task),
+            model.reward_logits(z, a, task),
+            model.q_logits(z, a, task=task)[0],
+            model.pi(z, task)[1],
+        ]
     for out in outputs:
         assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
     assert model.tasks(task).norm(dim=-1).max() <= 1 + 1e-5
@@ -151,8 +168,8 @@ def test_task_ids_required_exactly_for_multitask(model):
 # ---------------------------------------------------------------- loss and planner
 
 from tdmpc2_trl.learning.loss import TDMPC2Loss  # noqa: E402
-from tdmpc2_trl.planning.planner import PlannerNoise, TDMPC2Planner  # noqa: E402
 from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers  # noqa: E402
+from tdmpc2_trl.planning.planner import PlannerNoise, TDMPC2Planner  # noqa: E402
 
 H = 3
 GAMMAS = [0.975, 0.99, 0.995]  # TD-MPC2's rule for episodes of 200, 500 and 1000 decisions
@@ -173,13 +190,19 @@ def small_model(seed: int = 0) -> WorldModel:
 def multitask_batch(task: torch.Tensor) -> TensorDict:
     B, ts = task.shape[0], TaskSet(SPECS)
     mask = ts.action_masks()[task].unsqueeze(1)
-    td = TensorDict({
-        "observation": torch.randn(B, H, ts.obs_dim),
-        "action": (torch.rand(B, H, ts.action_dim) * 2 - 1) * mask,
-        "task": task.unsqueeze(1).expand(B, H),
-        "next": {"observation": torch.randn(B, H, ts.obs_dim), "reward": torch.randn(B, H, 1),
-                 "terminated": torch.zeros(B, H, 1, dtype=torch.bool)},
-    }, [B, H])
+    td = TensorDict(
+        {
+            "observation": torch.randn(B, H, ts.obs_dim),
+            "action": (torch.rand(B, H, ts.action_dim) * 2 - 1) * mask,
+            "task": task.unsqueeze(1).expand(B, H),
+            "next": {
+                "observation": torch.randn(B, H, ts.obs_dim),
+                "reward": torch.randn(B, H, 1),
+                "terminated": torch.zeros(B, H, 1, dtype=torch.bool),
+            },
+        },
+        [B, H],
+    )
     td["next", "terminated"][0, 1] = True
     return td
 
@@ -192,8 +215,9 @@ def test_td_target_uses_each_task_discount():
     heads = torch.tensor([0, 1])
     next_z = model.encode(batch["next", "observation"], batch["task"])
     torch.manual_seed(3)
-    target = loss._td_target_from_latents(next_z, batch["next", "reward"], batch["next", "terminated"], heads,
-                                          batch["task"])
+    target = loss._td_target_from_latents(
+        next_z, batch["next", "reward"], batch["next", "terminated"], heads, batch["task"]
+    )
     torch.manual_seed(3)
     with torch.no_grad():
         a = model.pi(next_z, batch["task"])[0]
@@ -236,7 +260,7 @@ def test_batched_multitask_planning_equals_per_env_planning():
     prev = torch.randn(4, H, 3).clamp(-1, 1) * model.tasks.mask(task).unsqueeze(1)
     action, mean = planner.act(obs, prev, noise=noise, explore=True, task=task)
     for b in range(4):
-        a_b, m_b = planner.act(obs[b:b + 1], prev[b:b + 1], noise=noise.env(b), explore=True, task=task[b:b + 1])
+        a_b, m_b = planner.act(obs[b : b + 1], prev[b : b + 1], noise=noise.env(b), explore=True, task=task[b : b + 1])
         assert torch.allclose(action[b], a_b[0], atol=1e-5) and torch.allclose(mean[b], m_b[0], atol=1e-5)
     unused = 1 - model.tasks.mask(task)
     assert torch.equal(action * unused, torch.zeros_like(action))  # exactly zero, exploration noise included
@@ -253,7 +277,7 @@ def test_planner_discounts_each_task_with_its_own_gamma():
     task = torch.tensor([0, 1, 2])
     z = torch.zeros(3, model.cfg.latent_dim)
     value = planner.estimate_value(z, torch.zeros(3, 5, H, 3), task=task)
-    expected = torch.tensor([sum(g ** t for t in range(H)) for g in GAMMAS]).view(3, 1).expand(3, 5)
+    expected = torch.tensor([sum(g**t for t in range(H)) for g in GAMMAS]).view(3, 1).expand(3, 5)
     assert torch.allclose(value, expected, atol=1e-5)
 
 
@@ -314,6 +338,7 @@ def test_finetune_refuses_a_task_larger_than_the_checkpoint():
 
 def test_summary_prints_the_official_multitask_count(capsys):
     from tdmpc2_trl.run.summary import main
+
     assert main(["model=1m", "tasks=mt80"]) == 0
     out = capsys.readouterr().out
     assert f"TOTAL TRAINABLE PARAMETERS: {OFFICIAL_COUNTS['mt80', '1m']:,}" in out and "80 tasks" in out

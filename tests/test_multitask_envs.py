@@ -1,14 +1,15 @@
 """Envs of different tasks in one batched env and one batched planner call (padding transforms, task ids)."""
+
 from __future__ import annotations
 
 import torch
 from torchrl.envs import ActionScaling, DoubleToFloat, GymEnv, SerialEnv, TransformedEnv
 
-from tdmpc2_trl.networks.world_model import WorldModel
-from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec
-from tdmpc2_trl.envs.multitask import multitask_transforms
-from tdmpc2_trl.planning.planner import TDMPC2Planner
 from tdmpc2_trl.config.presets import load_model_config
+from tdmpc2_trl.envs.multitask import multitask_transforms
+from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec
+from tdmpc2_trl.networks.world_model import WorldModel
+from tdmpc2_trl.planning.planner import TDMPC2Planner
 
 TASKS = TaskSet((TaskSpec("Pendulum-v1", 3, 1, 200), TaskSpec("Reacher-v5", 10, 2, 50)), task_dim=8)
 
@@ -45,8 +46,7 @@ def test_one_planner_call_acts_for_envs_of_different_tasks():
     torch.manual_seed(0)
     cfg = load_model_config("1m", latent_dim=16, enc_dim=16, mlp_dim=16)
     model = WorldModel(cfg, TASKS.obs_dim, TASKS.action_dim, task_set=TASKS)
-    planner = TDMPC2Planner(model, discount=0.99, horizon=3, num_samples=32, num_pi_trajs=4, num_elites=6,
-                            iterations=2)
+    planner = TDMPC2Planner(model, discount=0.99, horizon=3, num_samples=32, num_pi_trajs=4, num_elites=6, iterations=2)
     env = SerialEnv(2, [TaskEnv("Pendulum-v1"), TaskEnv("Reacher-v5")])
     env.append_transform(planner.primer())
     rollout = env.rollout(4, policy=planner)
@@ -58,8 +58,8 @@ def test_one_planner_call_acts_for_envs_of_different_tasks():
 
 
 def test_multitask_env_factory_keeps_each_task_episode_length():
-    from tdmpc2_trl.networks.tasks import TaskSpec as Spec
     from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
+    from tdmpc2_trl.networks.tasks import TaskSpec as Spec
 
     task_set = TaskSet((Spec("Pendulum-v1", 3, 1, 200), Spec("cartpole-swingup", 5, 1, 500)), task_dim=8)
     factory = MultitaskEnvFactory(task_set, seed=3, envs_per_task=2)

@@ -1,5 +1,6 @@
 """A multitask run in-process: envs of tasks with different sizes in one batched planner, per-task evaluation,
 the task set in the checkpoint, fine-tuning from it, and the one-line errors of bad task lists."""
+
 from __future__ import annotations
 
 import csv
@@ -7,17 +8,30 @@ from pathlib import Path
 
 import pytest
 
-from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import ConfigError
+from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
 from tdmpc2_trl.run.finetune import checkpoint_task_set
 from tdmpc2_trl.run.trainer import train
 
 TINY = [
-    "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.task_dim=8",
-    "buffer.batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
-    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "progress=false",
-    "precision=fp32", "eval.episodes=1", "checkpoint_freq=0", "threads=1",
+    "model=1m",
+    "model.latent_dim=16",
+    "model.enc_dim=32",
+    "model.mlp_dim=32",
+    "model.task_dim=8",
+    "buffer.batch_size=16",
+    "planner.num_samples=32",
+    "planner.num_pi_trajs=4",
+    "planner.num_elites=8",
+    "planner.iterations=2",
+    "planner.compile=false",
+    "optim.compile=false",
+    "progress=false",
+    "precision=fp32",
+    "eval.episodes=1",
+    "checkpoint_freq=0",
+    "threads=1",
 ]
 TASKS = "tasks=[Pendulum-v1,Reacher-v5]"  # obs 3 and 10, actions 1 and 2; episodes of 200 and 50 steps
 
@@ -44,8 +58,17 @@ def test_multitask_run_evaluates_each_task_and_saves_its_task_set(tmp_path: Path
         train(other, tmp_path / "run")
 
     # fine-tune on one known and one new task from the multitask checkpoint
-    tuned = load_config("config", [*TINY, "tasks=[Reacher-v5,MountainCarContinuous-v0]", "steps=130",
-                                   "collector.seed_steps=120", "eval.freq=0", f"init_from={tmp_path / 'run'}"])
+    tuned = load_config(
+        "config",
+        [
+            *TINY,
+            "tasks=[Reacher-v5,MountainCarContinuous-v0]",
+            "steps=130",
+            "collector.seed_steps=120",
+            "eval.freq=0",
+            f"init_from={tmp_path / 'run'}",
+        ],
+    )
     train(tuned, tmp_path / "tuned")
     _, tuned_state = resolve_checkpoint(tmp_path / "tuned")
     assert checkpoint_task_set(tuned_state).obs_dim == 10  # the checkpoint's padded sizes
@@ -69,14 +92,16 @@ def test_bad_task_lists_are_one_line_errors(tmp_path: Path):
 
 
 def test_eval_recipe_reports_each_task_of_a_multitask_checkpoint(tmp_path: Path, load_recipe):
-    train(load_config("config", [*TINY, TASKS, "steps=130", "collector.seed_steps=120", "eval.freq=0"]),
-          tmp_path / "run")
+    train(
+        load_config("config", [*TINY, TASKS, "steps=130", "collector.seed_steps=120", "eval.freq=0"]), tmp_path / "run"
+    )
     recipe = load_recipe("eval")
     result = recipe.run(load_config("eval", [f"checkpoint={tmp_path / 'run'}", "episodes=2", "seed=3"]))
     assert result["task"] == ["Pendulum-v1", "Reacher-v5"] and result["episodes"] == 4
     pendulum, reacher = result["returns"][:2], result["returns"][2:]  # task-major
-    assert result["task_mean_returns"] == pytest.approx({"Pendulum-v1": sum(pendulum) / 2,
-                                                        "Reacher-v5": sum(reacher) / 2})
+    assert result["task_mean_returns"] == pytest.approx(
+        {"Pendulum-v1": sum(pendulum) / 2, "Reacher-v5": sum(reacher) / 2}
+    )
     assert all(-2000 < r <= 0 for r in pendulum) and all(-200 < r <= 0 for r in reacher)  # negative-reward tasks
     with pytest.raises(ConfigError, match="save_video records single-task checkpoints only"):
         recipe.run(load_config("eval", [f"checkpoint={tmp_path / 'run'}", "save_video=true"]))

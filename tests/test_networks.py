@@ -1,18 +1,25 @@
 """Seed-exact and official-preset networks: parameter counts, layer order, keys, init."""
+
 import pytest
 import torch
 from tensordict import TensorDict
 from torch import nn
 
 from tdmpc2_trl import ConfigError, WorldModel
-from tdmpc2_trl.networks.math import two_hot_inv
-from tdmpc2_trl.networks.layers import Linear, SimNorm, bias_after_matmul
 from tdmpc2_trl.config.presets import load_model_config, preset_names
+from tdmpc2_trl.networks.layers import Linear, SimNorm, bias_after_matmul
+from tdmpc2_trl.networks.math import two_hot_inv
 from tdmpc2_trl.run.summary import main as summary_main
 
 SEED_COUNTS = {
-    "encoder": 800_768, "dynamics": 1_056_768, "reward": 844_901, "termination": 527_873,
-    "qvalue": 4_224_505, "policy": 795_144, "world_model": 7_454_815, "total": 8_249_959,
+    "encoder": 800_768,
+    "dynamics": 1_056_768,
+    "reward": 844_901,
+    "termination": 527_873,
+    "qvalue": 4_224_505,
+    "policy": 795_144,
+    "world_model": 7_454_815,
+    "total": 8_249_959,
 }
 OFFICIAL_TOTALS = {"1m": 1_208_503, "5m": 4_949_862, "19m": 18_037_862, "48m": 47_165_286, "317m": 312_472_533}
 
@@ -149,8 +156,8 @@ def test_summary_command_prints_seed_counts(capsys):
 
 
 def test_q_ensemble_matches_each_head_and_subsets():
-    from tdmpc2_trl.networks.world_model import QEnsemble
     from tdmpc2_trl.networks.layers import mlp
+    from tdmpc2_trl.networks.world_model import QEnsemble
 
     torch.manual_seed(0)
     heads = [mlp(10, [16, 16], 7, dropout=0.5) for _ in range(3)]

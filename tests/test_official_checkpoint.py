@@ -3,20 +3,21 @@ from a project model by a hand-written key map (the official names and shapes ar
 ``NormedLinear`` layer ``i`` holds ``i.weight``, ``i.bias``, ``i.ln.weight``, ``i.ln.bias``; the Q heads are stacked
 under ``_Qs.params``; the first API kept them as a flat list ``_Qs.params.N``), read back, and compared with the
 same weights loaded the project's way: every network's output and the planned action."""
+
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 from torch.nn import functional as F
 
 from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.config.schema import ConfigError, ModelConfig
-from tdmpc2_trl.networks.world_model import WorldModel
-from tdmpc2_trl.run.finetune import checkpoint_task_set
 from tdmpc2_trl.networks.tasks import TaskSet, official_task_spec
+from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import PlannerNoise, TDMPC2Planner
-from tdmpc2_trl.run import official_checkpoint as oc
 from tdmpc2_trl.platform.checkpoint import load_checkpoint
+from tdmpc2_trl.run import official_checkpoint as oc
+from tdmpc2_trl.run.finetune import checkpoint_task_set
 
 MT3 = ["walker-stand", "cartpole-swingup", "reacher-easy"]  # official task names: 24/6, 5/1, 6/2
 SMALL = dict(horizon=3, num_samples=32, num_pi_trajs=4, num_elites=8, iterations=2)
@@ -30,19 +31,31 @@ Q_LAYERS = {0: "0.weight", 2: "0.ln.weight", 4: "1.weight", 5: "1.ln.weight", 7:
 def project_prefixes(multitask: bool) -> dict[str, str]:
     """Where each official network's tensors live in the project's state_dict."""
     if multitask:  # every network behind the task conditioning (``.net``)
-        return {"_encoder.state.": "encoder.module.net.", "_dynamics.": "dynamics.module.net.net.",
-                "_reward.": "reward.module.net.net.", "_termination.": "termination.module.net.",
-                "_pi.": "policy.module.net.net.", "_Qs.params.": "qvalue.module.net.ensemble.params."}
-    return {"_encoder.state.": "encoder.module.", "_dynamics.": "dynamics.module.net.", "_reward.": "reward.module.net.",
-            "_termination.": "termination.module.", "_pi.": "policy.module.net.",
-            "_Qs.params.": "qvalue.module.ensemble.params."}
+        return {
+            "_encoder.state.": "encoder.module.net.",
+            "_dynamics.": "dynamics.module.net.net.",
+            "_reward.": "reward.module.net.net.",
+            "_termination.": "termination.module.net.",
+            "_pi.": "policy.module.net.net.",
+            "_Qs.params.": "qvalue.module.net.ensemble.params.",
+        }
+    return {
+        "_encoder.state.": "encoder.module.",
+        "_dynamics.": "dynamics.module.net.",
+        "_reward.": "reward.module.net.",
+        "_termination.": "termination.module.",
+        "_pi.": "policy.module.net.",
+        "_Qs.params.": "qvalue.module.ensemble.params.",
+    }
 
 
 def to_official(wm: WorldModel) -> dict[str, torch.Tensor]:
     """The official ``agent.save`` state_dict of ``wm``'s weights (new API: ``_Qs.params.<layer>.<name>``)."""
     own = wm.state_dict()
-    out: dict[str, torch.Tensor] = {"log_std_min": torch.tensor(wm.cfg.log_std_min),
-                                    "log_std_dif": torch.tensor(wm.cfg.log_std_max - wm.cfg.log_std_min)}
+    out: dict[str, torch.Tensor] = {
+        "log_std_min": torch.tensor(wm.cfg.log_std_min),
+        "log_std_dif": torch.tensor(wm.cfg.log_std_max - wm.cfg.log_std_min),
+    }
     for official, project in project_prefixes(wm.multitask).items():
         index = Q_LAYERS if official == "_Qs.params." else NORMED
         for i, name in index.items():
@@ -58,8 +71,8 @@ def to_official(wm: WorldModel) -> dict[str, torch.Tensor]:
         out["_action_masks"] = own["tasks.masks"].clone()
     for key, value in list(out.items()):  # the online Q copy the official model also saves
         if key.startswith("_Qs.params."):
-            out["_detach_Qs_params." + key[len("_Qs.params."):]] = value
-            out["_target_Qs_params." + key[len("_Qs.params."):]] = value + 1  # its target: never read
+            out["_detach_Qs_params." + key[len("_Qs.params.") :]] = value
+            out["_target_Qs_params." + key[len("_Qs.params.") :]] = value + 1  # its target: never read
     return out
 
 
@@ -94,8 +107,9 @@ def multitask_model() -> WorldModel:
 
 def read_into_model(sd: dict, tasks=None) -> tuple[WorldModel, oc.OfficialCheckpoint]:
     official = oc.read_official({"model": sd}, "test.pt", tasks)
-    wm = WorldModel(official.model, official.obs_dim, official.action_dim, episodic=official.episodic,
-                    task_set=official.task_set)
+    wm = WorldModel(
+        official.model, official.obs_dim, official.action_dim, episodic=official.episodic, task_set=official.task_set
+    )
     wm.load_state_dict(official.world_model)
     return wm, official
 
@@ -111,12 +125,21 @@ def assert_same_networks_and_plan(ours: WorldModel, theirs: WorldModel, task: to
             wm.eval()
         z = ours.encode(obs, task)
         torch.testing.assert_close(theirs.encode(obs, task), z, rtol=0, atol=0)
-        pairs = [(m.next(z, a, task), m.reward_logits(z, a, task), m.q_logits(z, a, task=task),
-                  m.pi(z, task)[1:3], m.pi_sample(z, eps, task)) for m in (ours, theirs)]
+        pairs = [
+            (
+                m.next(z, a, task),
+                m.reward_logits(z, a, task),
+                m.q_logits(z, a, task=task),
+                m.pi(z, task)[1:3],
+                m.pi_sample(z, eps, task),
+            )
+            for m in (ours, theirs)
+        ]
         torch.testing.assert_close(pairs[1], pairs[0], rtol=0, atol=0)
         if ours.termination is not None:
-            torch.testing.assert_close(theirs.termination_logit(z, a, task), ours.termination_logit(z, a, task),
-                                       rtol=0, atol=0)
+            torch.testing.assert_close(
+                theirs.termination_logit(z, a, task), ours.termination_logit(z, a, task), rtol=0, atol=0
+            )
     planners = [TDMPC2Planner(m, discount=0.99, **SMALL) for m in (ours, theirs)]
     noise = PlannerNoise(planners[0], B, generator=torch.Generator().manual_seed(1))
     prev = torch.rand(B, 3, ours.action_dim) * 2 - 1
@@ -146,10 +169,20 @@ def test_encoder_matches_the_official_layers_computed_by_hand():
     sd = to_official(single_task_model())
     wm, _ = read_into_model(sd)
     x = torch.randn(4, 5)
-    h = F.mish(F.layer_norm(F.linear(x, sd["_encoder.state.0.weight"], sd["_encoder.state.0.bias"]), (256,),
-                            sd["_encoder.state.0.ln.weight"], sd["_encoder.state.0.ln.bias"]))
-    h = F.layer_norm(F.linear(h, sd["_encoder.state.1.weight"], sd["_encoder.state.1.bias"]), (128,),
-                     sd["_encoder.state.1.ln.weight"], sd["_encoder.state.1.ln.bias"])
+    h = F.mish(
+        F.layer_norm(
+            F.linear(x, sd["_encoder.state.0.weight"], sd["_encoder.state.0.bias"]),
+            (256,),
+            sd["_encoder.state.0.ln.weight"],
+            sd["_encoder.state.0.ln.bias"],
+        )
+    )
+    h = F.layer_norm(
+        F.linear(h, sd["_encoder.state.1.weight"], sd["_encoder.state.1.bias"]),
+        (128,),
+        sd["_encoder.state.1.ln.weight"],
+        sd["_encoder.state.1.ln.bias"],
+    )
     expected = torch.softmax(h.view(4, 16, 8), -1).view(4, 128)
     with torch.no_grad():
         torch.testing.assert_close(wm.encode(x), expected, rtol=1e-5, atol=1e-6)
@@ -168,7 +201,7 @@ def test_mt30_task_list_is_implied_by_30_embedding_rows():
     sd["_task_emb.weight"] = torch.zeros(30, 96)
     sd["_action_masks"] = torch.zeros(30, 6)
     for i, name in enumerate(oc.official_task_names("mt30")):
-        sd["_action_masks"][i, :official_task_spec(name).action_dim] = 1
+        sd["_action_masks"][i, : official_task_spec(name).action_dim] = 1
     official = oc.read_official({"model": sd}, "mt30.pt")
     assert official.task_set.names[:3] == ["walker-stand", "walker-walk", "walker-run"]
     assert len(official.task_set) == 30 and official.task_set.obs_dim == 24
@@ -205,7 +238,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     mt = to_official(multitask_model())
     with pytest.raises(ConfigError, match="multitask checkpoint of 3 tasks, neither mt30 nor mt80"):
         oc.read_official({"model": mt}, "m.pt")
-    with pytest.raises(ConfigError, match=r"^m\.pt: task 'cartpole-swingup' has 1 action dims, the checkpoint's task 0 has 6$"):
+    with pytest.raises(
+        ConfigError, match=r"^m\.pt: task 'cartpole-swingup' has 1 action dims, the checkpoint's task 0 has 6$"
+    ):
         oc.read_official({"model": mt}, "m.pt", ["cartpole-swingup", "walker-stand", "reacher-easy"])
     src = tmp_path / "junk.pt"
     torch.save({"hello": 1}, src)
@@ -230,13 +265,21 @@ def test_eval_recipe_evaluates_an_official_single_task_file(pendulum_official, l
     result = recipe.run(recipe.load_config("eval", [*args, "task=Pendulum-v1"]))
     assert result["task"] == "Pendulum-v1" and result["step"] == 0 and result["episodes"] == 1
     assert -2000 < result["mean_return"] <= 0
-    assert capsys.readouterr().out.splitlines()[0] == (f"{path}: official TD-MPC2 checkpoint read (networks only); the "
-                                                       f"optimisers, RunningScale and replay buffer start fresh")
-    with pytest.raises(ConfigError, match=r"official single-task checkpoint, which does not name its task: give "
-                                          r"task=NAME$"):
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{path}: official TD-MPC2 checkpoint read (networks only); the "
+        f"optimisers, RunningScale and replay buffer start fresh"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"official single-task checkpoint, which does not name its task: give "
+        r"task=NAME$",
+    ):
         recipe.run(recipe.load_config("eval", args))
-    with pytest.raises(ConfigError, match=r"^task MountainCarContinuous-v0 has 2 observations and 1 actions; the "
-                                          r"checkpoint's networks take 3 and 1$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^task MountainCarContinuous-v0 has 2 observations and 1 actions; the "
+        r"checkpoint's networks take 3 and 1$",
+    ):
         recipe.run(recipe.load_config("eval", [*args, "task=MountainCarContinuous-v0"]))
 
 
@@ -247,8 +290,9 @@ def test_init_from_an_official_single_task_file_starts_from_its_networks(pendulu
     wm, path = pendulum_official
     fresh = WorldModel(load_model_config("1m"), 3, 1)
     line = load_single_task_pretrained(fresh, str(path))
-    assert line.endswith("official TD-MPC2 checkpoint read (networks only); the optimisers, RunningScale and "
-                         "replay buffer start fresh")
+    assert line.endswith(
+        "official TD-MPC2 checkpoint read (networks only); the optimisers, RunningScale and replay buffer start fresh"
+    )
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in wm.state_dict().items())
     with pytest.raises(ConfigError, match=r"do not fit this model .*use the checkpoint's model preset"):
         load_single_task_pretrained(WorldModel(load_model_config("5m"), 3, 1), str(path))

@@ -1,5 +1,6 @@
 """Offline training in-process: a dataset exported from a finished run trains an agent that is evaluated online on
 each task; resume; a dataset whose tasks differ from tasks= is a one-line error."""
+
 from __future__ import annotations
 
 import csv
@@ -9,34 +10,53 @@ from pathlib import Path
 
 import pytest
 
-from tdmpc2_trl.run import interrupts
-from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.data.offline_dataset import export_runs
+from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
+from tdmpc2_trl.run import interrupts
 from tdmpc2_trl.run.finetune import checkpoint_task_set
 from tdmpc2_trl.run.offline import OfflineRun, train_offline
 from tdmpc2_trl.run.trainer import train
 
 SMALL = [
-    "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.task_dim=8",
-    "buffer.batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
-    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "progress=false",
-    "precision=fp32", "eval.episodes=1", "threads=1",
+    "model=1m",
+    "model.latent_dim=16",
+    "model.enc_dim=32",
+    "model.mlp_dim=32",
+    "model.task_dim=8",
+    "buffer.batch_size=16",
+    "planner.num_samples=32",
+    "planner.num_pi_trajs=4",
+    "planner.num_elites=8",
+    "planner.iterations=2",
+    "planner.compile=false",
+    "optim.compile=false",
+    "progress=false",
+    "precision=fp32",
+    "eval.episodes=1",
+    "threads=1",
 ]
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("offline")
-    train(load_config("config", [*SMALL, "task=Pendulum-v1", "steps=220", "collector.seed_steps=200",
-                                 "eval.freq=0", "checkpoint_freq=0"]), root / "run")
+    train(
+        load_config(
+            "config",
+            [*SMALL, "task=Pendulum-v1", "steps=220", "collector.seed_steps=200", "eval.freq=0", "checkpoint_freq=0"],
+        ),
+        root / "run",
+    )
     return export_runs([root / "run"], root / "data")
 
 
 def test_offline_run_evaluates_checkpoints_and_resumes(dataset: Path, tmp_path: Path):
-    cfg = load_config("offline", [*SMALL, f"dataset={dataset}", "tasks=[Pendulum-v1]", "steps=40", "eval.freq=20",
-                                  "checkpoint_freq=0"])
+    cfg = load_config(
+        "offline",
+        [*SMALL, f"dataset={dataset}", "tasks=[Pendulum-v1]", "steps=40", "eval.freq=20", "checkpoint_freq=0"],
+    )
     train_offline(cfg, tmp_path / "off")
     with open(tmp_path / "off" / "eval.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -44,8 +64,9 @@ def test_offline_run_evaluates_checkpoints_and_resumes(dataset: Path, tmp_path: 
     _, state = resolve_checkpoint(tmp_path / "off")
     assert state["step"] == 40 and checkpoint_task_set(state).names == ["Pendulum-v1"]
 
-    more = load_config("offline", [*SMALL, f"dataset={dataset}", "steps=50", "eval.freq=0",
-                                   f"resume={tmp_path / 'off'}"])
+    more = load_config(
+        "offline", [*SMALL, f"dataset={dataset}", "steps=50", "eval.freq=0", f"resume={tmp_path / 'off'}"]
+    )
     train_offline(more, tmp_path / "off")
     _, state = resolve_checkpoint(tmp_path / "off")
     assert state["step"] == 50
@@ -65,8 +86,9 @@ def signal_handlers(restore_signal_handlers):
     interrupts.Stop.signum, interrupts.Stop.deferred = 0, 1
 
 
-def test_sigterm_checkpoints_with_one_line_and_resumes(dataset: Path, tmp_path: Path, signal_handlers,
-                                                       monkeypatch, capsys):
+def test_sigterm_checkpoints_with_one_line_and_resumes(
+    dataset: Path, tmp_path: Path, signal_handlers, monkeypatch, capsys
+):
     """SIGTERM during the evaluation at update 20: one line (no traceback), a checkpoint at 20, resume to 30."""
     evaluate = OfflineRun.evaluate
 
@@ -76,16 +98,22 @@ def test_sigterm_checkpoints_with_one_line_and_resumes(dataset: Path, tmp_path: 
 
     monkeypatch.setattr(OfflineRun, "evaluate", evaluate_then_sigterm)
     run_dir = tmp_path / "off"
-    train_offline(load_config("offline", [*SMALL, f"dataset={dataset}", "tasks=[Pendulum-v1]", "steps=40",
-                                          "eval.freq=20", "checkpoint_freq=0"]), run_dir)
+    train_offline(
+        load_config(
+            "offline",
+            [*SMALL, f"dataset={dataset}", "tasks=[Pendulum-v1]", "steps=40", "eval.freq=20", "checkpoint_freq=0"],
+        ),
+        run_dir,
+    )
     out, err = capsys.readouterr()
     assert f"interrupted at update 20: checkpoint {run_dir}" in out and "Traceback" not in out + err, out + err
     assert resolve_checkpoint(run_dir)[1]["step"] == 20
 
     monkeypatch.setattr(OfflineRun, "evaluate", evaluate)
     interrupts.Stop.signum, interrupts.Stop.deferred = 0, 1
-    train_offline(load_config("offline", [*SMALL, f"dataset={dataset}", "steps=30", "eval.freq=0",
-                                          f"resume={run_dir}"]), run_dir)
+    train_offline(
+        load_config("offline", [*SMALL, f"dataset={dataset}", "steps=30", "eval.freq=0", f"resume={run_dir}"]), run_dir
+    )
     assert resolve_checkpoint(run_dir)[1]["step"] == 30
 
 

@@ -1,5 +1,6 @@
 """README "Your own task": recipes/train.py trains examples/my_robot_env.py (18 obs, 4 actions in a Box of ±3/±1.5,
 termination) by its ``module:EnvId`` name, with CI-sized networks."""
+
 import csv
 import os
 import subprocess
@@ -13,10 +14,25 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 TASK = "my_robot_env:MyRobot-v0"
 SMALL = [
-    "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.horizon=3",
-    "buffer.batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
-    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "progress=false",
-    "threads=1", "precision=fp32", "steps=300", "collector.seed_steps=100", "eval.freq=0", "eval.episodes=1",
+    "model=1m",
+    "model.latent_dim=16",
+    "model.enc_dim=32",
+    "model.mlp_dim=32",
+    "model.horizon=3",
+    "buffer.batch_size=16",
+    "planner.num_samples=32",
+    "planner.num_pi_trajs=4",
+    "planner.num_elites=8",
+    "planner.iterations=2",
+    "planner.compile=false",
+    "optim.compile=false",
+    "progress=false",
+    "threads=1",
+    "precision=fp32",
+    "steps=300",
+    "collector.seed_steps=100",
+    "eval.freq=0",
+    "eval.episodes=1",
     "checkpoint_freq=1000",
 ]
 
@@ -45,9 +61,14 @@ def test_train_recipe_trains_my_robot_env(tmp_path: Path):
     run_dir = tmp_path / "run"
     path = os.pathsep.join(p for p in (str(EXAMPLES), str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "PYTHONPATH": path}
-    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py"), f"task={TASK}", *SMALL,
-                           f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "train.py"), f"task={TASK}", *SMALL, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(run_dir / "eval.csv", newline="") as f:
         rows = list(csv.DictReader(f))

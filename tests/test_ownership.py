@@ -1,6 +1,7 @@
 """run/ownership.py: one owner per run directory; the lock goes with its process (kill -9 included); a record of
 another host keeps the directory while its heartbeat lives and is taken over, saying so, once it stopped; the
 trainer refuses an owned directory in one line (exit 2); the grid skips an owned cell."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,10 @@ def test_a_second_owner_is_refused_naming_the_first(tmp_path: Path):
         assert (record["host"], record["pid"]) == (socket.gethostname(), os.getpid())
         with pytest.raises(ConfigError) as err:
             RunOwnership(tmp_path / "run").acquire()
-        assert str(err.value) == (f"{tmp_path / 'run'} is in use by {describe_owner(record)}; one process at a "
-                                  f"time may train in a run directory (stop it first, or wait for it to finish)")
+        assert str(err.value) == (
+            f"{tmp_path / 'run'} is in use by {describe_owner(record)}; one process at a "
+            f"time may train in a run directory (stop it first, or wait for it to finish)"
+        )
         assert f"PID {os.getpid()} on host {socket.gethostname()} since " in str(err.value)
         assert owner_of(tmp_path / "run")["pid"] == os.getpid()
     assert owner_of(tmp_path / "run") is None  # released: the record emptied, the lock dropped
@@ -54,10 +57,19 @@ def test_the_heartbeat_moves(tmp_path: Path):
 
 
 def test_kill_9_releases_the_lock(tmp_path: Path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from tdmpc2_trl.run.ownership import RunOwnership; "
-        f"RunOwnership({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from tdmpc2_trl.run.ownership import RunOwnership; "
+                f"RunOwnership({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert holder.stdout.readline().strip() == "held"
     assert owner_of(tmp_path)["pid"] == holder.pid
     with pytest.raises(ConfigError, match=f"in use by PID {holder.pid} on host"):
@@ -100,8 +112,16 @@ def test_training_in_an_owned_directory_is_one_line_and_exit_2(tmp_path: Path, c
 
 
 def test_the_grid_skips_an_owned_cell(tmp_path: Path, capsys):
-    cfg = {"tasks": "Pendulum-v1", "seeds": [1, 2], "model": {"name": "1m"}, "steps": 9, "threads": 1,
-           "parallel": 1, "train": [], "grid_dir": str(tmp_path)}
+    cfg = {
+        "tasks": "Pendulum-v1",
+        "seeds": [1, 2],
+        "model": {"name": "1m"},
+        "steps": 9,
+        "threads": 1,
+        "parallel": 1,
+        "train": [],
+        "grid_dir": str(tmp_path),
+    }
     g = grid.make_grid(cfg, [])
     with RunOwnership(g.cells[0].run_dir):
         assert grid.pending_cells(g) == [g.cells[1]]

@@ -1,31 +1,39 @@
 """Pixel observations (obs=rgb): the conv encoder, the random shift, the rgb env, the loss and a short pixel run."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from tensordict import TensorDict
+from test_recipes import read_csv, train
 from torch import nn
 from torch.nn import functional as F
 
 from tdmpc2_trl import _compat
 from tdmpc2_trl.config.schema import ConfigError, ModelConfig
 from tdmpc2_trl.envs.factory import make_env, task_info
-from tdmpc2_trl.learning.loss import TDMPC2Loss
-from tdmpc2_trl.networks.world_model import WorldModel
-from tdmpc2_trl.networks.pixels import PixelEncoder, RandomShift, pixel_obs_shape
-from tdmpc2_trl.planning.planner import TDMPC2Planner
 from tdmpc2_trl.envs.render import DMC_CAMERAS
+from tdmpc2_trl.learning.loss import TDMPC2Loss
+from tdmpc2_trl.networks.pixels import PixelEncoder, RandomShift, pixel_obs_shape
+from tdmpc2_trl.networks.world_model import WorldModel
+from tdmpc2_trl.planning.planner import TDMPC2Planner
 from tdmpc2_trl.run.summary import main as summary_main
-
-from test_recipes import read_csv, train
 
 OBS = pixel_obs_shape()  # (9, 64, 64)
 pytestmark = pytest.mark.filterwarnings("ignore:No target network updater")
 
 
 def tiny_pixel_model(latent_dim: int = 16) -> WorldModel:
-    cfg = ModelConfig(latent_dim=latent_dim, enc_dim=32, mlp_dim=32, num_enc_layers=2, num_mlp_layers=1, num_q=2,
-                      num_channels=8, horizon=3)
+    cfg = ModelConfig(
+        latent_dim=latent_dim,
+        enc_dim=32,
+        mlp_dim=32,
+        num_enc_layers=2,
+        num_mlp_layers=1,
+        num_q=2,
+        num_channels=8,
+        horizon=3,
+    )
     return WorldModel(cfg, OBS, action_dim=1)
 
 
@@ -40,7 +48,11 @@ def test_official_encoder_layers_and_latent_512():
     enc = PixelEncoder(OBS, num_channels=32, latent_dim=512)
     convs = [m for m in enc.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [
-        (9, 32, 7, 2), (32, 32, 5, 2), (32, 32, 3, 2), (32, 32, 3, 1)]
+        (9, 32, 7, 2),
+        (32, 32, 5, 2),
+        (32, 32, 3, 2),
+        (32, 32, 3, 1),
+    ]
     assert enc.flat_dim == 512 and isinstance(enc.proj, nn.Identity)  # 32 channels x 4 x 4: no extra Linear
     assert sum(p.numel() for p in enc.parameters()) == 58_272
 
@@ -80,7 +92,7 @@ def crop(x: torch.Tensor, pad: int, sx: int, sy: int) -> torch.Tensor:
     """The ``[C, H, W]`` window at offset (sx, sy) of ``x`` padded by ``pad`` (edges replicated)."""
     h, w = x.shape[-2:]
     padded = F.pad(x.float().unsqueeze(0), (pad,) * 4, mode="replicate")[0]
-    return padded[:, sy:sy + h, sx:sx + w]
+    return padded[:, sy : sy + h, sx : sx + w]
 
 
 def test_random_shift_is_a_pure_integer_shift():
@@ -100,8 +112,12 @@ def test_random_shift_keeps_shape_and_draws_one_shift_per_image():
     assert out.shape == x.shape
     offsets = set()
     for img, aug in zip(x.reshape(-1, *OBS), out.reshape(-1, *OBS)):
-        found = [(sx, sy) for sx in range(9) for sy in range(9)
-                 if torch.allclose(aug, crop(img, 4, sx, sy), atol=1e-2, rtol=0)]
+        found = [
+            (sx, sy)
+            for sx in range(9)
+            for sy in range(9)
+            if torch.allclose(aug, crop(img, 4, sx, sy), atol=1e-2, rtol=0)
+        ]
         assert len(found) == 1
         offsets.add(found[0])
     assert len(offsets) > 1
@@ -147,10 +163,13 @@ class Spy(nn.Module):
 
 
 def pixel_batch(B: int = 2, H: int = 3) -> TensorDict:
-    nxt = TensorDict(observation=random_pixels(B, H, seed=1), reward=torch.randn(B, H, 1),
-                     terminated=torch.zeros(B, H, 1, dtype=torch.bool), batch_size=[B, H])
-    return TensorDict(observation=random_pixels(B, H), action=torch.rand(B, H, 1) * 2 - 1, next=nxt,
-                      batch_size=[B, H])
+    nxt = TensorDict(
+        observation=random_pixels(B, H, seed=1),
+        reward=torch.randn(B, H, 1),
+        terminated=torch.zeros(B, H, 1, dtype=torch.bool),
+        batch_size=[B, H],
+    )
+    return TensorDict(observation=random_pixels(B, H), action=torch.rand(B, H, 1) * 2 - 1, next=nxt, batch_size=[B, H])
 
 
 def test_loss_augments_pixel_batches_and_trains_the_conv_encoder():
@@ -172,8 +191,7 @@ def test_loss_augments_pixel_batches_and_trains_the_conv_encoder():
 
 def test_planner_acts_on_pixel_observations():
     wm = tiny_pixel_model()
-    planner = TDMPC2Planner(wm, discount=0.9, horizon=3, num_samples=16, num_pi_trajs=2, num_elites=4,
-                            iterations=2)
+    planner = TDMPC2Planner(wm, discount=0.9, horizon=3, num_samples=16, num_pi_trajs=2, num_elites=4, iterations=2)
     td = planner(TensorDict(observation=random_pixels(2), batch_size=[2]))
     assert td["action"].shape == (2, 1) and td["next", "planner_mean"].shape == (2, 3, 1)
 
@@ -183,8 +201,16 @@ def test_planner_acts_on_pixel_observations():
 
 @pytest.mark.slow
 def test_pixel_run_writes_run_directory(tmp_path):
-    run_dir = train(tmp_path, "task=cartpole-swingup", "obs=rgb", "steps=250", "collector.seed_steps=200", "eval.freq=0",
-                    "eval.episodes=1", "checkpoint_freq=0")
+    run_dir = train(
+        tmp_path,
+        "task=cartpole-swingup",
+        "obs=rgb",
+        "steps=250",
+        "collector.seed_steps=200",
+        "eval.freq=0",
+        "eval.episodes=1",
+        "checkpoint_freq=0",
+    )
     assert [int(r["step"]) for r in read_csv(run_dir / "eval.csv")] == [250]
     assert 0 <= float(read_csv(run_dir / "eval.csv")[0]["episode_reward"]) <= 500
     state = torch.load(run_dir / "checkpoints" / "step_000000250.pt", weights_only=False)

@@ -1,17 +1,28 @@
 """TD-MPC2's MPPI planner: known optimum, warm start, batching, termination mask, TorchRL wiring."""
+
 import warnings
 
 import pytest
 import torch
 from tensordict import TensorDict
 from torchrl.collectors import Collector
-from torchrl.envs import (ActionScaling, Compose, DoubleToFloat, ExplorationType, GymEnv, InitTracker, SerialEnv,
-                          StepCounter, TransformedEnv, set_exploration_type)
+from torchrl.envs import (
+    ActionScaling,
+    Compose,
+    DoubleToFloat,
+    ExplorationType,
+    GymEnv,
+    InitTracker,
+    SerialEnv,
+    StepCounter,
+    TransformedEnv,
+    set_exploration_type,
+)
 
+from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.networks.math import two_hot, two_hot_inv
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import COMPILED_KEY, PlannerNoise, TDMPC2Planner
-from tdmpc2_trl.config.presets import load_model_config
 
 OBS, ACT, LAT = 3, 2, 16
 SMALL = dict(horizon=3, num_samples=64, num_pi_trajs=4, num_elites=8, iterations=3)
@@ -86,15 +97,16 @@ def test_batch_matches_separate_calls(explore):
     noise = PlannerNoise(planner, B, generator=torch.Generator().manual_seed(1))
     action, mean = planner.act(obs, prev, noise, explore=explore)
     for b in range(B):
-        a_b, m_b = planner.act(obs[b:b + 1], prev[b:b + 1], noise.env(b), explore=explore)
-        torch.testing.assert_close(a_b, action[b:b + 1], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(m_b, mean[b:b + 1], atol=1e-5, rtol=1e-5)
+        a_b, m_b = planner.act(obs[b : b + 1], prev[b : b + 1], noise.env(b), explore=explore)
+        torch.testing.assert_close(a_b, action[b : b + 1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(m_b, mean[b : b + 1], atol=1e-5, rtol=1e-5)
     again = planner.act(obs, prev, noise, explore=explore)[0]
     torch.testing.assert_close(again, action)  # recorded noise makes a call repeatable
 
 
-def reference_plan(planner: TDMPC2Planner, obs: torch.Tensor, prev_mean: torch.Tensor, noise: PlannerNoise,
-                   explore: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_plan(
+    planner: TDMPC2Planner, obs: torch.Tensor, prev_mean: torch.Tensor, noise: PlannerNoise, explore: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """TD-MPC2's ``_plan`` for ONE env, transcribed step by step (actions ``[H, N, A]``), fed ``noise``'s draws."""
     wm, d = planner.world_model, noise.draws
     H, N, P, K, A = planner.horizon, planner.num_samples, planner.num_pi_trajs, planner.num_elites, planner.action_dim
@@ -136,7 +148,9 @@ def reference_plan(planner: TDMPC2Planner, obs: torch.Tensor, prev_mean: torch.T
         score = torch.exp(planner.temperature * (elite_value - elite_value.max(0).values))
         score = score / score.sum(0)
         mean = (score.unsqueeze(0) * elite_actions).sum(dim=1) / (score.sum(0) + 1e-9)
-        std = ((score.unsqueeze(0) * (elite_actions - mean.unsqueeze(1)) ** 2).sum(dim=1) / (score.sum(0) + 1e-9)).sqrt()
+        std = (
+            (score.unsqueeze(0) * (elite_actions - mean.unsqueeze(1)) ** 2).sum(dim=1) / (score.sum(0) + 1e-9)
+        ).sqrt()
         std = std.clamp(planner.min_std, planner.max_std)
     a = elite_actions[0, (score.squeeze(1).log() + d["gumbel"][0]).argmax(0)]
     if explore:
@@ -162,7 +176,7 @@ def test_matches_transcribed_official_plan(preset, explore):
     wm.eval()
     with torch.no_grad():
         for b in range(B):
-            a_ref, m_ref = reference_plan(planner, obs[b:b + 1], prev[b], noise.env(b), explore)
+            a_ref, m_ref = reference_plan(planner, obs[b : b + 1], prev[b], noise.env(b), explore)
             torch.testing.assert_close(action[b], a_ref.squeeze(0), atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(mean[b], m_ref, atol=1e-4, rtol=1e-4)
 
@@ -186,12 +200,13 @@ def test_termination_mask_stops_accumulation(uses_action):
     torch.testing.assert_close(value, torch.full((2, 5), 1 + gamma), atol=1e-4, rtol=1e-4)
     wm.episodic = False
     value = planner.estimate_value(z, actions)
-    expected = sum(gamma ** t for t in range(H)) + gamma ** H * 5
+    expected = sum(gamma**t for t in range(H)) + gamma**H * 5
     torch.testing.assert_close(value, torch.full((2, 5), expected), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("preset,mpc,pi_trajs", [("8m-h10", True, 4), ("1m", True, 4), ("8m-h10", True, 0),
-                                                 ("8m-h10", False, 4)])
+@pytest.mark.parametrize(
+    "preset,mpc,pi_trajs", [("8m-h10", True, 4), ("1m", True, 4), ("8m-h10", True, 0), ("8m-h10", False, 4)]
+)
 def test_actions_in_bounds_and_shapes(preset, mpc, pi_trajs):
     wm = tiny_world_model(preset, episodic=True)
     randomize_heads(wm)
@@ -228,8 +243,9 @@ def test_collector_over_serial_env_carries_the_plan_mean():
     def make_env():
         return TransformedEnv(GymEnv("Pendulum-v1"), ActionScaling())
 
-    env = TransformedEnv(SerialEnv(2, make_env),
-                         Compose(DoubleToFloat(), StepCounter(max_steps=4), InitTracker(), planner.primer()))
+    env = TransformedEnv(
+        SerialEnv(2, make_env), Compose(DoubleToFloat(), StepCounter(max_steps=4), InitTracker(), planner.primer())
+    )
     env.set_seed(0)
     T = 10
     collector = Collector(env, planner, frames_per_batch=2 * T, total_frames=2 * T)

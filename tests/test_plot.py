@@ -1,4 +1,5 @@
 """python -m tdmpc2_trl.results.plot on hand-written run directories (no training)."""
+
 from __future__ import annotations
 
 import csv
@@ -18,13 +19,22 @@ from tdmpc2_trl.results import plot
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def make_run(root: Path, name: str, task: str, seed: int, evals: list[tuple[int, float]], model: str = "1m",
-             extra: str = "", episodes: int = 5) -> Path:
+def make_run(
+    root: Path,
+    name: str,
+    task: str,
+    seed: int,
+    evals: list[tuple[int, float]],
+    model: str = "1m",
+    extra: str = "",
+    episodes: int = 5,
+) -> Path:
     """A run directory as recipes/train.py leaves it, reduced to what the plot reads (``extra``: more YAML)."""
     run = root / name
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(f"task: {task}\nseed: {seed}\nsteps: 50000\nmodel:\n  name: {model}\n"
-                                     f"eval:\n  episodes: {episodes}\n{extra}")
+    (run / "config.yaml").write_text(
+        f"task: {task}\nseed: {seed}\nsteps: 50000\nmodel:\n  name: {model}\neval:\n  episodes: {episodes}\n{extra}"
+    )
     with open(run / "eval.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "episode_reward"])
@@ -85,8 +95,9 @@ def test_official_point_is_the_last_logged_at_or_before_the_frames(tmp_path: Pat
     run = make_run(tmp_path, "r", "cheetah-run", 1, [(40_000, 300.0), (90_000, 600.0)])
     official = plot.load_official("cheetah-run")
     assert official.frames[:3] == [0, 100_000, 200_000]
-    row = dict(zip(plot.TABLE_HEADER, plot.table_row("cheetah-run", "1m", [plot.load_run(run)], official, None),
-                   strict=True))
+    row = dict(
+        zip(plot.TABLE_HEADER, plot.table_row("cheetah-run", "1m", [plot.load_run(run)], official, None), strict=True)
+    )
     # the run reached 180k frames; the official curve's last point before that is 100k, and the run's last
     # evaluation at or before 100k frames is at 80k (40k agent steps): both sides at equal steps, both stated
     assert (row["frames"], row["official at frames"]) == ("80,000", "100,000")
@@ -110,11 +121,14 @@ def test_seed_curve_spread_and_resumed_duplicates(tmp_path: Path):
     assert plot.compared_frames(runs) == 100
 
 
-@pytest.mark.parametrize("content,message", [
-    (None, "has no eval.csv"),
-    ("step,episode_reward\n", "has no evaluations yet"),
-    ("step,return\n1,2\n", "not an eval.csv with columns step,episode_reward"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (None, "has no eval.csv"),
+        ("step,episode_reward\n", "has no evaluations yet"),
+        ("step,return\n1,2\n", "not an eval.csv with columns step,episode_reward"),
+    ],
+)
 def test_one_line_errors(tmp_path: Path, capsys, content: str | None, message: str):
     run = tmp_path / "run"
     run.mkdir()
@@ -135,9 +149,17 @@ def test_a_seed_given_twice_is_an_error(tmp_path: Path, capsys):
 
 
 def test_by_a_config_key_separates_an_ab_of_the_same_seed(tmp_path: Path, capsys):
-    runs = [make_run(tmp_path, "on", "Hopper-v5", 1, [(12_500, 90.0), (25_000, 200.0), (37_500, 330.0)],
-                     extra="buffer:\n  episode_end_slices: true\n"),
-            make_run(tmp_path, "old", "Hopper-v5", 1, [(12_500, 30.0), (25_000, 75.0)])]  # predates the key
+    runs = [
+        make_run(
+            tmp_path,
+            "on",
+            "Hopper-v5",
+            1,
+            [(12_500, 90.0), (25_000, 200.0), (37_500, 330.0)],
+            extra="buffer:\n  episode_end_slices: true\n",
+        ),
+        make_run(tmp_path, "old", "Hopper-v5", 1, [(12_500, 30.0), (25_000, 75.0)]),
+    ]  # predates the key
     assert plot.main([*map(str, runs), "--out", str(tmp_path / "ab.png"), "--by", "buffer.episode_end_slices"]) == 0
     rows = table_rows(capsys.readouterr().out)
     # the A/B's rows at the same step: the arm that ran on to 37,500 is compared at the other's 25,000
@@ -149,8 +171,12 @@ def test_by_a_config_key_separates_an_ab_of_the_same_seed(tmp_path: Path, capsys
 
 def test_module_entry_point(tmp_path: Path):
     run = make_run(tmp_path, "r", "Pendulum-v1", 3, [(1000, -800.0)])
-    proc = subprocess.run([sys.executable, "-m", "tdmpc2_trl.results.plot", str(run), "--out", str(tmp_path / "p.png")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tdmpc2_trl.results.plot", str(run), "--out", str(tmp_path / "p.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "| Pendulum-v1 | 1m | 3 | 1 seed × 5 episodes | 1,000 |" in proc.stdout and (tmp_path / "p.png").is_file()
 
@@ -208,8 +234,11 @@ def test_gymnasium_runs_against_published_points(tmp_path: Path, capsys):
     assert hopper["official TD-MPC2 (5m)"] == "—"
 
     rows = {(r["task"], r["published (algorithm, source, env)"]): r for r in published_table}
-    assert set(rows) == {("Hopper-v5", "SAC, Lib A (Hopper-v3)"), ("Hopper-v5", "TD3, Paper B (Hopper-v1)"),
-                         ("Walker2d-v5", "TD3, Paper B (Walker2d-v1)")}  # cartpole: no published row
+    assert set(rows) == {
+        ("Hopper-v5", "SAC, Lib A (Hopper-v3)"),
+        ("Hopper-v5", "TD3, Paper B (Hopper-v1)"),
+        ("Walker2d-v5", "TD3, Paper B (Walker2d-v1)"),
+    }  # cartpole: no published row
     sac = rows[("Hopper-v5", "SAC, Lib A (Hopper-v3)")]
     assert (sac["model"], sac["seeds"], sac["steps"]) == ("1m", "1,2", "100,000")
     assert sac["seeds × episodes"] == "2 seeds × 5 episodes"
@@ -217,8 +246,10 @@ def test_gymnasium_runs_against_published_points(tmp_path: Path, capsys):
     assert (sac["published"], sac["published at steps"]) == ("1800.0 ± 1000.0 (10 seeds × 10 episodes)", "100,000")
     assert sac["gap (published std)"] == "+0.0"
     td3 = rows[("Hopper-v5", "TD3, Paper B (Hopper-v1)")]
-    assert (td3["published"], td3["gap (published std)"]) == ("660.0 ± 800.0 (5 seeds × 20 episodes)",
-                                                             f"{(1800 - 660) / 800:+.1f}")
+    assert (td3["published"], td3["gap (published std)"]) == (
+        "660.0 ± 800.0 (5 seeds × 20 episodes)",
+        f"{(1800 - 660) / 800:+.1f}",
+    )
     walker = rows[("Walker2d-v5", "TD3, Paper B (Walker2d-v1)")]
     assert walker["steps"] == "40,000" and walker["published"] == "— (first point: 100,000)"
     assert walker["published at steps"] == walker["gap (published std)"] == "—"
@@ -245,8 +276,10 @@ def test_published_points_are_drawn_up_to_the_run(tmp_path: Path):
     ax = Figure().subplots()
     plot.draw_task(ax, "Hopper-v5", [("1m", [run])], None, None, published)
     bars = {c.get_label(): c for c in ax.containers}
-    assert set(bars) == {"SAC, Lib A (Hopper-v3), 10 seeds × 10 episodes",
-                         "TD3, Paper B (Hopper-v1), 5 seeds × 20 episodes"}
+    assert set(bars) == {
+        "SAC, Lib A (Hopper-v3), 10 seeds × 10 episodes",
+        "TD3, Paper B (Hopper-v1), 5 seeds × 20 episodes",
+    }
     sac_x = bars["SAC, Lib A (Hopper-v3), 10 seeds × 10 episodes"].lines[0].get_xdata()
     assert list(sac_x) == [50_000, 100_000]  # up to the first point at or after the run's 60k steps
     assert ax.get_xlim()[1] >= 100_000 and "no action repeat" in ax.get_xlabel()
@@ -296,8 +329,10 @@ def test_reducer_counts_total_env_steps(tmp_path: Path, monkeypatch):
     for env, folder in (("Hopper", "Hopper"), ("Walker2d", "Walker")):
         (tmp_path / "td3/learning_curves" / folder).mkdir(parents=True)
         for seed in range(3):
-            np.save(tmp_path / "td3/learning_curves" / folder / f"TD3_{env}-v1_{seed}.npy",
-                    np.arange(201, dtype=float) * 10 + seed)
+            np.save(
+                tmp_path / "td3/learning_curves" / folder / f"TD3_{env}-v1_{seed}.npy",
+                np.arange(201, dtype=float) * 10 + seed,
+            )
         for algo in ("sac", "td3"):
             bench = tmp_path / "ts/examples/mujoco/benchmark" / f"{env}-v3" / algo
             bench.mkdir(parents=True)
@@ -324,10 +359,13 @@ def test_reducer_counts_total_env_steps(tmp_path: Path, monkeypatch):
 def test_a_multitask_run_gives_one_curve_per_task(tmp_path: Path, random_play: Path, capsys):
     run = tmp_path / "mt"
     run.mkdir()
-    (run / "config.yaml").write_text("task: Pendulum-v1\ntasks: [cartpole-swingup, Pendulum-v1]\nseed: 3\n"
-                                     "model:\n  name: 1m\n")
-    (run / "eval.csv").write_text("step,episode_reward,task\n5000,300,cartpole-swingup\n5000,-400,Pendulum-v1\n"
-                                  "10000,600,cartpole-swingup\n10000,-200,Pendulum-v1\n")
+    (run / "config.yaml").write_text(
+        "task: Pendulum-v1\ntasks: [cartpole-swingup, Pendulum-v1]\nseed: 3\nmodel:\n  name: 1m\n"
+    )
+    (run / "eval.csv").write_text(
+        "step,episode_reward,task\n5000,300,cartpole-swingup\n5000,-400,Pendulum-v1\n"
+        "10000,600,cartpole-swingup\n10000,-200,Pendulum-v1\n"
+    )
     runs = plot.load_runs(run)
     assert [(r.task, r.frames, r.returns) for r in runs] == [
         ("cartpole-swingup", [10_000, 20_000], [300.0, 600.0]),  # DMControl: 2 frames per step
@@ -344,8 +382,12 @@ def test_a_multitask_run_gives_one_curve_per_task(tmp_path: Path, random_play: P
 
 def test_the_official_curve_is_markers_at_its_logged_points_only(tmp_path: Path):
     """No line or band through frames the official runs never logged, and no untrained (0-frame) point."""
-    runs = [plot.load_run(make_run(tmp_path, f"s{seed}", "cheetah-run", seed,
-                                   [(30_000, 200.0 + seed), (125_000, 500.0 + seed)])) for seed in (1, 2)]
+    runs = [
+        plot.load_run(
+            make_run(tmp_path, f"s{seed}", "cheetah-run", seed, [(30_000, 200.0 + seed), (125_000, 500.0 + seed)])
+        )
+        for seed in (1, 2)
+    ]
     official = plot.load_official("cheetah-run")
     ax = Figure().subplots()
     plot.draw_task(ax, "cheetah-run", [("1m", runs)], official, (1.0, 0.5))
@@ -354,8 +396,9 @@ def test_the_official_curve_is_markers_at_its_logged_points_only(tmp_path: Path)
     data_line = bars.lines[0]
     # the runs reach 250k frames: the official points 100k, 200k and the first after, 300k; not the 0-frame one
     assert list(data_line.get_xdata()) == [100_000, 200_000, 300_000]
-    assert list(data_line.get_ydata()) == pytest.approx([official_at("cheetah-run", f)[0]
-                                                         for f in (100_000, 200_000, 300_000)])
+    assert list(data_line.get_ydata()) == pytest.approx(
+        [official_at("cheetah-run", f)[0] for f in (100_000, 200_000, 300_000)]
+    )
     assert data_line.get_linestyle() == "None" and data_line.get_marker() == "o"
     # the only filled band is this project's (one per model); no other line carries the official's label
     bands = [c for c in ax.collections if type(c).__name__ in ("PolyCollection", "FillBetweenPolyCollection")]
@@ -380,9 +423,11 @@ def test_episode_counts_of_older_configs_and_mixed_seeds(tmp_path: Path, capsys)
 def test_a_published_series_with_two_episode_counts_is_a_one_line_error(tmp_path: Path, capsys):
     run = make_run(tmp_path, "r", "Hopper-v5", 1, [(1000, 30.0)])
     bad = tmp_path / "bad.csv"
-    bad.write_text("task,algorithm,step,mean,std,seeds,episodes,env_version,source,reference\n"
-                   "Hopper-v5,SAC,50000,1000,400,10,10,Hopper-v3,Lib A,x\n"
-                   "Hopper-v5,SAC,100000,1800,900,10,5,Hopper-v3,Lib A,x\n")
+    bad.write_text(
+        "task,algorithm,step,mean,std,seeds,episodes,env_version,source,reference\n"
+        "Hopper-v5,SAC,50000,1000,400,10,10,Hopper-v3,Lib A,x\n"
+        "Hopper-v5,SAC,100000,1800,900,10,5,Hopper-v3,Lib A,x\n"
+    )
     assert plot.main([str(run), "--out", str(tmp_path / "x.png"), "--published", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "different episode counts [5, 10]" in err and err.count("\n") == 1

@@ -1,4 +1,5 @@
 """bf16 autocast: resolution of ``precision=``, fp32 outputs, planning and learning preserved."""
+
 import math
 
 import pytest
@@ -8,11 +9,11 @@ from torchrl.envs import ExplorationType, set_exploration_type
 
 from tdmpc2_trl.config.schema import ConfigError, ModelConfig
 from tdmpc2_trl.learning.loss import TDMPC2Loss
+from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 from tdmpc2_trl.networks.math import soft_ce, two_hot_inv
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import TDMPC2Planner
 from tdmpc2_trl.platform.precision import autocast, resolve_precision
-from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 
 BF16 = torch.bfloat16
 OBS, ACT = 3, 2
@@ -38,8 +39,7 @@ def test_networks_return_fp32_under_autocast():
     obs, a = torch.randn(4, OBS), torch.rand(4, ACT) * 2 - 1
     with autocast(torch.device("cpu"), BF16):
         z = wm.encode(obs)
-        outs = [z, wm.next(z, a), wm.reward_logits(z, a), wm.termination_logit(z, a), wm.q_logits(z, a),
-                *wm.pi(z)[:4]]
+        outs = [z, wm.next(z, a), wm.reward_logits(z, a), wm.termination_logit(z, a), wm.q_logits(z, a), *wm.pi(z)[:4]]
     assert all(t.dtype == torch.float32 for t in outs)
     torch.testing.assert_close(outs[0], wm.encode(obs), atol=2e-2, rtol=0)  # bf16 has ~3 significant digits
     logits = torch.randn(64, wm.cfg.num_bins) * 3
@@ -82,10 +82,18 @@ def test_bf16_update_keeps_fp32_state_and_reduces_the_loss():
     updater = TDMPC2Update(loss, *make_optimizers(loss, lr=3e-3), autocast_dtype=BF16)
     g = torch.Generator().manual_seed(1)
     B, H = 16, 4
-    nxt = TensorDict(observation=torch.randn(B, H, OBS, generator=g), reward=2 * torch.randn(B, H, 1, generator=g),
-                     terminated=torch.zeros(B, H, 1, dtype=torch.bool), batch_size=[B, H])
-    batch = TensorDict(observation=torch.randn(B, H, OBS, generator=g),
-                       action=torch.rand(B, H, ACT, generator=g) * 2 - 1, next=nxt, batch_size=[B, H])
+    nxt = TensorDict(
+        observation=torch.randn(B, H, OBS, generator=g),
+        reward=2 * torch.randn(B, H, 1, generator=g),
+        terminated=torch.zeros(B, H, 1, dtype=torch.bool),
+        batch_size=[B, H],
+    )
+    batch = TensorDict(
+        observation=torch.randn(B, H, OBS, generator=g),
+        action=torch.rand(B, H, ACT, generator=g) * 2 - 1,
+        next=nxt,
+        batch_size=[B, H],
+    )
     history = [updater(batch)["total_loss"].item() for _ in range(50)]
     assert all(math.isfinite(x) for x in history)
     assert history[-1] < 0.5 * history[0], history

@@ -1,5 +1,6 @@
 """Official TD-MPC2 training defaults of the official presets: encoder lr scale 0.3 and +2 MPPI iterations when the
 action has >= 20 dimensions; the default 8m-h10 preset keeps one learning rate and the configured iterations."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,8 +32,9 @@ def encoder_lr(c: TrainConfig) -> float:
 
 
 def iterations(c: TrainConfig, action_dim: int) -> int:
-    return make_planner(c.planner, make_world_model(c.model, task(action_dim), torch.device("cpu")), None,
-                        0.99).iterations
+    return make_planner(
+        c.planner, make_world_model(c.model, task(action_dim), torch.device("cpu")), None, 0.99
+    ).iterations
 
 
 @pytest.mark.parametrize("preset", OFFICIAL)
@@ -46,8 +48,9 @@ def test_seed_preset_keeps_one_learning_rate():
 
 @pytest.mark.parametrize("preset,scale", [("5m", 1.0), ("8m-h10", 0.3)])
 def test_enc_lr_scale_override_wins(preset: str, scale: float):
-    assert encoder_lr(recipe_config(f"model={preset}", f"optim.enc_lr_scale={scale}", "optim.lr=1e-3")) == pytest.approx(
-        1e-3 * scale)
+    assert encoder_lr(
+        recipe_config(f"model={preset}", f"optim.enc_lr_scale={scale}", "optim.lr=1e-3")
+    ) == pytest.approx(1e-3 * scale)
 
 
 @pytest.mark.parametrize("preset", OFFICIAL)

@@ -1,4 +1,5 @@
 """The progress display's time left: the work still to do at the measured rates of that work (run/progress.py)."""
+
 from __future__ import annotations
 
 import io
@@ -13,8 +14,9 @@ from tdmpc2_trl.run.progress import Estimator, ProgressDisplay, RunWork, format_
 # the planner compiling for 180 s at the first planned step, then ~0.6 s per planned step plus its update, and an
 # evaluation every 5000 steps: 5 episodes of 200 steps planned in one batch, which on a CPU costs about 1.2 planned
 # steps per env and step (measured with preset=quick on a 2-core CPU: 1880 s for 5 x 200 against 1.6 s per step).
-DEFAULT = RunWork(steps=10_000, seed_steps=1_000, updates_per_step=1.0, eval_freq=5_000, episode_length=200,
-                  eval_episodes=5)
+DEFAULT = RunWork(
+    steps=10_000, seed_steps=1_000, updates_per_step=1.0, eval_freq=5_000, episode_length=200, eval_episodes=5
+)
 RANDOM_STEP, UPDATE, PLANNED = 0.007, 0.41, 0.6
 EVAL = 1.2 * 5 * 200 * PLANNED
 COMPILE = {"loss": 72.0 + 20.0, "planner": 180.0, "eval planner": 150.0}
@@ -118,11 +120,16 @@ def test_the_time_left_adds_each_kind_of_work_at_its_rate():
     assert est.left(10, 0, False, 0) == pytest.approx(9_000 * 0.5 + (1_000 + 9_000) * 0.25 + 2 * 30.0)
 
 
-@pytest.mark.parametrize("steps,freq,eval_step,left", [
-    (10_000, 5_000, 0, 2), (10_000, 5_000, 5_000, 1), (10_000, 5_000, 10_000, 0),
-    (10_500, 5_000, 5_000, 2),  # 10000 and the final one at 10500
-    (300, 0, 0, 1),  # only the final evaluation
-])
+@pytest.mark.parametrize(
+    "steps,freq,eval_step,left",
+    [
+        (10_000, 5_000, 0, 2),
+        (10_000, 5_000, 5_000, 1),
+        (10_000, 5_000, 10_000, 0),
+        (10_500, 5_000, 5_000, 2),  # 10000 and the final one at 10500
+        (300, 0, 0, 1),  # only the final evaluation
+    ],
+)
 def test_evaluations_left(steps: int, freq: int, eval_step: int, left: int):
     assert RunWork(steps, 100, 1.0, freq, 200).evals_left(eval_step) == left
 
@@ -141,11 +148,15 @@ def test_display_names_phases_and_compiles_and_keeps_compile_time_out_of_the_rat
     display.compiled("the world-model loss")
     display.est.measure("update", 72.8)  # the update that compiled
     display.est.measure("update", 0.4)
-    assert lines == ["initial burst: 1000 updates", "compiling the world-model loss (up to ~3 min)…",
-                     "compiled the world-model loss in 72 s"]
+    assert lines == [
+        "initial burst: 1000 updates",
+        "compiling the world-model loss (up to ~3 min)…",
+        "compiled the world-model loss in 72 s",
+    ]
     assert display.est.rate("update") == pytest.approx(0.4)
     assert display.status(1_000, 10_000, float("nan"), None) == (
-        "step 1000/10000, 0.40 s/update, time left: after the first planned steps")
+        "step 1000/10000, 0.40 s/update, time left: after the first planned steps"
+    )
     assert display.status(1_500, 10_000, -812.34, 3725.0) == "step 1500/10000, ret -812.3, 0.40 s/update, 1:02:05 left"
 
 
@@ -161,7 +172,10 @@ def test_the_bar_shows_the_phase_its_own_counter_and_the_status():
         shown = screen.getvalue()
     display.close()
     frames = shown.split("\r")
-    assert any(f.startswith("seed steps (random actions): 400/1000 step |") and
-               f.rstrip().endswith("step 400/10000, time left: after the first planned steps") for f in frames)
+    assert any(
+        f.startswith("seed steps (random actions): 400/1000 step |")
+        and f.rstrip().endswith("step 400/10000, time left: after the first planned steps")
+        for f in frames
+    )
     assert any(f.startswith("initial updates: 0/1000 update |") for f in frames)  # its own counter, from 0
     assert frames[-1].startswith("evaluating at step 1000 (5 episodes): 1/1000 update |")

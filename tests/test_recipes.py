@@ -1,4 +1,5 @@
 """End-to-end runs of recipes/train.py and recipes/eval.py with tiny networks (CI-sized)."""
+
 from __future__ import annotations
 
 import csv
@@ -12,16 +13,32 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2", "model.horizon=3",
-    "buffer.batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
-    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "progress=false",
+    "model.latent_dim=16",
+    "model.enc_dim=32",
+    "model.mlp_dim=32",
+    "model.num_q=2",
+    "model.horizon=3",
+    "buffer.batch_size=16",
+    "planner.num_samples=32",
+    "planner.num_pi_trajs=4",
+    "planner.num_elites=8",
+    "planner.iterations=2",
+    "planner.compile=false",
+    "optim.compile=false",
+    "progress=false",
 ]
 
 
 def run(script: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / script), *overrides], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / script), *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -41,8 +58,15 @@ def train(tmp_path: Path, *overrides: str) -> Path:
 @pytest.fixture(scope="module")
 def pendulum_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("pendulum")
-    return train(tmp, "task=Pendulum-v1", "steps=300", "collector.seed_steps=200", "eval.freq=200", "eval.episodes=2",
-                 "checkpoint_freq=200")
+    return train(
+        tmp,
+        "task=Pendulum-v1",
+        "steps=300",
+        "collector.seed_steps=200",
+        "eval.freq=200",
+        "eval.episodes=2",
+        "checkpoint_freq=200",
+    )
 
 
 @pytest.mark.slow
@@ -55,7 +79,9 @@ def test_train_writes_run_directory(pendulum_run: Path):
     train_rows = read_csv(pendulum_run / "train.csv")
     assert len(train_rows) >= 1 and "episode_reward" in train_rows[0]
     assert sorted(p.name for p in (pendulum_run / "checkpoints").glob("*.pt")) == [
-        "step_000000200.pt", "step_000000300.pt"]
+        "step_000000200.pt",
+        "step_000000300.pt",
+    ]
 
 
 @pytest.mark.slow
@@ -79,8 +105,18 @@ def test_num_envs_2(tmp_path: Path):
     """Two envs planned for at once, through the default compiled planner (the other tests plan eagerly)."""
     run_dir = tmp_path / "run"
     compiled = [o for o in TINY if o != "planner.compile=false"] + ["planner.compile=true"]
-    proc = run("train.py", *compiled, f"hydra.run.dir={run_dir}", "task=Pendulum-v1", "num_envs=2", "steps=440",
-               "collector.seed_steps=400", "eval.freq=0", "eval.episodes=2", "checkpoint_freq=0")
+    proc = run(
+        "train.py",
+        *compiled,
+        f"hydra.run.dir={run_dir}",
+        "task=Pendulum-v1",
+        "num_envs=2",
+        "steps=440",
+        "collector.seed_steps=400",
+        "eval.freq=0",
+        "eval.episodes=2",
+        "checkpoint_freq=0",
+    )
     assert "torch.compile of the planner failed" not in proc.stderr
     assert [int(r["step"]) for r in read_csv(run_dir / "eval.csv")] == [440]
     assert len(read_csv(run_dir / "train.csv")) == 2  # two 200-step episodes ended at once (one per env)
@@ -88,8 +124,15 @@ def test_num_envs_2(tmp_path: Path):
 
 @pytest.mark.slow
 def test_dmc_family(tmp_path: Path):
-    run_dir = train(tmp_path, "task=cartpole-swingup", "steps=120", "collector.seed_steps=100", "eval.freq=0",
-                    "eval.episodes=1", "checkpoint_freq=0")
+    run_dir = train(
+        tmp_path,
+        "task=cartpole-swingup",
+        "steps=120",
+        "collector.seed_steps=100",
+        "eval.freq=0",
+        "eval.episodes=1",
+        "checkpoint_freq=0",
+    )
     evals = read_csv(run_dir / "eval.csv")
     assert len(evals) == 1 and 0 <= float(evals[0]["episode_reward"]) <= 500
 

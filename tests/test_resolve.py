@@ -1,5 +1,6 @@
 """run/resolve.py: each null's rule against a hand computation, ``resolve`` once and idempotent, and the
 constructor defaults that restate the config pinned equal to it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,13 +9,13 @@ import inspect
 import pytest
 import torch
 
-from tdmpc2_trl.run import resolve
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import ConfigError, LossConfig, ModelConfig, OptimConfig, PlannerConfig, check
 from tdmpc2_trl.envs.factory import TaskInfo
 from tdmpc2_trl.learning.loss import TDMPC2Loss
 from tdmpc2_trl.learning.update import TDMPC2Update
 from tdmpc2_trl.planning.planner import TDMPC2Planner
+from tdmpc2_trl.run import resolve
 
 CPU = torch.device("cpu")
 
@@ -83,19 +84,41 @@ def _defaults(fn) -> dict:
     return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
 
 
-@pytest.mark.parametrize("constructor,group,names", [
-    (TDMPC2Planner.__init__, PlannerConfig(), {"num_samples": "num_samples", "num_pi_trajs": "num_pi_trajs",
-                                               "num_elites": "num_elites", "iterations": "iterations",
-                                               "temperature": "temperature", "min_std": "min_std",
-                                               "max_std": "max_std", "mpc": "mpc"}),
-    (TDMPC2Planner.__init__, ModelConfig(), {"horizon": "horizon"}),
-    (TDMPC2Loss.__init__, LossConfig(), {"rho": "rho", "consistency_coef": "consistency_coef",
-                                         "reward_coef": "reward_coef", "value_coef": "value_coef",
-                                         "termination_coef": "termination_coef", "entropy_coef": "entropy_coef",
-                                         "scale_tau": "tau"}),
-    (TDMPC2Update.__init__, OptimConfig(), {"grad_clip_norm": "grad_clip_norm"}),
-    (TDMPC2Update.__init__, LossConfig(), {"tau": "tau"}),
-])
+@pytest.mark.parametrize(
+    "constructor,group,names",
+    [
+        (
+            TDMPC2Planner.__init__,
+            PlannerConfig(),
+            {
+                "num_samples": "num_samples",
+                "num_pi_trajs": "num_pi_trajs",
+                "num_elites": "num_elites",
+                "iterations": "iterations",
+                "temperature": "temperature",
+                "min_std": "min_std",
+                "max_std": "max_std",
+                "mpc": "mpc",
+            },
+        ),
+        (TDMPC2Planner.__init__, ModelConfig(), {"horizon": "horizon"}),
+        (
+            TDMPC2Loss.__init__,
+            LossConfig(),
+            {
+                "rho": "rho",
+                "consistency_coef": "consistency_coef",
+                "reward_coef": "reward_coef",
+                "value_coef": "value_coef",
+                "termination_coef": "termination_coef",
+                "entropy_coef": "entropy_coef",
+                "scale_tau": "tau",
+            },
+        ),
+        (TDMPC2Update.__init__, OptimConfig(), {"grad_clip_norm": "grad_clip_norm"}),
+        (TDMPC2Update.__init__, LossConfig(), {"tau": "tau"}),
+    ],
+)
 def test_constructor_defaults_equal_the_config_defaults(constructor, group, names: dict[str, str]):
     defaults = _defaults(constructor)
     assert {arg: defaults[arg] for arg in names} == {arg: getattr(group, key) for arg, key in names.items()}

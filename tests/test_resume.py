@@ -1,4 +1,5 @@
 """The resume contract (run/contract.py), extending a run to more steps, and the loud checkpoint fallback."""
+
 from __future__ import annotations
 
 import csv
@@ -10,18 +11,32 @@ import torch
 import yaml
 
 from tdmpc2_trl.config.compose import load_config
-from tdmpc2_trl.run.contract import MAY_CHANGE, may_change, resumed_config, run_values
-from tdmpc2_trl.run.resolve import resolve
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.envs.factory import TaskInfo
 from tdmpc2_trl.platform.checkpoint import checkpoint_path, list_checkpoints, resolve_checkpoint, save_checkpoint
+from tdmpc2_trl.run.contract import MAY_CHANGE, may_change, resumed_config, run_values
+from tdmpc2_trl.run.resolve import resolve
 from tdmpc2_trl.run.trainer import train
 
 TINY = [
-    "task=short_pendulum:ShortPendulum-v0", "model=1m", "model.latent_dim=16", "model.enc_dim=32",
-    "model.mlp_dim=32", "model.num_q=2", "model.horizon=3", "buffer.batch_size=16", "planner.num_samples=32",
-    "planner.num_pi_trajs=4", "planner.num_elites=8", "planner.iterations=2", "planner.compile=false",
-    "optim.compile=false", "progress=false", "eval.episodes=1", "threads=1", "precision=fp32",
+    "task=short_pendulum:ShortPendulum-v0",
+    "model=1m",
+    "model.latent_dim=16",
+    "model.enc_dim=32",
+    "model.mlp_dim=32",
+    "model.num_q=2",
+    "model.horizon=3",
+    "buffer.batch_size=16",
+    "planner.num_samples=32",
+    "planner.num_pi_trajs=4",
+    "planner.num_elites=8",
+    "planner.iterations=2",
+    "planner.compile=false",
+    "optim.compile=false",
+    "progress=false",
+    "eval.episodes=1",
+    "threads=1",
+    "precision=fp32",
 ]
 RUN = ["collector.seed_steps=30", "eval.freq=20", "checkpoint_freq=20"]
 PENDULUM = TaskInfo("Pendulum-v1", "gym", 200, False, obs_dim=3, action_dim=1)
@@ -44,11 +59,15 @@ def test_a_changed_setting_is_refused_naming_the_key_and_both_values():
     saved = run_config("steps=1200", "seed=1")
     with pytest.raises(ConfigError) as err:
         resumed_config(load_config("config", ["model=1m", "seed=2", "buffer.size=5000"]), saved, "runs/r")
-    allowed = ("steps, eval.*, checkpoint_freq, logger.*, threads, progress, device, precision, planner.compile, "
-               "optim.compile, collector.ray_address")
-    assert str(err.value) == ("cannot resume runs/r, whose settings differ from the config: seed=1 (config: 2), "
-                              f"buffer.size=1200 (config: 5000); a resume may change only {allowed} (start a new "
-                              "run for the others)")
+    allowed = (
+        "steps, eval.*, checkpoint_freq, logger.*, threads, progress, device, precision, planner.compile, "
+        "optim.compile, collector.ray_address"
+    )
+    assert str(err.value) == (
+        "cannot resume runs/r, whose settings differ from the config: seed=1 (config: 2), "
+        f"buffer.size=1200 (config: 5000); a resume may change only {allowed} (start a new "
+        "run for the others)"
+    )
 
 
 def test_a_changed_model_names_four_keys_and_counts_the_rest():
@@ -57,9 +76,21 @@ def test_a_changed_model_names_four_keys_and_counts_the_rest():
 
 
 def test_the_contract_keys():
-    assert [may_change(k) for k in ("steps", "eval.freq", "logger.backend", "planner.compile", "planner.iterations",
-                                    "buffer.size", "seed", "num_envs", "collector.workers", "tasks")] == \
-        [True, True, True, True, False, False, False, False, False, False]
+    assert [
+        may_change(k)
+        for k in (
+            "steps",
+            "eval.freq",
+            "logger.backend",
+            "planner.compile",
+            "planner.iterations",
+            "buffer.size",
+            "seed",
+            "num_envs",
+            "collector.workers",
+            "tasks",
+        )
+    ] == [True, True, True, True, False, False, False, False, False, False]
     assert "resume" in MAY_CHANGE
 
 

@@ -1,4 +1,5 @@
 """Nothing lost, clear errors: atomic checkpoints, fallback to the last good one, SIGTERM, mismatched resume."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,23 +12,39 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from torchrl.collectors import Collector
 
-from tdmpc2_trl.platform.checkpoint import (
-    checkpoint_path, list_checkpoints, resolve_checkpoint, restore_training_state, save_checkpoint, training_state,
-)
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import ConfigError, TrainConfig
 from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, sample_batch
 from tdmpc2_trl.envs.factory import make_env, task_info
+from tdmpc2_trl.platform.checkpoint import (
+    checkpoint_path,
+    list_checkpoints,
+    resolve_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
 from tdmpc2_trl.run.make import make_discount, make_loss, make_updater, make_world_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "task=Pendulum-v1", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2",
-    "model.horizon=3", "buffer.batch_size=16", "planner.num_samples=32", "planner.num_pi_trajs=4", "planner.num_elites=8",
-    "planner.iterations=2", "planner.compile=false", "optim.compile=false", "progress=false", "eval.episodes=1",
+    "task=Pendulum-v1",
+    "model.latent_dim=16",
+    "model.enc_dim=32",
+    "model.mlp_dim=32",
+    "model.num_q=2",
+    "model.horizon=3",
+    "buffer.batch_size=16",
+    "planner.num_samples=32",
+    "planner.num_pi_trajs=4",
+    "planner.num_elites=8",
+    "planner.iterations=2",
+    "planner.compile=false",
+    "optim.compile=false",
+    "progress=false",
+    "eval.episodes=1",
 ]
 
 
@@ -73,8 +90,14 @@ def test_keeps_only_the_newest_checkpoints(tmp_path: Path):
 
 def _train(*overrides: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(ROOT / "recipes" / "train.py"), *TINY, *overrides], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "recipes" / "train.py"), *TINY, *overrides],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +136,19 @@ def test_resume_with_another_model_is_a_one_line_error(interrupted_run):
 
 def _recipe_config(**overrides) -> TrainConfig:
     """configs/config.yaml with the 1m preset at tiny sizes."""
-    return load_config("config", [
-        "model=1m", "model.latent_dim=16", "model.enc_dim=32", "model.mlp_dim=32", "model.num_q=2",
-        "buffer.batch_size=8", "precision=fp32", *[f"{k}={v}" for k, v in overrides.items()]])
+    return load_config(
+        "config",
+        [
+            "model=1m",
+            "model.latent_dim=16",
+            "model.enc_dim=32",
+            "model.mlp_dim=32",
+            "model.num_q=2",
+            "buffer.batch_size=8",
+            "precision=fp32",
+            *[f"{k}={v}" for k, v in overrides.items()],
+        ],
+    )
 
 
 def _training_objects(c: TrainConfig, info, seed: int):
@@ -143,8 +176,10 @@ def test_resume_restores_every_piece_of_training_state_bit_identically(tmp_path:
         add(straight["buffer"], data)
     collector.shutdown()
     _updates(straight, 5)
-    path = save_checkpoint(checkpoint_path(tmp_path, 250), training_state(
-        step=250, burst_done=True, config=dataclasses.asdict(c), task=info.__dict__, **straight))
+    path = save_checkpoint(
+        checkpoint_path(tmp_path, 250),
+        training_state(step=250, burst_done=True, config=dataclasses.asdict(c), task=info.__dict__, **straight),
+    )
     _updates(straight, 5)  # the uninterrupted run goes on
 
     resumed = _training_objects(c, info, seed=123)  # different init and RNG: everything must come from the file
@@ -166,9 +201,22 @@ def test_non_finite_observation_is_reported_with_its_step(tmp_path: Path):
     """An env that returns NaN once: the run says at which step, skips the poisoned updates and finishes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "train.py"), *TINY, "task=nan_pendulum:NaNPendulum-v0",
-         f"hydra.run.dir={tmp_path / 'run'}", "steps=260", "collector.seed_steps=200", "eval.freq=0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "train.py"),
+            *TINY,
+            "task=nan_pendulum:NaNPendulum-v0",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "steps=260",
+            "collector.seed_steps=200",
+            "eval.freq=0",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "non-finite observation at step 150" in proc.stdout + proc.stderr
     assert resolve_checkpoint(tmp_path / "run")[1]["step"] == 260

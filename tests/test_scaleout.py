@@ -1,4 +1,5 @@
 """collector.workers / collector.backend: several collector processes (or Ray actors) feeding one replay buffer."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -7,19 +8,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
+from test_recipes import TINY, read_csv, train
 
-from tdmpc2_trl.run.collectors import WorkerBatch, check_collector_config, make_collector, push_weights
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import CollectorConfig, ConfigError, TrainConfig
 from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, sample_batch
 from tdmpc2_trl.envs.factory import EnvFactory, task_info
+from tdmpc2_trl.run.collectors import WorkerBatch, check_collector_config, make_collector, push_weights
 from tdmpc2_trl.run.make import make_discount, make_planner, make_world_model
-
-from test_recipes import TINY, read_csv, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "InvertedPendulum-v5"  # random play ends an episode within a few dozen steps: many trajectory boundaries
@@ -88,7 +89,7 @@ def test_two_workers_fill_the_buffer_without_crossing_trajectories_and_get_new_w
     assert len(buffer) == 4 * rows and buffer.num_envs == 4
     stored = buffer.storage[:]
     columns = [set(stored["collector", "traj_ids"][:, j].tolist()) for j in range(4)]
-    assert all(a.isdisjoint(b) for k, a in enumerate(columns) for b in columns[k + 1:])  # ids unique per column
+    assert all(a.isdisjoint(b) for k, a in enumerate(columns) for b in columns[k + 1 :])  # ids unique per column
     assert all(len(ids) >= 2 for ids in columns)  # episodes ended and restarted in every column
     for _ in range(50):
         batch = sample_batch(buffer)
@@ -101,8 +102,18 @@ def test_two_workers_fill_the_buffer_without_crossing_trajectories_and_get_new_w
 
 @pytest.mark.slow
 def test_train_with_two_workers(tmp_path: Path):
-    run_dir = train(tmp_path, "model=1m", "task=Pendulum-v1", "collector.workers=2", "steps=440", "collector.seed_steps=400",
-                    "eval.freq=0", "eval.episodes=2", "checkpoint_freq=0", "threads=1")
+    run_dir = train(
+        tmp_path,
+        "model=1m",
+        "task=Pendulum-v1",
+        "collector.workers=2",
+        "steps=440",
+        "collector.seed_steps=400",
+        "eval.freq=0",
+        "eval.episodes=2",
+        "checkpoint_freq=0",
+        "threads=1",
+    )
     assert (run_dir / "config.yaml").is_file()
     assert OmegaConf.load(run_dir / "config.yaml").collector.workers == 2
     assert [int(r["step"]) for r in read_csv(run_dir / "eval.csv")] == [440]
@@ -114,8 +125,12 @@ def test_train_with_two_workers(tmp_path: Path):
 # the test retries within this budget, sized for a loaded 2-core machine: start-up 20-60 s per attempt, two actors
 # that import torch (30-60 s each), 440 tiny steps and the final evaluation (about 60 s).
 RAY_BUDGET_S = 480
-RAY_START_FAILURES = ("timed out during startup", "Failed to connect to GCS", "GCS has become overloaded",
-                      "Failed to start the raylet")
+RAY_START_FAILURES = (
+    "timed out during startup",
+    "Failed to connect to GCS",
+    "GCS has become overloaded",
+    "Failed to start the raylet",
+)
 
 
 def train_with_ray(tmp_path: Path, *overrides: str, budget_s: float = RAY_BUDGET_S) -> Path:
@@ -130,20 +145,36 @@ def train_with_ray(tmp_path: Path, *overrides: str, budget_s: float = RAY_BUDGET
             break
         run_dir = tmp_path / f"run{attempt}"
         try:
-            proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py"), *TINY,
-                                   f"hydra.run.dir={run_dir}", "collector.backend=ray", *overrides],
-                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=left)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "recipes" / "train.py"),
+                    *TINY,
+                    f"hydra.run.dir={run_dir}",
+                    "collector.backend=ray",
+                    *overrides,
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=left,
+            )
         except subprocess.TimeoutExpired as err:
             stderr = (err.stderr or b"").decode(errors="replace") if isinstance(err.stderr, bytes) else err.stderr
-            pytest.fail(f"the Ray run did not finish within the {budget_s:.0f} s budget (attempt {attempt}; Ray "
-                        f"may not start on this machine); last output: {(stderr or '').strip()[-800:]}")
+            pytest.fail(
+                f"the Ray run did not finish within the {budget_s:.0f} s budget (attempt {attempt}; Ray "
+                f"may not start on this machine); last output: {(stderr or '').strip()[-800:]}"
+            )
         if proc.returncode == 0:
             return run_dir
         if not any(needle in proc.stderr for needle in RAY_START_FAILURES):
             pytest.fail(f"train.py with collector.backend=ray failed ({proc.returncode}): {proc.stderr[-2000:]}")
         failures.append(proc.stderr.strip().splitlines()[-1])
-    pytest.fail(f"Ray could not start within the {budget_s:.0f} s budget ({len(failures)} attempts): "
-                f"{failures[-1] if failures else 'no time left for an attempt'}")
+    pytest.fail(
+        f"Ray could not start within the {budget_s:.0f} s budget ({len(failures)} attempts): "
+        f"{failures[-1] if failures else 'no time left for an attempt'}"
+    )
 
 
 def test_ray_start_failure_is_a_clear_failure_not_a_skip(tmp_path: Path):
@@ -155,8 +186,18 @@ def test_ray_start_failure_is_a_clear_failure_not_a_skip(tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install -e .[ray])")
 def test_train_with_ray_backend(tmp_path: Path):
-    run_dir = train_with_ray(tmp_path, "model=1m", "task=Pendulum-v1", "collector.workers=2", "steps=440",
-                             "collector.seed_steps=400", "eval.freq=0", "eval.episodes=2", "checkpoint_freq=0", "threads=1")
+    run_dir = train_with_ray(
+        tmp_path,
+        "model=1m",
+        "task=Pendulum-v1",
+        "collector.workers=2",
+        "steps=440",
+        "collector.seed_steps=400",
+        "eval.freq=0",
+        "eval.episodes=2",
+        "checkpoint_freq=0",
+        "threads=1",
+    )
     assert [int(r["step"]) for r in read_csv(run_dir / "eval.csv")] == [440]
     assert len(read_csv(run_dir / "train.csv")) == 2
     assert [p.name for p in (run_dir / "checkpoints").glob("*.pt")] == ["step_000000440.pt"]

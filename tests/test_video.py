@@ -1,4 +1,5 @@
 """Evaluation videos: the mp4 writer, the first-env recorder, and save_video=true in train.py and eval.py."""
+
 from __future__ import annotations
 
 import json
@@ -6,20 +7,21 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_recipes import run, train
 from torchrl.envs import StepCounter
 
 from tdmpc2_trl.envs.factory import _single_env, make_env
-from tdmpc2_trl.run.evaluate import evaluate
 from tdmpc2_trl.envs.video import EpisodeRecorder, read_video, video_path, write_video
-
-from test_recipes import run, train
+from tdmpc2_trl.run.evaluate import evaluate
 
 
 def gradient_frames(t: int, h: int, w: int) -> list[np.ndarray]:
     """Smooth moving gradients (lossy H.264 keeps them within a few grey levels)."""
     y, x = np.mgrid[0:h, 0:w]
-    return [np.stack([(x * 4 + 8 * i) % 256, (y * 4) % 256, np.full_like(x, 40 * i % 256)], -1).astype(np.uint8)
-            for i in range(t)]
+    return [
+        np.stack([(x * 4 + 8 * i) % 256, (y * 4) % 256, np.full_like(x, 40 * i % 256)], -1).astype(np.uint8)
+        for i in range(t)
+    ]
 
 
 def test_write_then_read_keeps_frame_count_size_and_content(tmp_path):
@@ -64,8 +66,17 @@ def test_recorder_stops_at_the_end_of_the_first_episode():
 
 @pytest.mark.slow
 def test_train_and_eval_write_videos_of_a_state_based_run(tmp_path):
-    run_dir = train(tmp_path, "task=cartpole-swingup", "steps=120", "collector.seed_steps=100", "eval.freq=0",
-                    "eval.episodes=2", "checkpoint_freq=0", "eval.save_video=true", "eval.video_size=64")
+    run_dir = train(
+        tmp_path,
+        "task=cartpole-swingup",
+        "steps=120",
+        "collector.seed_steps=100",
+        "eval.freq=0",
+        "eval.episodes=2",
+        "checkpoint_freq=0",
+        "eval.save_video=true",
+        "eval.video_size=64",
+    )
     video = read_video(run_dir / "videos" / "eval_step_000000120.mp4")
     assert video.shape == (501, 64, 64, 3)  # the reset + 500 decisions of the first eval env
     assert video.std() > 0

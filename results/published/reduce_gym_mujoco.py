@@ -9,6 +9,7 @@ at one count of *total* environment steps (random warm-up steps included), every
 a point at which no update has been made yet (an evaluation of the untrained policy at the end of the random
 warm-up; Tianshou TD3 at 25,000). See README.md next to this file for what the sources measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,14 +27,18 @@ COLUMNS = ["task", "algorithm", "step", "mean", "std", "seeds", "episodes", "env
 EPISODES = 10  # both sources average 10 evaluation episodes per point (README.md)
 
 TD3_PAPER = "TD3 paper"
-TD3_REFERENCE = ("Fujimoto et al. 2018 (ICML), released curves: https://github.com/sfujim/TD3 "
-                 "learning_curves/ at bc98e6260e4e35e1a2afc1c78b6925251dd0a1e9")
+TD3_REFERENCE = (
+    "Fujimoto et al. 2018 (ICML), released curves: https://github.com/sfujim/TD3 "
+    "learning_curves/ at bc98e6260e4e35e1a2afc1c78b6925251dd0a1e9"
+)
 TD3_EVAL_EVERY = 5_000  # index i of each array: the evaluation at i * 5000 total steps (index 0: untrained)
 TD3_WARMUP = 1_000  # the paper's random steps on Hopper and Walker2d; its 25k point is well past them
 TIANSHOU = "Tianshou benchmark"
-TIANSHOU_REFERENCE = ("Tianshou MuJoCo benchmark (Weng et al. 2022, JMLR), merged per-seed CSVs: "
-                      "https://github.com/thu-ml/tianshou examples/mujoco/benchmark/ENV/ALGO/test_rew_10seeds.csv "
-                      "at 39acf2094d96268d92ebb54dcbfc3de76d702567")
+TIANSHOU_REFERENCE = (
+    "Tianshou MuJoCo benchmark (Weng et al. 2022, JMLR), merged per-seed CSVs: "
+    "https://github.com/thu-ml/tianshou examples/mujoco/benchmark/ENV/ALGO/test_rew_10seeds.csv "
+    "at 39acf2094d96268d92ebb54dcbfc3de76d702567"
+)
 TIANSHOU_WARMUP = {"SAC": 10_000, "TD3": 25_000}  # random steps collected before the trainer's env_step counts
 
 
@@ -48,10 +53,18 @@ class Point:
     reference: str
 
     def row(self) -> list[str]:
-        return [self.task, self.algorithm, str(self.step), f"{statistics.fmean(self.values):.1f}",
-                f"{statistics.stdev(self.values):.1f}", str(len(self.values)), str(EPISODES), self.env_version,
-                self.source,
-                self.reference]
+        return [
+            self.task,
+            self.algorithm,
+            str(self.step),
+            f"{statistics.fmean(self.values):.1f}",
+            f"{statistics.stdev(self.values):.1f}",
+            str(len(self.values)),
+            str(EPISODES),
+            self.env_version,
+            self.source,
+            self.reference,
+        ]
 
 
 def td3_paper(repo: Path) -> list[Point]:
@@ -91,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tianshou", type=Path, required=True, help="checkout of thu-ml/tianshou at 39acf20")
     parser.add_argument("--out", type=Path, default=HERE / "gym_mujoco.csv")
     args = parser.parse_args(argv)
-    points = sorted(td3_paper(args.td3) + tianshou(args.tianshou),
-                    key=lambda p: (p.task, p.algorithm, p.source, p.step))
+    points = sorted(
+        td3_paper(args.td3) + tianshou(args.tianshou), key=lambda p: (p.task, p.algorithm, p.source, p.step)
+    )
     with open(args.out, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(COLUMNS)

@@ -5,6 +5,7 @@ registered here in Hydra's ``ConfigStore`` as ``train_schema`` and ``eval_schema
 composes like ``@hydra.main`` does and returns the checked dataclass; the recipes call it before anything slow.
 Importing this module does not import torch.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -20,7 +21,16 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from tdmpc2_trl.config.schema import MOVED, ConfigError, EvalAppConfig, OfflineConfig, TrainConfig, check, describe, field_names
+from tdmpc2_trl.config.schema import (
+    MOVED,
+    ConfigError,
+    EvalAppConfig,
+    OfflineConfig,
+    TrainConfig,
+    check,
+    describe,
+    field_names,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 SCHEMAS: dict[str, type] = {"config": TrainConfig, "eval": EvalAppConfig, "offline": OfflineConfig}
@@ -96,8 +106,10 @@ def check_writable(argv: list[str]) -> None:
         target.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=target).close()
     except OSError as err:
-        raise ConfigError(f"cannot write the run directory {target} ({err.strerror or err}); "
-                          f"choose a writable place with hydra.run.dir=PATH") from None
+        raise ConfigError(
+            f"cannot write the run directory {target} ({err.strerror or err}); "
+            f"choose a writable place with hydra.run.dir=PATH"
+        ) from None
 
 
 def to_dataclass(cfg: DictConfig | dict[str, Any], schema: type[T]) -> T:

@@ -1,4 +1,5 @@
 """The model presets of ``configs/model/*.yaml`` (``8m-h10``, ``1m`` … ``317m``)."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,18 +1,19 @@
 """The typed configuration: one dataclass per group, every default and every allowed range written once, here.
 
 Hydra composes ``configs/config.yaml`` on top of ``TrainConfig`` (registered in its ``ConfigStore`` by
-``tdmpc2_trl.config.compose``), so a value of the wrong type fails while composing; ``check`` then tests ranges and choices
-(``field`` metadata: ``ge``, ``gt``, ``le``, ``choices``) and the rules across keys. Both errors are one line that
-names the key and the allowed values. The model presets (``configs/model/*.yaml``) fill ``ModelConfig``, whose
+``tdmpc2_trl.config.compose``), so a value of the wrong type fails while composing; ``check`` then tests ranges and
+choices (``field`` metadata: ``ge``, ``gt``, ``le``, ``choices``) and the rules across keys. Both errors are one line
+that names the key and the allowed values. The model presets (``configs/model/*.yaml``) fill ``ModelConfig``, whose
 defaults are the project's default network (preset ``8m-h10``).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 
 class ConfigError(ValueError):
@@ -62,8 +63,9 @@ class ModelConfig:
 
     def check(self) -> None:
         if self.latent_dim % self.simnorm_dim:
-            raise ConfigError(f"model.latent_dim={self.latent_dim} must be a multiple of "
-                              f"model.simnorm_dim={self.simnorm_dim}")
+            raise ConfigError(
+                f"model.latent_dim={self.latent_dim} must be a multiple of model.simnorm_dim={self.simnorm_dim}"
+            )
         _ordered("model.vmin", self.vmin, "model.vmax", self.vmax)
         _ordered("model.log_std_min", self.log_std_min, "model.log_std_max", self.log_std_max)
 
@@ -72,7 +74,7 @@ class ModelConfig:
         check(self, "model.")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         """A checked ``ModelConfig`` from plain values (e.g. a checkpoint's ``config["model"]``)."""
         values = dict(values)
         # checkpoints written before the termination head's choices were renamed (seed → latent_action,
@@ -98,7 +100,7 @@ class PlannerConfig:
     num_elites: int = _f(64, ge=1)
     iterations: int = _f(6, ge=1)
     # added to iterations; null: 2 for an official preset at action dim >= 20 (TD-MPC2), else 0 (run/resolve.py)
-    extra_iterations: Optional[int] = _f(None, ge=0)
+    extra_iterations: int | None = _f(None, ge=0)
     temperature: float = _f(0.5, gt=0.0)
     min_std: float = _f(0.05, gt=0.0)
     max_std: float = _f(2.0, gt=0.0)
@@ -106,11 +108,14 @@ class PlannerConfig:
 
     def check(self) -> None:
         if self.num_pi_trajs >= self.num_samples:
-            raise ConfigError(f"planner.num_pi_trajs={self.num_pi_trajs} must be below "
-                              f"planner.num_samples={self.num_samples} (some candidates must be sampled)")
+            raise ConfigError(
+                f"planner.num_pi_trajs={self.num_pi_trajs} must be below "
+                f"planner.num_samples={self.num_samples} (some candidates must be sampled)"
+            )
         if self.num_elites > self.num_samples:
-            raise ConfigError(f"planner.num_elites={self.num_elites} must be at most "
-                              f"planner.num_samples={self.num_samples}")
+            raise ConfigError(
+                f"planner.num_elites={self.num_elites} must be at most planner.num_samples={self.num_samples}"
+            )
         _ordered("planner.min_std", self.min_std, "planner.max_std", self.max_std)
 
 
@@ -118,7 +123,7 @@ class PlannerConfig:
 class LossConfig:
     """``TDMPC2Loss``: discount, loss weights, target-Q and RunningScale rate."""
 
-    discount: Optional[float] = _f(None, gt=0.0, le=1.0)  # null: TD-MPC2's rule from the episode length
+    discount: float | None = _f(None, gt=0.0, le=1.0)  # null: TD-MPC2's rule from the episode length
     rho: float = _f(0.5, gt=0.0, le=1.0)  # weight ρ^t of step t of the slice
     consistency_coef: float = _f(20.0, ge=0.0)
     reward_coef: float = _f(0.1, ge=0.0)
@@ -134,7 +139,7 @@ class OptimConfig:
     """Both Adams and the update schedule."""
 
     lr: float = _f(3e-4, gt=0.0)
-    enc_lr_scale: Optional[float] = _f(None, gt=0.0)  # null: 0.3 for the official presets (TD-MPC2), else 1.0
+    enc_lr_scale: float | None = _f(None, gt=0.0)  # null: 0.3 for the official presets (TD-MPC2), else 1.0
     grad_clip_norm: float = _f(20.0, gt=0.0)
     utd_ratio: float = _f(1.0, gt=0.0)  # updates per env step after the seed steps
     compile: bool = True  # torch.compile the world-model and policy losses (forward + backward), minutes at first
@@ -145,12 +150,12 @@ class BufferConfig:
     """The replay buffer (``data.make_replay_buffer``)."""
 
     batch_size: int = _f(256, ge=1)  # slices per update
-    size: Optional[int] = _f(None, ge=1)  # null: min(1_000_000, steps)
+    size: int | None = _f(None, ge=1)  # null: min(1_000_000, steps)
     storage: str = _f("memory", choices=("memory", "memmap"))  # memmap: memory-mapped in the run directory
     # true: slices may also start in an episode's last horizon-1 steps, padded and masked past its end, so that
     # Q(encode(obs)) is trained on every state; false: TD-MPC2's sampling; null: true for episodic tasks (they
     # terminate) and false otherwise (results/README.md, "Hopper-v5: the Q function did not see terminations")
-    episode_end_slices: Optional[bool] = None
+    episode_end_slices: bool | None = None
 
 
 @dataclass
@@ -159,8 +164,8 @@ class CollectorConfig:
 
     workers: int = _f(1, ge=1)  # 1: in the training process; K > 1: K processes (or Ray actors)
     backend: str = _f("local", choices=BACKENDS)  # ray: TorchRL's RayCollector (pip install -e .[ray])
-    ray_address: Optional[str] = None  # backend=ray: host:port or auto of a running cluster (null: a new one)
-    seed_steps: Optional[int] = _f(None, ge=0)  # random steps first; null: max(1000, 5 * episode length)
+    ray_address: str | None = None  # backend=ray: host:port or auto of a running cluster (null: a new one)
+    seed_steps: int | None = _f(None, ge=0)  # random steps first; null: max(1000, 5 * episode length)
 
 
 @dataclass
@@ -171,7 +176,7 @@ class LoggerConfig:
     backend: str = _f("csv", choices=LOGGER_BACKENDS)
     wandb_mode: str = _f("offline", choices=("offline", "online"))  # online needs `wandb login`
     project: str = "tdmpc2-trl"
-    entity: Optional[str] = None
+    entity: str | None = None
 
 
 @dataclass
@@ -192,9 +197,9 @@ class RunConfig:
     seed: int = _f(1, ge=0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = _f("auto", choices=PRECISIONS)  # auto: bf16 matmuls where they are faster
-    threads: Optional[int] = _f(None, ge=1)  # CPU threads for torch (null: torch's default)
+    threads: int | None = _f(None, ge=1)  # CPU threads for torch (null: torch's default)
     checkpoint_freq: int = _f(10_000, ge=0)  # steps between checkpoints (also at the end and on a signal)
-    resume: Optional[str] = None  # a run directory or checkpoint file to continue from
+    resume: str | None = None  # a run directory or checkpoint file to continue from
     progress: bool = True  # the progress bar (phase, counter, time left); false: the phase and evaluation lines only
     model: ModelConfig = field(default_factory=ModelConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
@@ -215,10 +220,10 @@ class TrainConfig(RunConfig):
     task: str = "Pendulum-v1"  # DMControl `domain-task`, a gymnasium id, or `module:EnvId` (your own env)
     # multitask: one agent for these tasks (README "Multitask"): num_envs envs of each, all planned in one batched
     # call; `task` is then unused. Empty: the single task `task`.
-    tasks: List[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
     # start from this checkpoint's networks: a multitask one (or run dir) with tasks=[...], a single-task file
     # without; official TD-MPC2 files too (docs/official-checkpoints-and-deployment.md)
-    init_from: Optional[str] = None
+    init_from: str | None = None
     obs: str = _f("state", choices=OBS_TYPES)  # rgb: DMControl pixels, 3 stacked 64x64 frames
     steps: int = _f(10_000, ge=1)  # env steps in total (over all envs)
     num_envs: int = _f(1, ge=1)  # envs planned for together in one batched planner call (per task: multitask)
@@ -233,12 +238,16 @@ class TrainConfig(RunConfig):
             raise ConfigError(f"tasks=[...] takes state observations only (obs={self.obs})")
         seed_steps = self.collector.seed_steps
         if seed_steps is not None and seed_steps < self.model.horizon:
-            raise ConfigError(f"collector.seed_steps={seed_steps}: the first update needs a slice of "
-                              f"model.horizon={self.model.horizon} stored steps; null takes TD-MPC2's "
-                              f"max(1000, 5 × episode length)")
+            raise ConfigError(
+                f"collector.seed_steps={seed_steps}: the first update needs a slice of "
+                f"model.horizon={self.model.horizon} stored steps; null takes TD-MPC2's "
+                f"max(1000, 5 × episode length)"
+            )
         if self.init_from and not self.tasks and not Path(self.init_from).is_file():
-            raise ConfigError("init_from=DIR starts a multitask run: give tasks=[...] (a single task: tasks=[name]); "
-                              "a single-task run starts from a single-task checkpoint file")
+            raise ConfigError(
+                "init_from=DIR starts a multitask run: give tasks=[...] (a single task: tasks=[name]); "
+                "a single-task run starts from a single-task checkpoint file"
+            )
         if self.tasks:
             _no_discount(self.loss)
             if self.eval.save_video:
@@ -247,11 +256,11 @@ class TrainConfig(RunConfig):
 
 @dataclass
 class OfflineConfig(RunConfig):
-    """``recipes/train_offline.py``: updates on a dataset's slices (``tdmpc2_trl.data.offline_dataset``), evaluating every task
-    online. ``steps``, ``eval.freq`` and ``checkpoint_freq`` count updates; ``eval.episodes`` is per task."""
+    """``recipes/train_offline.py``: updates on a dataset's slices (``tdmpc2_trl.data.offline_dataset``), evaluating
+    every task online. ``steps``, ``eval.freq`` and ``checkpoint_freq`` count updates; ``eval.episodes`` is per task."""
 
     dataset: str = "???"  # a dataset directory (python -m tdmpc2_trl.data.offline_dataset export/import-official)
-    tasks: List[str] = field(default_factory=list)  # the dataset's tasks in its order (checked); empty: the dataset's
+    tasks: list[str] = field(default_factory=list)  # the dataset's tasks in its order (checked); empty: the dataset's
     steps: int = _f(100_000, ge=1)  # updates
 
     def check(self) -> None:
@@ -261,8 +270,10 @@ class OfflineConfig(RunConfig):
 
 def _no_discount(loss: LossConfig) -> None:
     if loss.discount is not None:
-        raise ConfigError(f"loss.discount={loss.discount}: a multitask agent discounts each task with its own "
-                          f"(TD-MPC2's rule from its episode length); leave loss.discount null")
+        raise ConfigError(
+            f"loss.discount={loss.discount}: a multitask agent discounts each task with its own "
+            f"(TD-MPC2's rule from its episode length); leave loss.discount null"
+        )
 
 
 @dataclass
@@ -273,15 +284,15 @@ class EvalAppConfig:
     # TD-MPC2 checkpoint (docs/official-checkpoints-and-deployment.md)
     # the task to evaluate: a single-task official checkpoint's (required: the file does not name it), or one task
     # of a multitask checkpoint (null: all of them)
-    task: Optional[str] = None
-    official_tasks: List[str] = field(default_factory=list)  # an official multitask file's tasks, in task-id order
+    task: str | None = None
+    official_tasks: list[str] = field(default_factory=list)  # an official multitask file's tasks, in task-id order
     # (empty: mt30 or mt80, by its number of tasks)
     episodes: int = _f(10, ge=1)
     seed: int = _f(0, ge=0)
     device: str = "auto"
-    mpc: Optional[bool] = None  # false: act with the policy prior only
-    precision: Optional[str] = _f(None, choices=PRECISIONS)
-    compile: Optional[bool] = None
+    mpc: bool | None = None  # false: act with the policy prior only
+    precision: str | None = _f(None, choices=PRECISIONS)
+    compile: bool | None = None
     save_video: bool = False  # mp4 of the first episode: <run dir>/videos/checkpoint_step_*.mp4
     video_size: int = _f(256, ge=16)
 
@@ -291,14 +302,29 @@ class EvalAppConfig:
 
 # Keys of the flat layout used before the groups, and where they live now (for the "unknown key" error).
 MOVED = {
-    "horizon": "model.horizon", "discount": "loss.discount", "rho": "loss.rho", "tau": "loss.tau",
-    "aug_pad": "loss.aug_pad", "consistency_coef": "loss.consistency_coef", "reward_coef": "loss.reward_coef",
-    "value_coef": "loss.value_coef", "termination_coef": "loss.termination_coef",
-    "entropy_coef": "loss.entropy_coef", "lr": "optim.lr", "enc_lr_scale": "optim.enc_lr_scale",
-    "grad_clip_norm": "optim.grad_clip_norm", "utd_ratio": "optim.utd_ratio", "compile_update": "optim.compile",
-    "batch_size": "buffer.batch_size", "buffer_size": "buffer.size", "buffer_storage": "buffer.storage",
-    "seed_steps": "collector.seed_steps", "eval_freq": "eval.freq", "eval_episodes": "eval.episodes",
-    "save_video": "eval.save_video", "video_size": "eval.video_size",
+    "horizon": "model.horizon",
+    "discount": "loss.discount",
+    "rho": "loss.rho",
+    "tau": "loss.tau",
+    "aug_pad": "loss.aug_pad",
+    "consistency_coef": "loss.consistency_coef",
+    "reward_coef": "loss.reward_coef",
+    "value_coef": "loss.value_coef",
+    "termination_coef": "loss.termination_coef",
+    "entropy_coef": "loss.entropy_coef",
+    "lr": "optim.lr",
+    "enc_lr_scale": "optim.enc_lr_scale",
+    "grad_clip_norm": "optim.grad_clip_norm",
+    "utd_ratio": "optim.utd_ratio",
+    "compile_update": "optim.compile",
+    "batch_size": "buffer.batch_size",
+    "buffer_size": "buffer.size",
+    "buffer_storage": "buffer.storage",
+    "seed_steps": "collector.seed_steps",
+    "eval_freq": "eval.freq",
+    "eval_episodes": "eval.episodes",
+    "save_video": "eval.save_video",
+    "video_size": "eval.video_size",
     "logger.wandb": "logger.backend",  # logger.wandb=true is now logger.backend=wandb
 }
 
@@ -344,8 +370,11 @@ def field_names(cls: type, prefix: str = "") -> list[str]:
 def _allowed(value: Any, rules: dict[str, Any]) -> bool:
     if "choices" in rules and value not in rules["choices"]:
         return False
-    return (("ge" not in rules or value >= rules["ge"]) and ("gt" not in rules or value > rules["gt"])
-            and ("le" not in rules or value <= rules["le"]))
+    return (
+        ("ge" not in rules or value >= rules["ge"])
+        and ("gt" not in rules or value > rules["gt"])
+        and ("le" not in rules or value <= rules["le"])
+    )
 
 
 def _check_device(device: str) -> None:

@@ -1,7 +1,7 @@
 """Offline datasets: transitions of one or more tasks on disk, memory-mapped, in the layout the loss reads.
 
     python -m tdmpc2_trl.data.offline_dataset export RUN_DIR [RUN_DIR ...] --out DIR    # from this project's runs
-    python -m tdmpc2_trl.data.offline_dataset import-official FILE_OR_DIR --tasks mt30 --out DIR   # the official mt30/mt80 files
+    python -m tdmpc2_trl.data.offline_dataset import-official FILE_OR_DIR --tasks mt30 --out DIR   # official mt30/mt80
 
 A dataset directory holds ``dataset.json`` (``{"format": 1, "tasks": [{"name", "obs_dim", "action_dim",
 "episode_length"}, ...]}``, in task-id order) and ``data/``, a memory-mapped TensorDict ``[N]`` (tensordict's
@@ -17,6 +17,7 @@ with ``obs``, ``action``, ``reward`` and ``task`` (and ``terminated`` where the 
 obs_t and the action and reward that led to it (row 0: NaN), already padded to the task set's sizes
 (official ``common/buffer.py``, ``Buffer.load`` and ``_prepare_batch``). ``import-official`` converts them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,10 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import TensorStorage
 
 from tdmpc2_trl import _compat
-from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.data.replay_buffer import TRAJ_KEY, SliceReplayBuffer, make_slice_sampler
 from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec, official_task_set
+from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
 
 __all__ = ["export_runs", "import_official", "load_dataset", "make_offline_buffer", "write_dataset"]
 
@@ -62,8 +63,10 @@ def load_dataset(path: str | Path, task_dim: int = 96) -> tuple[TaskSet, TensorD
     """The dataset's task set and its memory-mapped transitions ``[N]`` (nothing is read into RAM yet)."""
     path = Path(path)
     if not (path / META).is_file():
-        raise ConfigError(f"{path} is not a dataset directory (no {META}); make one with "
-                          f"`python -m tdmpc2_trl.data.offline_dataset export RUN_DIR --out DIR`")
+        raise ConfigError(
+            f"{path} is not a dataset directory (no {META}); make one with "
+            f"`python -m tdmpc2_trl.data.offline_dataset export RUN_DIR --out DIR`"
+        )
     meta = json.loads((path / META).read_text())
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{path / META}: format {meta.get('format')!r} is not {FORMAT}")
@@ -71,8 +74,14 @@ def load_dataset(path: str | Path, task_dim: int = 96) -> tuple[TaskSet, TensorD
     return tasks, TensorDict.load_memmap(path / DATA)
 
 
-def make_offline_buffer(data: TensorDictBase, *, batch_size: int, horizon: int, episode_end_slices: bool = False,
-                        device: torch.device | str = "cpu") -> SliceReplayBuffer:
+def make_offline_buffer(
+    data: TensorDictBase,
+    *,
+    batch_size: int,
+    horizon: int,
+    episode_end_slices: bool = False,
+    device: torch.device | str = "cpu",
+) -> SliceReplayBuffer:
     """A buffer over the dataset's transitions whose ``sample()`` gives ``batch_size`` slices of ``horizon`` steps
     of one episode each, flattened; ``data.replay_buffer.sample_batch`` gives the loss's ``[B, H]`` on ``device``
     (the model's; the dataset stays memory-mapped on the CPU).
@@ -80,15 +89,22 @@ def make_offline_buffer(data: TensorDictBase, *, batch_size: int, horizon: int, 
     ``episode_end_slices``: slices may also start in an episode's last ``horizon - 1`` transitions, padded and
     masked past its end (``data.EpisodeEndSliceSampler``), as in online training."""
     sampler = make_slice_sampler(horizon, "episode", episode_end_slices)
-    return SliceReplayBuffer(horizon=horizon, batch_device=device, storage=TensorStorage(data), sampler=sampler,
-                             batch_size=batch_size * horizon)
+    return SliceReplayBuffer(
+        horizon=horizon,
+        batch_device=device,
+        storage=TensorStorage(data),
+        sampler=sampler,
+        batch_size=batch_size * horizon,
+    )
 
 
 def check_tasks(dataset_tasks: TaskSet, names: Sequence[str]) -> None:
     """One-line error unless ``names`` lists the dataset's tasks in its order."""
     if list(names) != dataset_tasks.names:
-        raise ConfigError(f"tasks={list(names)} differ from the dataset's tasks {dataset_tasks.names} "
-                          f"(same tasks in the same order: the order gives the task ids)")
+        raise ConfigError(
+            f"tasks={list(names)} differ from the dataset's tasks {dataset_tasks.names} "
+            f"(same tasks in the same order: the order gives the task ids)"
+        )
 
 
 # ---------------------------------------------------------------- export from this project's runs
@@ -118,14 +134,19 @@ def _transitions(column: TensorDictBase) -> TensorDictBase:
     traj = column.get(TRAJ_KEY).reshape(-1)
     new_episode = torch.ones_like(traj, dtype=torch.bool)
     new_episode[1:] = traj[1:] != traj[:-1]
-    return TensorDict({
-        "observation": column["observation"].reshape(len(traj), -1),
-        "action": column["action"].reshape(len(traj), -1),
-        "episode": new_episode.long().cumsum(0) - 1,
-        "next": {"observation": column["next", "observation"].reshape(len(traj), -1),
-                 "reward": column["next", "reward"].reshape(len(traj), 1),
-                 "terminated": column["next", "terminated"].reshape(len(traj), 1)},
-    }, [len(traj)])
+    return TensorDict(
+        {
+            "observation": column["observation"].reshape(len(traj), -1),
+            "action": column["action"].reshape(len(traj), -1),
+            "episode": new_episode.long().cumsum(0) - 1,
+            "next": {
+                "observation": column["next", "observation"].reshape(len(traj), -1),
+                "reward": column["next", "reward"].reshape(len(traj), 1),
+                "terminated": column["next", "terminated"].reshape(len(traj), 1),
+            },
+        },
+        [len(traj)],
+    )
 
 
 def _pad(data: TensorDictBase, tasks: TaskSet) -> TensorDictBase:
@@ -165,12 +186,20 @@ def from_official_episodes(td: TensorDictBase, first_episode: int = 0) -> Tensor
     terminated = td["terminated"] if "terminated" in td.keys() else torch.zeros(E, T1, dtype=torch.bool)
     episode = torch.arange(first_episode, first_episode + E).unsqueeze(1).expand(E, T1 - 1)
     n = E * (T1 - 1)
-    return TensorDict({
-        "observation": obs[:, :-1].reshape(n, -1), "action": action[:, 1:].reshape(n, -1).float(),
-        "task": task[:, 1:].reshape(n).long(), "episode": episode.reshape(n),
-        "next": {"observation": obs[:, 1:].reshape(n, -1), "reward": reward[:, 1:].reshape(n, 1).float(),
-                 "terminated": terminated[:, 1:].reshape(n, 1).bool()},
-    }, [n])
+    return TensorDict(
+        {
+            "observation": obs[:, :-1].reshape(n, -1),
+            "action": action[:, 1:].reshape(n, -1).float(),
+            "task": task[:, 1:].reshape(n).long(),
+            "episode": episode.reshape(n),
+            "next": {
+                "observation": obs[:, 1:].reshape(n, -1),
+                "reward": reward[:, 1:].reshape(n, 1).float(),
+                "terminated": terminated[:, 1:].reshape(n, 1).bool(),
+            },
+        },
+        [n],
+    )
 
 
 def import_official(files: Sequence[str | Path], task_set: str, out: str | Path) -> Path:
@@ -184,8 +213,10 @@ def import_official(files: Sequence[str | Path], task_set: str, out: str | Path)
         part = from_official_episodes(td, episodes)
         episodes += td.shape[0]
         if part["observation"].shape[-1] != tasks.obs_dim or part["action"].shape[-1] != tasks.action_dim:
-            raise ConfigError(f"{f}: obs/action sizes {part['observation'].shape[-1]}/{part['action'].shape[-1]} "
-                              f"are not {task_set}'s {tasks.obs_dim}/{tasks.action_dim}")
+            raise ConfigError(
+                f"{f}: obs/action sizes {part['observation'].shape[-1]}/{part['action'].shape[-1]} "
+                f"are not {task_set}'s {tasks.obs_dim}/{tasks.action_dim}"
+            )
         parts.append(part)
     return write_dataset(out, tasks.tasks, torch.cat(parts))
 
@@ -194,7 +225,9 @@ def import_official(files: Sequence[str | Path], task_set: str, out: str | Path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tdmpc2_trl.data.offline_dataset", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tdmpc2_trl.data.offline_dataset", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="a dataset from runs' replay buffers (newest checkpoint of each)")
     export.add_argument("runs", nargs="+", help="run directories (or checkpoint files)")
@@ -216,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     tasks, data = load_dataset(out)
-    print(f"wrote {out}: {len(data):,} transitions, {int(data['episode'].max()) + 1:,} episodes, "
-          f"tasks {tasks.names}")
+    print(f"wrote {out}: {len(data):,} transitions, {int(data['episode'].max()) + 1:,} episodes, tasks {tasks.names}")
     return 0
 
 

@@ -12,6 +12,7 @@ TorchRL's alternative for interleaved data, ``fragmented=True``, re-sorts the wh
 Trajectory ids must differ between consecutive trajectories of a column: a resumed run's fresh collector
 restarts its ids at 0, so ``add`` shifts them by ``next_traj_offset(buffer)``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,16 @@ from torchrl.data.replay_buffers.samplers import SliceSampler
 from tdmpc2_trl import _compat
 from tdmpc2_trl.config.schema import ConfigError
 
-__all__ = ["MASK_KEY", "EpisodeEndSliceSampler", "SliceReplayBuffer", "add", "make_replay_buffer", "next_traj_offset",
-           "ordinal_device", "sample_batch"]
+__all__ = [
+    "MASK_KEY",
+    "EpisodeEndSliceSampler",
+    "SliceReplayBuffer",
+    "add",
+    "make_replay_buffer",
+    "next_traj_offset",
+    "ordinal_device",
+    "sample_batch",
+]
 
 TRAJ_KEY = ("collector", "traj_ids")
 MASK_KEY = ("collector", "mask")  # TorchRL's key for the real (True) and padded (False) steps of a padded slice
@@ -60,9 +69,11 @@ class SliceReplayBuffer(_compat.NoIndexWriteback, TensorDictReplayBuffer):
         elif data.ndim > 2:
             data = data.reshape(-1, data.shape[-1])
         if self.num_envs not in (None, data.shape[0]):
-            raise ConfigError(f"the replay buffer holds {self.num_envs} env columns but got a batch of "
-                              f"{data.shape[0]} envs: keep num_envs (times collector.workers) fixed for a buffer "
-                              f"(and across a resume)")
+            raise ConfigError(
+                f"the replay buffer holds {self.num_envs} env columns but got a batch of "
+                f"{data.shape[0]} envs: keep num_envs (times collector.workers) fixed for a buffer "
+                f"(and across a resume)"
+            )
         return super().extend(data, **kwargs)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -118,8 +129,9 @@ def make_slice_sampler(horizon: int, traj_key: Any, episode_end_slices: bool) ->
     """Slices of ``horizon`` steps inside one trajectory of ``traj_key``: TD-MPC2's (strict) or, with
     ``episode_end_slices``, also starting in a trajectory's last steps, padded and masked."""
     cls = EpisodeEndSliceSampler if episode_end_slices else SliceSampler
-    return cls(slice_len=horizon, traj_key=traj_key, strict_length=True, truncated_key=None, init_key=None,
-               cache_values=True)
+    return cls(
+        slice_len=horizon, traj_key=traj_key, strict_length=True, truncated_key=None, init_key=None, cache_values=True
+    )
 
 
 def ordinal_device(device: torch.device | str) -> torch.device:
@@ -130,9 +142,16 @@ def ordinal_device(device: torch.device | str) -> torch.device:
     return device
 
 
-def make_replay_buffer(*, capacity: int, batch_size: int, horizon: int, storage: str = "memory",
-                       scratch_dir: str | Path | None = None, device: torch.device | str = "cpu",
-                       episode_end_slices: bool = False) -> SliceReplayBuffer:
+def make_replay_buffer(
+    *,
+    capacity: int,
+    batch_size: int,
+    horizon: int,
+    storage: str = "memory",
+    scratch_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    episode_end_slices: bool = False,
+) -> SliceReplayBuffer:
     """A buffer of about ``capacity`` transitions whose ``sample()`` returns ``batch_size`` slices of
     ``horizon`` transitions, flattened to ``[batch_size * horizon]`` (``sample_batch`` gives ``[B, H]``).
 
@@ -158,8 +177,10 @@ def make_replay_buffer(*, capacity: int, batch_size: int, horizon: int, storage:
         True
     """
     if capacity < horizon or batch_size < 1 or horizon < 1:
-        raise ConfigError(f"replay buffer: need capacity >= horizon >= 1 and batch_size >= 1 "
-                          f"(capacity={capacity}, horizon={horizon}, batch_size={batch_size})")
+        raise ConfigError(
+            f"replay buffer: need capacity >= horizon >= 1 and batch_size >= 1 "
+            f"(capacity={capacity}, horizon={horizon}, batch_size={batch_size})"
+        )
     if storage == "memory":
         store = LazyTensorStorage(capacity, device="cpu", ndim=2)
     elif storage == "memmap":
@@ -168,8 +189,9 @@ def make_replay_buffer(*, capacity: int, batch_size: int, horizon: int, storage:
     else:
         raise ConfigError(f"buffer storage {storage!r} must be 'memory' or 'memmap'")
     sampler = make_slice_sampler(horizon, TRAJ_KEY, episode_end_slices)
-    return SliceReplayBuffer(horizon=horizon, batch_device=device, storage=store, sampler=sampler,
-                             batch_size=batch_size * horizon)
+    return SliceReplayBuffer(
+        horizon=horizon, batch_device=device, storage=store, sampler=sampler, batch_size=batch_size * horizon
+    )
 
 
 def next_traj_offset(rb: SliceReplayBuffer) -> int:

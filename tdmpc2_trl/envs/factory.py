@@ -11,6 +11,7 @@ channels (``CatFrames``, the first frame repeated after a reset): ``observation`
 Rendering is headless (``render.configure_gl``: EGL, else OSMesa); state-based envs render only for videos.
 dm_control 1.0.50 needs ``mujoco<4``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,19 +20,33 @@ import functools
 import importlib
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torchrl.envs import (
-    ActionScaling, CatFrames, CatTensors, Compose, DoubleToFloat, EnvBase, ExcludeTransform, FrameSkipTransform,
-    InitTracker, RewardSum, SerialEnv, StepCounter, ToTensorImage, Transform, TransformedEnv,
+    ActionScaling,
+    CatFrames,
+    CatTensors,
+    Compose,
+    DoubleToFloat,
+    EnvBase,
+    ExcludeTransform,
+    FrameSkipTransform,
+    InitTracker,
+    RewardSum,
+    SerialEnv,
+    StepCounter,
+    ToTensorImage,
+    Transform,
+    TransformedEnv,
 )
 from torchrl.record.recorder import PixelRenderTransform
 
 from tdmpc2_trl.config.schema import OBS_TYPES, ConfigError
-from tdmpc2_trl.networks.pixels import FRAME_STACK, PIXEL_SIZE, pixel_obs_shape
 from tdmpc2_trl.envs.render import RenderableDMControlEnv, configure_gl
+from tdmpc2_trl.networks.pixels import FRAME_STACK, PIXEL_SIZE, pixel_obs_shape
 
 if TYPE_CHECKING:
     from gymnasium.envs.registration import EnvSpec
@@ -45,10 +60,20 @@ DMC_DOMAIN_ALIASES = {"cup": "ball_in_cup", "pointmass": "point_mass"}  # TD-MPC
 # Episodic = an episode can end by termination, not only by the time limit. TD-MPC2 then learns a termination
 # head and plans with it. Keys are gymnasium ids without their version suffix. DMControl tasks count as never
 # terminating, as in TD-MPC2 (a termination the env does report still stops bootstrapping in the loss).
-GYM_EPISODIC = frozenset({
-    "Hopper", "Walker2d", "Ant", "Humanoid", "InvertedPendulum", "InvertedDoublePendulum",  # unhealthy / fallen
-    "MountainCarContinuous", "LunarLanderContinuous", "BipedalWalker", "BipedalWalkerHardcore",  # goal / crash
-})
+GYM_EPISODIC = frozenset(
+    {
+        "Hopper",
+        "Walker2d",
+        "Ant",
+        "Humanoid",
+        "InvertedPendulum",
+        "InvertedDoublePendulum",  # unhealthy / fallen
+        "MountainCarContinuous",
+        "LunarLanderContinuous",
+        "BipedalWalker",
+        "BipedalWalkerHardcore",  # goal / crash
+    }
+)
 GYM_CONTINUING = frozenset({"Pendulum", "HalfCheetah", "Swimmer", "Reacher", "Pusher", "HumanoidStandup"})
 # An id in neither table is treated as episodic: a termination head on a task that never terminates only learns
 # "never" (a little wasted compute), while ignoring real terminations would mislead the planner.
@@ -120,7 +145,8 @@ def _unknown_task(task: str) -> ConfigError:
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return ConfigError(
         f"unknown task {task!r}{hint}: use a DMControl task ({', '.join(_dmc_tasks())}) or any registered "
-        f"gymnasium id with continuous actions (e.g. Pendulum-v1, Hopper-v5, HalfCheetah-v5)")
+        f"gymnasium id with continuous actions (e.g. Pendulum-v1, Hopper-v5, HalfCheetah-v5)"
+    )
 
 
 def _import_task_module(module: str, env_id: str) -> None:
@@ -132,12 +158,14 @@ def _import_task_module(module: str, env_id: str) -> None:
         first = str(err).splitlines()[0] if str(err) else ""
         # the module itself not found (not an import inside it): the usual cause is a folder missing from the path
         missing = isinstance(err, ModuleNotFoundError) and f"{module}.".startswith(f"{err.name}.")
-        raise ConfigError(f"task '{module}:{env_id}': cannot import module {module!r} ({type(err).__name__}"
-                          f"{': ' + first if first else ''})"
-                          f"{'; put its folder on PYTHONPATH' if missing else ''}") from None
+        raise ConfigError(
+            f"task '{module}:{env_id}': cannot import module {module!r} ({type(err).__name__}"
+            f"{': ' + first if first else ''})"
+            f"{'; put its folder on PYTHONPATH' if missing else ''}"
+        ) from None
 
 
-def _gym_spec(task: str) -> "EnvSpec":
+def _gym_spec(task: str) -> EnvSpec:
     """The gymnasium registry entry of ``task``; ``ConfigError`` if it is not registered.
 
     ``module:EnvId`` (gymnasium's own syntax) imports ``module`` first, so a user's env can register itself.
@@ -270,14 +298,23 @@ def task_info(task: str, obs: str = "state") -> TaskInfo:
     finally:
         env.close()
     if dmc is not None:
-        return TaskInfo(task, "dmc", DMC_PHYSICS_STEPS // DMC_ACTION_REPEAT, False, obs_dim, action_dim,
-                        DMC_ACTION_REPEAT)
+        return TaskInfo(
+            task, "dmc", DMC_PHYSICS_STEPS // DMC_ACTION_REPEAT, False, obs_dim, action_dim, DMC_ACTION_REPEAT
+        )
     length = _gym_spec(task).max_episode_steps or GYM_DEFAULT_EPISODE_STEPS
     return TaskInfo(task, "gym", int(length), _gym_episodic(task), obs_dim, action_dim, 1)
 
 
-def make_env(task: str, *, seed: int = 0, num_envs: int = 1, device: torch.device | str = "cpu",
-             transforms: Sequence[Transform] = (), obs: str = "state", render: bool = False) -> TransformedEnv:
+def make_env(
+    task: str,
+    *,
+    seed: int = 0,
+    num_envs: int = 1,
+    device: torch.device | str = "cpu",
+    transforms: Sequence[Transform] = (),
+    obs: str = "state",
+    render: bool = False,
+) -> TransformedEnv:
     """The agent's env, batch size ``[]`` for one copy or ``[num_envs]`` for a ``SerialEnv`` of copies.
 
     Copy ``i`` is seeded with ``seed + i``. The bookkeeping transforms and ``transforms`` wrap the whole batch
@@ -322,8 +359,15 @@ class EnvFactory:
     render: bool = False
 
     def __call__(self) -> TransformedEnv:
-        return make_env(self.task, seed=self.seed, num_envs=self.num_envs, device=self.device, obs=self.obs,
-                        transforms=[t.clone() for t in self.transforms], render=self.render)
+        return make_env(
+            self.task,
+            seed=self.seed,
+            num_envs=self.num_envs,
+            device=self.device,
+            obs=self.obs,
+            transforms=[t.clone() for t in self.transforms],
+            render=self.render,
+        )
 
-    def replace(self, **changes) -> "EnvFactory":
+    def replace(self, **changes) -> EnvFactory:
         return dataclasses.replace(self, **changes)

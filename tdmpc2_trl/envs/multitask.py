@@ -5,6 +5,7 @@ planner call) can hold envs of different tasks.
 passes the task's own leading dimensions to the env, and ``task_id_primer`` writes the task id into every step.
 TorchRL has no padding transform for observations or actions, hence these two.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,7 @@ class PadObservation(Transform):
 
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
         spec = observation_spec["observation"]
-        observation_spec["observation"] = Unbounded((*spec.shape[:-1], self.size), device=spec.device,
-                                                    dtype=spec.dtype)
+        observation_spec["observation"] = Unbounded((*spec.shape[:-1], self.size), device=spec.device, dtype=spec.dtype)
         return observation_spec
 
 
@@ -53,7 +53,7 @@ class PadAction(Transform):
         self.size, self.own = size, own
 
     def _inv_apply_transform(self, action: torch.Tensor) -> torch.Tensor:
-        return action[..., :self.own]
+        return action[..., : self.own]
 
     def _padded(self, spec: TensorSpec) -> TensorSpec:
         return Bounded(-1.0, 1.0, (*spec.shape[:-1], self.size), device=spec.device, dtype=spec.dtype)
@@ -100,14 +100,20 @@ class MultitaskEnvFactory:
         return [i for i in range(len(self.task_set)) for _ in range(self.envs_per_task)]
 
     def __call__(self) -> TransformedEnv:
-        copies = [EnvFactory(self.task_set.names[i], seed=self.seed + n, device=self.device,
-                             transforms=tuple(multitask_transforms(self.task_set, self.task_set.names[i])))
-                  for n, i in enumerate(self.task_ids())]
+        copies = [
+            EnvFactory(
+                self.task_set.names[i],
+                seed=self.seed + n,
+                device=self.device,
+                transforms=tuple(multitask_transforms(self.task_set, self.task_set.names[i])),
+            )
+            for n, i in enumerate(self.task_ids())
+        ]
         env: EnvBase = SerialEnv(len(copies), copies, device=self.device)
         env = TransformedEnv(env)
         for transform in self.transforms:
             env.append_transform(transform.clone())
         return env
 
-    def replace(self, **changes) -> "MultitaskEnvFactory":
+    def replace(self, **changes) -> MultitaskEnvFactory:
         return dataclasses.replace(self, **changes)

@@ -5,6 +5,7 @@
 llvmpipe, no X server), or ``osmesa`` (software) where libEGL is missing; with neither library it leaves the
 variable alone, state-based training still works and rendering fails with ``rendering_error``'s hint.
 """
+
 from __future__ import annotations
 
 import ctypes.util
@@ -45,7 +46,8 @@ def rendering_error(err: Exception) -> ConfigError:
     return ConfigError(
         f"rendering failed ({type(err).__name__}: {err}); MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}. Headless "
         f"rendering needs EGL (libegl1 + Mesa or a GPU driver) or OSMesa (libosmesa6): install one, or set "
-        f"MUJOCO_GL=egl|osmesa")
+        f"MUJOCO_GL=egl|osmesa"
+    )
 
 
 class RenderableDMControlEnv(DMControlEnv):

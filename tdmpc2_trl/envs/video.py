@@ -10,6 +10,7 @@ episode (``T + 1`` frames for ``T`` steps), so state-based and pixel-based envs 
 never render. DMControl envs render the task camera (camera 2 for quadruped) at ``size``²; gymnasium envs need
 ``render=True`` in ``make_env`` and give frames at their own size.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,10 +25,10 @@ from torchrl.envs import EnvBase, Transform
 from torchrl.envs.batched_envs import BatchedEnvBase
 
 from tdmpc2_trl import _compat
-from tdmpc2_trl.platform.checkpoint import named_os_error
-from tdmpc2_trl.platform.extras import require
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.envs.render import RenderableDMControlEnv, rendering_error
+from tdmpc2_trl.platform.checkpoint import named_os_error
+from tdmpc2_trl.platform.extras import require
 
 __all__ = ["VIDEO_FPS", "EpisodeRecorder", "read_video", "video_path", "write_video"]
 

@@ -12,10 +12,11 @@ The Q ensemble is registered TorchRL's way (``convert_to_functional``): ``qvalue
 ``Parameter`` objects of ``world_model.q_ensemble`` (so the planner sees every update) and
 ``target_qvalue_network_params`` a detached clone that only ``SoftUpdate`` moves.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
@@ -26,10 +27,10 @@ from torchrl.objectives import LossModule
 
 from tdmpc2_trl import _compat
 from tdmpc2_trl.networks.bounds import ActionBounds
-from tdmpc2_trl.platform.compiling import compile_or_eager
+from tdmpc2_trl.networks.layers import eval_mode
 from tdmpc2_trl.networks.math import RunningScale, soft_ce, two_hot_inv
 from tdmpc2_trl.networks.world_model import QEnsemble, WorldModel
-from tdmpc2_trl.networks.layers import eval_mode
+from tdmpc2_trl.platform.compiling import compile_or_eager
 
 __all__ = ["TDMPC2Loss", "rho_weights"]
 
@@ -156,7 +157,7 @@ class TDMPC2Loss(LossModule):
         self.__dict__["_compiled_terms"] = None
 
     # ---- compilation ----
-    def compile_terms(self, enabled: bool = True) -> "TDMPC2Loss":
+    def compile_terms(self, enabled: bool = True) -> TDMPC2Loss:
         """Run the world-model and policy terms through ``torch.compile`` (each one forward graph and one backward
         graph, every LayerNorm/Mish/softmax/cast fused between the matmuls); eager again with ``enabled=False``.
 
@@ -165,10 +166,14 @@ class TDMPC2Loss(LossModule):
         runs eagerly. The compiled callables are not pickled.
         """
         hint = "optim.compile=false silences this"
-        self.__dict__["_compiled_terms"] = {
-            "world_model": compile_or_eager(self._world_model_terms, "the world-model loss", hint),
-            "policy": compile_or_eager(self._policy_terms, "the policy loss", hint),
-        } if enabled else None
+        self.__dict__["_compiled_terms"] = (
+            {
+                "world_model": compile_or_eager(self._world_model_terms, "the world-model loss", hint),
+                "policy": compile_or_eager(self._policy_terms, "the policy loss", hint),
+            }
+            if enabled
+            else None
+        )
         return self
 
     @property
@@ -192,8 +197,13 @@ class TDMPC2Loss(LossModule):
     def in_keys(self) -> list[NestedKey]:
         if self._in_keys is None:
             k = self.tensor_keys
-            self._in_keys = [k.observation, k.action, ("next", k.observation), ("next", k.reward),
-                             ("next", k.terminated)] + ([k.task] if self.world_model.multitask else [])
+            self._in_keys = [
+                k.observation,
+                k.action,
+                ("next", k.observation),
+                ("next", k.reward),
+                ("next", k.terminated),
+            ] + ([k.task] if self.world_model.multitask else [])
         return self._in_keys
 
     @property
@@ -226,16 +236,28 @@ class TDMPC2Loss(LossModule):
             task = batch.get(k.task)
             task = (task.squeeze(-1) if task.ndim == action.ndim else task).long()
             action = action * self.world_model.tasks.mask(task)  # e.g. random seed actions in unused dims
-        return (batch.get(k.observation), action, batch.get(("next", k.observation)),
-                batch.get(("next", k.reward)), batch.get(("next", k.terminated)), task)
+        return (
+            batch.get(k.observation),
+            action,
+            batch.get(("next", k.observation)),
+            batch.get(("next", k.reward)),
+            batch.get(("next", k.terminated)),
+            task,
+        )
 
     def discount_of(self, task: torch.Tensor | None) -> torch.Tensor | float:
         """γ: the loss's, or for a multitask model each sample's task's (``[*task.shape, 1]``)."""
         return self.discount if task is None else self.world_model.tasks.discounts[task].unsqueeze(-1)
 
     @torch.no_grad()
-    def _td_target_from_latents(self, next_z: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
-                                heads: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+    def _td_target_from_latents(
+        self,
+        next_z: torch.Tensor,
+        reward: torch.Tensor,
+        terminated: torch.Tensor,
+        heads: torch.Tensor,
+        task: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         wm = self.world_model
         action = wm.pi(next_z, task)[0]
         # TD-MPC2 computes targets with the model in eval mode (its update ends with model.eval()): no dropout.
@@ -270,10 +292,17 @@ class TDMPC2Loss(LossModule):
             out.set("latent_mask", torch.cat([torch.ones_like(mask[..., :1]), mask], -1))
         return out
 
-    def _world_model_terms(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor,
-                           reward: torch.Tensor, terminated: torch.Tensor, td_heads: torch.Tensor,
-                           task: torch.Tensor | None = None, mask: torch.Tensor | None = None
-                           ) -> dict[str, torch.Tensor]:
+    def _world_model_terms(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        next_obs: torch.Tensor,
+        reward: torch.Tensor,
+        terminated: torch.Tensor,
+        td_heads: torch.Tensor,
+        task: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """``world_model_loss`` on plain tensors; ``td_heads``: the 2 target Q heads of the TD target; ``mask``
         ``[B, H]``: the real steps (padded ones weigh 0, the normalisation stays that of a full batch)."""
         wm, horizon = self.world_model, action.shape[-2]
@@ -315,9 +344,15 @@ class TDMPC2Loss(LossModule):
             latents=zs.detach(),
         )
 
-    def _termination_loss(self, z: torch.Tensor, z_next: torch.Tensor, action: torch.Tensor,
-                          terminated: torch.Tensor, task: torch.Tensor | None = None,
-                          mask: torch.Tensor | None = None) -> torch.Tensor:
+    def _termination_loss(
+        self,
+        z: torch.Tensor,
+        z_next: torch.Tensor,
+        action: torch.Tensor,
+        terminated: torch.Tensor,
+        task: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """BCE-with-logits of the predicted transition's termination (padded steps weigh 0); zero for non-episodic
         tasks.
 
@@ -332,8 +367,9 @@ class TDMPC2Loss(LossModule):
             return F.binary_cross_entropy_with_logits(logits, target)
         return _weighting(mask)(F.binary_cross_entropy_with_logits(logits, target, reduction="none")).mean()
 
-    def policy_loss(self, latents: torch.Tensor, task: torch.Tensor | None = None,
-                    mask: torch.Tensor | None = None) -> TensorDictBase:
+    def policy_loss(
+        self, latents: torch.Tensor, task: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> TensorDictBase:
         """TD-MPC2's policy objective on detached latents ``[..., T, L]`` with the Q ensemble frozen (``task``:
         a multitask model's ids ``[..., T]``; ``mask``: the real latents ``[..., T]``, ``latent_mask``).
 
@@ -343,8 +379,9 @@ class TDMPC2Loss(LossModule):
         heads = self.world_model.random_heads(latents.device)
         return TensorDict(self._terms_fns["policy"](latents.detach(), heads, task, mask))
 
-    def _policy_terms(self, z: torch.Tensor, heads: torch.Tensor, task: torch.Tensor | None = None,
-                      mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def _policy_terms(
+        self, z: torch.Tensor, heads: torch.Tensor, task: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """``policy_loss`` on a plain tensor; ``heads``: the 2 Q heads averaged."""
         action, _, log_std, log_prob, scaled_entropy = self.world_model.pi(z, task)
         # grads reach the action only
@@ -365,5 +402,6 @@ class TDMPC2Loss(LossModule):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Both objectives; the policy term runs on this batch's detached rollout latents."""
         out = self.world_model_loss(tensordict)
-        return out.update(self.policy_loss(out.get("latents"), out.get("latent_task", None),
-                                           out.get("latent_mask", None)))
+        return out.update(
+            self.policy_loss(out.get("latents"), out.get("latent_task", None), out.get("latent_mask", None))
+        )

@@ -1,9 +1,10 @@
 """One TD-MPC2 update: world-model step, then policy step on the detached latents, then the target Q lerp.
 
-    wm_optim, pi_optim = make_optimizers(loss, lr=3e-4)
-    updater = TDMPC2Update(loss, wm_optim, pi_optim, grad_clip_norm=20.0, tau=0.01)
-    metrics = updater(batch)   # TensorDict of scalars
+wm_optim, pi_optim = make_optimizers(loss, lr=3e-4)
+updater = TDMPC2Update(loss, wm_optim, pi_optim, grad_clip_norm=20.0, tau=0.01)
+metrics = updater(batch)   # TensorDict of scalars
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -55,8 +56,9 @@ def _check_partition(loss: TDMPC2Loss, wm_params: list[nn.Parameter], pi_params:
         raise RuntimeError("optimiser parameter groups do not partition the loss's trainable parameters")
 
 
-def make_optimizers(loss: TDMPC2Loss, lr: float = 3e-4, enc_lr_scale: float = 1.0,
-                    pi_eps: float = 1e-5) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+def make_optimizers(
+    loss: TDMPC2Loss, lr: float = 3e-4, enc_lr_scale: float = 1.0, pi_eps: float = 1e-5
+) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """Adam for the world model + Q (encoder lr scaled; official TD-MPC2 uses 0.3) and Adam for the policy.
 
     The seed specifies Adam 3e-4 for both; TD-MPC2 gives the policy optimiser ``eps=1e-5``.
@@ -112,9 +114,16 @@ class TDMPC2Update:
         (True, True)
     """
 
-    def __init__(self, loss: TDMPC2Loss, wm_optim: torch.optim.Optimizer, pi_optim: torch.optim.Optimizer,
-                 grad_clip_norm: float = 20.0, tau: float = 0.01, max_consecutive_skips: int = 100,
-                 autocast_dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        loss: TDMPC2Loss,
+        wm_optim: torch.optim.Optimizer,
+        pi_optim: torch.optim.Optimizer,
+        grad_clip_norm: float = 20.0,
+        tau: float = 0.01,
+        max_consecutive_skips: int = 100,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
         self.loss = loss
         # autocast follows the model: a batch on another device must fail loudly, not silently run in fp32
         self.device = next(loss.world_model.parameters()).device
@@ -128,8 +137,9 @@ class TDMPC2Update:
         self._wm_params = _optim_params(wm_optim)
         self._pi_params = _optim_params(pi_optim)
 
-    def _step(self, objective: torch.Tensor, optim: torch.optim.Optimizer,
-              params: list[nn.Parameter]) -> tuple[torch.Tensor, bool]:
+    def _step(
+        self, objective: torch.Tensor, optim: torch.optim.Optimizer, params: list[nn.Parameter]
+    ) -> tuple[torch.Tensor, bool]:
         """Backward, clip, and step unless the objective or the gradient norm is non-finite (then skip the step,
         so a bad batch never reaches the parameters or Adam's moments). Returns ``(grad_norm, stepped)``."""
         optim.zero_grad(set_to_none=True)
@@ -149,8 +159,9 @@ class TDMPC2Update:
         grad_norm, stepped = self._step(total, self.wm_optim, self._wm_params)
         return out.set("total_loss", total.detach()).set("grad_norm", grad_norm), stepped
 
-    def policy_step(self, latents: torch.Tensor, task: torch.Tensor | None = None,
-                    mask: torch.Tensor | None = None) -> tuple[TensorDictBase, bool]:
+    def policy_step(
+        self, latents: torch.Tensor, task: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> tuple[TensorDictBase, bool]:
         """Backward of ``loss_policy`` into the policy only, clip, step (``task``: a multitask batch's ids;
         ``mask``: the real latents of slices padded past an episode's end)."""
         with autocast(self.device, self.autocast_dtype):
@@ -161,8 +172,9 @@ class TDMPC2Update:
     def __call__(self, batch: TensorDictBase) -> TensorDictBase:
         self.loss.train()
         wm_out, wm_ok = self.world_model_step(batch)
-        pi_out, pi_ok = self.policy_step(wm_out.get("latents"), wm_out.get("latent_task", None),
-                                         wm_out.get("latent_mask", None))
+        pi_out, pi_ok = self.policy_step(
+            wm_out.get("latents"), wm_out.get("latent_task", None), wm_out.get("latent_mask", None)
+        )
         if wm_ok and pi_ok:
             self.target_updater.step()
             self.consecutive_skips = 0
@@ -173,7 +185,8 @@ class TDMPC2Update:
                 raise NonFiniteUpdateError(
                     f"{self.consecutive_skips} consecutive updates had a non-finite loss or gradient "
                     f"(last: total_loss={float(wm_out['total_loss']):.4g}, loss_policy="
-                    f"{pi_out['loss_policy'].detach().item():.4g}); check the observations/rewards or lower lr")
+                    f"{pi_out['loss_policy'].detach().item():.4g}); check the observations/rewards or lower lr"
+                )
         metrics = wm_out.exclude("latents", "latent_task", "latent_mask").update(pi_out)
         metrics.set("skipped_updates", torch.tensor(float(self.skipped_updates)))
         return metrics.apply(lambda v: v.detach())

@@ -8,6 +8,7 @@ TD-MPC2's networks (the policy's tanh, MPPI's clamp) work in [-1, 1]. ``ActionBo
 The planner maps its output with ``to_env``; the loss maps replayed env-unit actions back with ``to_unit``. A ±1 spec
 leaves actions untouched.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,23 +24,29 @@ def _spec_bounds(action_spec, action_dim: int) -> tuple[torch.Tensor, torch.Tens
     """``(low, high)`` ``[action_dim]`` of a ``Bounded`` spec; ``ConfigError`` (one line) for anything else."""
     kind = type(action_spec).__name__
     if not isinstance(action_spec, Bounded):
-        raise ConfigError(f"the action spec is {kind}: TD-MPC2 needs a Bounded action spec with finite low/high "
-                          f"(its actions are an affine map of [-1, 1])")
+        raise ConfigError(
+            f"the action spec is {kind}: TD-MPC2 needs a Bounded action spec with finite low/high "
+            f"(its actions are an affine map of [-1, 1])"
+        )
     if not action_spec.dtype.is_floating_point:
         raise ConfigError(f"the action spec is {kind} of dtype {action_spec.dtype}: TD-MPC2 needs continuous actions")
     if action_spec.shape[-1:] != (action_dim,):
-        raise ConfigError(f"the action spec has shape {tuple(action_spec.shape)}; the world model acts in "
-                          f"{action_dim} dims")
+        raise ConfigError(
+            f"the action spec has shape {tuple(action_spec.shape)}; the world model acts in {action_dim} dims"
+        )
     low = action_spec.space.low.expand(action_spec.shape).reshape(-1, action_dim).to(torch.float32)
     high = action_spec.space.high.expand(action_spec.shape).reshape(-1, action_dim).to(torch.float32)
     if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
-        raise ConfigError(f"the action spec has non-finite bounds (low={low[0].tolist()}, high={high[0].tolist()}): "
-                          f"TD-MPC2 needs finite ones")
+        raise ConfigError(
+            f"the action spec has non-finite bounds (low={low[0].tolist()}, high={high[0].tolist()}): "
+            f"TD-MPC2 needs finite ones"
+        )
     if (low != low[0]).any() or (high != high[0]).any():
         raise ConfigError("the action spec's bounds differ between batched envs; pass one env's spec")
     if not (high[0] > low[0]).all():
-        raise ConfigError(f"the action spec needs high > low in every dim (low={low[0].tolist()}, "
-                          f"high={high[0].tolist()})")
+        raise ConfigError(
+            f"the action spec needs high > low in every dim (low={low[0].tolist()}, high={high[0].tolist()})"
+        )
     return low[0], high[0]
 
 

@@ -11,6 +11,7 @@ The mask is a custom op (``tdmpc2_trl::dropout_mask``): compiled graphs call it 
 lowering random numbers themselves, and the ``nondeterministic_seeded`` tag keeps the partitioner from recomputing
 it for the backward pass (which would draw a different mask).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,7 @@ def _dropped_positions(n: int, p: float, device: torch.device) -> torch.Tensor:
     return ends[ends <= n] - 1  # trial numbers are 1-based
 
 
-@torch.library.custom_op("tdmpc2_trl::dropout_mask", mutates_args=(),
-                         tags=torch.Tag.nondeterministic_seeded)
+@torch.library.custom_op("tdmpc2_trl::dropout_mask", mutates_args=(), tags=torch.Tag.nondeterministic_seeded)
 def dropout_mask(like: torch.Tensor, p: float) -> torch.Tensor:
     """A tensor shaped and typed like ``like``: ``0`` with probability ``p`` per element, else ``1/(1−p)``."""
     mask = torch.full(like.shape, 1.0 / (1.0 - p), dtype=like.dtype, device=like.device)

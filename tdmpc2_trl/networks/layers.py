@@ -1,4 +1,5 @@
 """Building blocks shared by every TD-MPC2 network: SimNorm, MLP builders and the init scheme."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence

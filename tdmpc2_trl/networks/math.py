@@ -1,4 +1,5 @@
 """TD-MPC2 maths as free functions: two-hot in symlog space, the squashed Gaussian, RunningScale, discount."""
+
 from __future__ import annotations
 
 import functools
@@ -47,7 +48,7 @@ class Bins:
         return _support(self, torch.device(device) if device is not None else torch.device("cpu"), dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _support(bins: Bins, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return torch.linspace(bins.vmin, bins.vmax, bins.num_bins, device=device, dtype=dtype)
 
@@ -107,7 +108,9 @@ def tanh_log_det(pre_tanh_action: torch.Tensor) -> torch.Tensor:
     return tanh_log_det_terms(pre_tanh_action).sum(-1, keepdim=True)
 
 
-def discount_from_episode_length(episode_length: int, denom: float = 5.0, low: float = 0.95, high: float = 0.995) -> float:
+def discount_from_episode_length(
+    episode_length: int, denom: float = 5.0, low: float = 0.95, high: float = 0.995
+) -> float:
     """TD-MPC2's heuristic discount: ``clip((L/5 - 1) / (L/5), 0.95, 0.995)`` for L agent steps per episode."""
     if episode_length <= 0:
         raise ValueError(f"episode_length must be positive, got {episode_length}")

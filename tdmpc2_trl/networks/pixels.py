@@ -3,6 +3,7 @@
 Observations are ``FRAME_STACK`` RGB frames of ``PIXEL_SIZE``² stacked on channels, uint8 ``[..., 9, 64, 64]``
 (``envs.py`` builds them with TorchRL transforms; the replay buffer keeps them as uint8).
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,8 +35,8 @@ class PixelEncoder(nn.Module):
 
     x/255 − 0.5 → Conv(C→c, 7, s2) → ReLU → Conv(c→c, 5, s2) → ReLU → Conv(c→c, 3, s2) → ReLU
     → Conv(c→c, 3, s1) → Flatten → SimNorm. With 64×64 input and c = 32 the flattened map is 32·4·4 = 512
-    features, the latent itself (TD-MPC2 uses latent 512 with pixels). For any other latent size a ``Linear(512, latent_dim)`` is inserted
-    before SimNorm. Leading dims are flattened into one conv batch and restored.
+    features, the latent itself (TD-MPC2 uses latent 512 with pixels). For any other latent size a
+    ``Linear(512, latent_dim)`` is inserted before SimNorm. Leading dims are flattened into one conv batch and restored.
     """
 
     def __init__(self, obs_shape: tuple[int, ...], num_channels: int, latent_dim: int, simnorm_dim: int = 8) -> None:
@@ -46,10 +47,14 @@ class PixelEncoder(nn.Module):
         c = num_channels
         self.convs = nn.Sequential(
             PixelPreprocess(),
-            nn.Conv2d(self.obs_shape[0], c, 7, stride=2), nn.ReLU(),
-            nn.Conv2d(c, c, 5, stride=2), nn.ReLU(),
-            nn.Conv2d(c, c, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(c, c, 3, stride=1), nn.Flatten(),
+            nn.Conv2d(self.obs_shape[0], c, 7, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 5, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 3, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 3, stride=1),
+            nn.Flatten(),
         )
         with torch.no_grad():
             flat = int(self.convs(torch.zeros(1, *self.obs_shape)).shape[-1])

@@ -6,6 +6,7 @@ its own dimensions). Every network gets the task's embedding concatenated to its
 encoder, ``[z, e]`` for the policy and termination, ``[z, e, a]`` for dynamics, reward and Q heads).
 Each task keeps its own discount (from its own episode length).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,12 +15,21 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from tdmpc2_trl.config.presets import config_dir
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.networks.math import discount_from_episode_length
-from tdmpc2_trl.config.presets import config_dir
 
-__all__ = ["TaskSpec", "TaskSet", "TaskEmbedding", "OFFICIAL_TASK_SETS", "official_model_overrides",
-           "official_task_dim", "official_task_names", "official_task_set", "official_task_spec"]
+__all__ = [
+    "TaskSpec",
+    "TaskSet",
+    "TaskEmbedding",
+    "OFFICIAL_TASK_SETS",
+    "official_model_overrides",
+    "official_task_dim",
+    "official_task_names",
+    "official_task_set",
+    "official_task_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,7 @@ class TaskSet:
         """``[num_tasks, action_dim]``: 1 on each task's own action dimensions, 0 on the padding."""
         masks = torch.zeros(len(self), self.action_dim)
         for i, t in enumerate(self.tasks):
-            masks[i, :t.action_dim] = 1.0
+            masks[i, : t.action_dim] = 1.0
         return masks
 
     def discounts(self) -> torch.Tensor:
@@ -130,8 +140,16 @@ class TaskEmbedding(nn.Module):
 # ---------------------------------------------------------------- the official task sets
 
 _DMC_SIZES = {  # domain: (observation size, action size) of the state observations, action repeat 2: 500 decisions
-    "walker": (24, 6), "cheetah": (17, 6), "reacher": (6, 2), "acrobot": (6, 1), "pendulum": (3, 1),
-    "cartpole": (5, 1), "cup": (8, 2), "finger": (9, 2), "fish": (24, 5), "hopper": (15, 4),
+    "walker": (24, 6),
+    "cheetah": (17, 6),
+    "reacher": (6, 2),
+    "acrobot": (6, 1),
+    "pendulum": (3, 1),
+    "cartpole": (5, 1),
+    "cup": (8, 2),
+    "finger": (9, 2),
+    "fish": (24, 5),
+    "hopper": (15, 4),
 }
 _DMC_EPISODE = 500
 _METAWORLD_SIZES, _METAWORLD_EPISODE = (39, 4), 100
@@ -174,4 +192,3 @@ def official_task_set(name: str, model: str = "5m") -> TaskSet:
 def official_model_overrides(name: str, model: str) -> dict[str, int]:
     """Model settings of the official multitask checkpoints that differ from the preset (mt30 at 19m: latent 512)."""
     return {"latent_dim": 512} if (name, model) == ("mt30", "19m") else {}
-

@@ -14,6 +14,7 @@ tensor method takes ``task=`` ids.
 The planner and the loss call the plain tensor methods of ``WorldModel`` (``encode``, ``next``, ``pi``, …) on their
 hot paths so no TensorDict bookkeeping runs inside the MPPI or the unrolled loss loops.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,13 +29,28 @@ from torch.nn import functional as F
 
 from tdmpc2_trl.config.schema import ModelConfig
 from tdmpc2_trl.networks.dropout import dropout
-from tdmpc2_trl.networks.tasks import TaskEmbedding, TaskSet
-from tdmpc2_trl.networks.math import (
-    Bins, gaussian_log_prob, gaussian_log_prob_terms, squashed_log_std, tanh_log_det, tanh_log_det_terms, two_hot_inv,
+from tdmpc2_trl.networks.layers import (
+    Linear,
+    bias_after_matmul,
+    count_parameters,
+    last_linear,
+    mlp,
+    normed_blocks,
+    relu_mlp,
+    weight_init,
+    zero_,
 )
-from tdmpc2_trl.networks.layers import (Linear, bias_after_matmul, count_parameters, last_linear, mlp, normed_blocks, relu_mlp, weight_init,
-                 zero_)
+from tdmpc2_trl.networks.math import (
+    Bins,
+    gaussian_log_prob,
+    gaussian_log_prob_terms,
+    squashed_log_std,
+    tanh_log_det,
+    tanh_log_det_terms,
+    two_hot_inv,
+)
 from tdmpc2_trl.networks.pixels import PixelEncoder
+from tdmpc2_trl.networks.tasks import TaskEmbedding, TaskSet
 
 
 class StateActionNet(nn.Module):
@@ -112,8 +128,15 @@ class Policy(nn.Module):
     dimension, neither of which ``TanhNormal`` exposes.
     """
 
-    def __init__(self, net: nn.Module, mlp_dim: int, action_dim: int, split_heads: bool,
-                 log_std_min: float = -10.0, log_std_max: float = 2.0) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        mlp_dim: int,
+        action_dim: int,
+        split_heads: bool,
+        log_std_min: float = -10.0,
+        log_std_max: float = 2.0,
+    ) -> None:
         super().__init__()
         self.net = net
         if split_heads:  # the seed's layout
@@ -139,8 +162,7 @@ class Policy(nn.Module):
         """``mean + std·ε``: the Gaussian sample that ``tanh`` squashes into the action."""
         return mean + eps * log_std.exp()
 
-    def masked_mean_and_log_std(self, z: torch.Tensor,
-                                mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def masked_mean_and_log_std(self, z: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``mean_and_log_std``, zero on the dimensions a multitask action ``mask`` switches off (TD-MPC2)."""
         mean, log_std = self.mean_and_log_std(z)
         return (mean, log_std) if mask is None else (mean * mask, log_std * mask)
@@ -200,8 +222,14 @@ class WorldModel(nn.Module):
         True
     """
 
-    def __init__(self, cfg: ModelConfig, obs_dim: int | Sequence[int], action_dim: int,
-                 episodic: bool = False, task_set: TaskSet | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        obs_dim: int | Sequence[int],
+        action_dim: int,
+        episodic: bool = False,
+        task_set: TaskSet | None = None,
+    ) -> None:
         super().__init__()
         cfg.validate()
         self.obs_shape = tuple(int(d) for d in obs_dim) if isinstance(obs_dim, Sequence) else (int(obs_dim),)
@@ -214,8 +242,10 @@ class WorldModel(nn.Module):
             if self.pixels:
                 raise ValueError("multitask world models take state observations only (as TD-MPC2)")
             if (self.obs_dim, action_dim) != (task_set.obs_dim, task_set.action_dim):
-                raise ValueError(f"obs/action dims ({self.obs_dim}, {action_dim}) must be the task set's padded "
-                                 f"sizes ({task_set.obs_dim}, {task_set.action_dim})")
+                raise ValueError(
+                    f"obs/action dims ({self.obs_dim}, {action_dim}) must be the task set's padded "
+                    f"sizes ({task_set.obs_dim}, {task_set.action_dim})"
+                )
             self.tasks = TaskEmbedding(task_set)
         T = task_set.task_dim if task_set is not None else 0  # the task embedding joins every network's input
         L, M, A = cfg.latent_dim, cfg.mlp_dim, action_dim
@@ -225,15 +255,22 @@ class WorldModel(nn.Module):
         if self.pixels:
             encoder: nn.Module = PixelEncoder(self.obs_shape, cfg.num_channels, L, sim)
         elif len(self.obs_shape) == 1:
-            encoder = mlp(self.obs_dim + T, [cfg.enc_dim] * (cfg.num_enc_layers - 1), L, final=cfg.encoder_final,
-                          simnorm_dim=sim)
+            encoder = mlp(
+                self.obs_dim + T, [cfg.enc_dim] * (cfg.num_enc_layers - 1), L, final=cfg.encoder_final, simnorm_dim=sim
+            )
         else:
             raise ValueError(f"observations must be vectors or (C, H, W) images, got shape {self.obs_shape}")
         dynamics = StateActionNet(mlp(L + T + A, hidden, L, final="ln_simnorm", simnorm_dim=sim))
         reward = StateActionNet(mlp(L + T + A, hidden, cfg.num_bins))
         q_heads = [mlp(L + T + A, hidden, cfg.num_bins, dropout=cfg.q_dropout) for _ in range(cfg.num_q)]
-        policy = Policy(nn.Sequential(*normed_blocks(L + T, hidden)), M, A, cfg.policy_head == "split",
-                        cfg.log_std_min, cfg.log_std_max)
+        policy = Policy(
+            nn.Sequential(*normed_blocks(L + T, hidden)),
+            M,
+            A,
+            cfg.policy_head == "split",
+            cfg.log_std_min,
+            cfg.log_std_max,
+        )
         termination: nn.Module | None = None
         self.termination_uses_action = cfg.termination == "latent_action"
         if cfg.termination == "latent_action":
@@ -255,8 +292,9 @@ class WorldModel(nn.Module):
         self.dynamics = td_module(dynamics, ["latent", "action"], ["next_latent"])
         self.reward = td_module(reward, ["latent", "action"], ["reward_logits"])
         self.qvalue = td_module(_HeadsLast(QEnsemble(q_heads)), ["latent", "action"], ["state_action_value_logits"])
-        self.policy = td_module(policy, ["latent"], ["action", "loc", "log_std", "action_log_prob", "scaled_entropy"],
-                                masked=True)
+        self.policy = td_module(
+            policy, ["latent"], ["action", "loc", "log_std", "action_log_prob", "scaled_entropy"], masked=True
+        )
         self.termination = None
         if termination is not None:
             in_keys = ["latent", "action"] if self.termination_uses_action else ["latent"]
@@ -275,8 +313,11 @@ class WorldModel(nn.Module):
     def _net(self, module: TensorDictModule, task: torch.Tensor | None) -> nn.Module:
         """The network behind ``module``, checked against the task ids given (multitask ⇔ ``task`` given)."""
         if (task is None) == self.multitask:
-            raise ValueError("a multitask world model needs task ids (task=...)" if self.multitask
-                             else "task ids given to a single-task world model")
+            raise ValueError(
+                "a multitask world model needs task ids (task=...)"
+                if self.multitask
+                else "task ids given to a single-task world model"
+            )
         return module.module
 
     def _cond(self, x: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
@@ -323,8 +364,15 @@ class WorldModel(nn.Module):
         """TD-MPC2's choice of 2 distinct Q heads (``randperm(num_q)[:2]``)."""
         return torch.randperm(self.cfg.num_q, device=device)[:2]
 
-    def q_value(self, z: torch.Tensor, a: torch.Tensor, reduce: str = "avg", params=None,
-                heads: torch.Tensor | None = None, task: torch.Tensor | None = None) -> torch.Tensor:
+    def q_value(
+        self,
+        z: torch.Tensor,
+        a: torch.Tensor,
+        reduce: str = "avg",
+        params=None,
+        heads: torch.Tensor | None = None,
+        task: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """TD-MPC2's ``Q(z, a, 'min'|'avg')``: decode 2 randomly chosen heads (only those are evaluated).
 
         ``heads`` gives the choice (``random_heads()``); compiled callers draw it outside the graph (inductor's

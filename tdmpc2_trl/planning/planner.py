@@ -9,6 +9,7 @@ All random draws of a call are made up front by a ``PlannerNoise`` (from the glo
 batch-first shapes, so one batched call and ``B`` single-env calls can be fed identical draws (``noise.env(b)``); the
 tests use that to check that batching does not change any environment's plan.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,10 +23,10 @@ from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules.planners import MPCPlannerBase
 
 from tdmpc2_trl.networks.bounds import ActionBounds
-from tdmpc2_trl.platform.compiling import compile_or_eager
+from tdmpc2_trl.networks.layers import eval_mode
 from tdmpc2_trl.networks.math import two_hot_inv
 from tdmpc2_trl.networks.world_model import WorldModel
-from tdmpc2_trl.networks.layers import eval_mode
+from tdmpc2_trl.platform.compiling import compile_or_eager
 from tdmpc2_trl.platform.precision import autocast
 
 __all__ = ["TDMPC2Planner", "PlannerNoise", "is_exploring"]
@@ -47,8 +48,14 @@ class PlannerNoise:
     the call keeps the planning itself a pure function of tensors, which ``torch.compile`` turns into one graph.
     """
 
-    def __init__(self, planner: "TDMPC2Planner", batch: int, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        planner: TDMPC2Planner,
+        batch: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        generator: torch.Generator | None = None,
+    ) -> None:
         p, g, device = planner, generator, torch.device(device)
         H, A, N, P, I, K = p.horizon, p.action_dim, p.num_samples, p.num_pi_trajs, p.iterations, p.num_elites
         kw = dict(device=device, dtype=dtype, generator=g)
@@ -64,10 +71,10 @@ class PlannerNoise:
         heads = [torch.randperm(num_q, generator=g, device=device)[:2] for _ in range(I)]
         self.head_draws = torch.stack(heads) if I else torch.zeros(0, 2, dtype=torch.long, device=device)
 
-    def env(self, b: int) -> "PlannerNoise":
+    def env(self, b: int) -> PlannerNoise:
         """The draws of env ``b`` alone (batch 1), sharing the Q-head choice."""
         out = object.__new__(PlannerNoise)
-        out.draws = {k: v[b:b + 1] for k, v in self.draws.items()}
+        out.draws = {k: v[b : b + 1] for k, v in self.draws.items()}
         out.head_draws = self.head_draws
         return out
 
@@ -158,8 +165,10 @@ class TDMPC2Planner(MPCPlannerBase):
         action_dim = world_model.action_dim
         bounds = ActionBounds(action_spec, action_dim)
         if not 0 <= num_pi_trajs < num_samples or not 0 < num_elites <= num_samples:
-            raise ValueError(f"need 0 <= num_pi_trajs ({num_pi_trajs}) < num_samples ({num_samples}) and "
-                             f"0 < num_elites ({num_elites}) <= num_samples")
+            raise ValueError(
+                f"need 0 <= num_pi_trajs ({num_pi_trajs}) < num_samples ({num_samples}) and "
+                f"0 < num_elites ({num_elites}) <= num_samples"
+            )
         if horizon < 1 or iterations < 1:
             raise ValueError(f"horizon ({horizon}) and iterations ({iterations}) must be positive")
         device = next(world_model.parameters()).device
@@ -188,8 +197,9 @@ class TDMPC2Planner(MPCPlannerBase):
         """``MPCPlannerBase``'s hook: the action only (``forward`` also writes the next warm start)."""
         return self._act_td(td)[0]
 
-    def forward(self, tensordict: TensorDictBase, tensordict_out: TensorDictBase | None = None,
-                **kwargs) -> TensorDictBase:
+    def forward(
+        self, tensordict: TensorDictBase, tensordict_out: TensorDictBase | None = None, **kwargs
+    ) -> TensorDictBase:
         action, mean = self._act_td(tensordict)
         out = tensordict if tensordict_out is None else tensordict_out
         out.set("action", action)
@@ -199,18 +209,23 @@ class TDMPC2Planner(MPCPlannerBase):
     def _act_td(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
         obs = td.get("observation")
         obs_ndim = len(self.world_model.obs_shape)
-        batch = obs.shape[:obs.ndim - obs_ndim]
+        batch = obs.shape[: obs.ndim - obs_ndim]
         prev = td.get(MEAN_KEY, None)
         prev = None if prev is None else prev.reshape(-1, self.horizon, self.action_dim)
         task = td.get("task").reshape(-1) if self.world_model.multitask else None
-        action, mean = self.act(obs.reshape(-1, *obs.shape[obs.ndim - obs_ndim:]), prev, task=task)
+        action, mean = self.act(obs.reshape(-1, *obs.shape[obs.ndim - obs_ndim :]), prev, task=task)
         return action.reshape(*batch, self.action_dim), mean.reshape(*batch, self.horizon, self.action_dim)
 
     # ---- tensor API ----
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, prev_mean: torch.Tensor | None = None,
-            noise: PlannerNoise | None = None, explore: bool | None = None,
-            task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def act(
+        self,
+        obs: torch.Tensor,
+        prev_mean: torch.Tensor | None = None,
+        noise: PlannerNoise | None = None,
+        explore: bool | None = None,
+        task: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Plan for ``obs`` ``[B, *obs_shape]``; returns ``(action [B, A] in the env's units, plan mean [B, H, A]
         in [-1, 1])``.
 
@@ -230,8 +245,9 @@ class TDMPC2Planner(MPCPlannerBase):
                 action, mean = self._plan_fn()(obs, prev_mean, *noise.tensors(), explore, task)
         return self.bounds.to_env(action), mean  # outside the compiled graph: a multiply-add, a clamp
 
-    def _policy_action(self, z: torch.Tensor, explore: bool,
-                       task: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _policy_action(
+        self, z: torch.Tensor, explore: bool, task: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         action, loc = self.world_model.pi(z, task)[:2]
         mean = z.new_zeros(z.shape[0], self.horizon, self.action_dim)
         return (action if explore else loc), mean
@@ -243,9 +259,19 @@ class TDMPC2Planner(MPCPlannerBase):
             mean[:, :-1] = prev_mean[:, 1:]
         return mean
 
-    def _plan(self, obs: torch.Tensor, prev_mean: torch.Tensor, prior_eps: torch.Tensor, candidate_eps: torch.Tensor,
-              terminal_eps: torch.Tensor, heads: torch.Tensor, gumbel: torch.Tensor, explore_eps: torch.Tensor,
-              explore: bool, task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _plan(
+        self,
+        obs: torch.Tensor,
+        prev_mean: torch.Tensor,
+        prior_eps: torch.Tensor,
+        candidate_eps: torch.Tensor,
+        terminal_eps: torch.Tensor,
+        heads: torch.Tensor,
+        gumbel: torch.Tensor,
+        explore_eps: torch.Tensor,
+        explore: bool,
+        task: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One MPPI call from its observations and all its draws (``PlannerNoise.tensors()``): a pure function."""
         z = self.world_model.encode(obs, task)
         B, N, P = z.shape[0], self.num_samples, self.num_pi_trajs
@@ -276,8 +302,9 @@ class TDMPC2Planner(MPCPlannerBase):
             return self._plan
         fn = self.__dict__.get(COMPILED_KEY)
         if fn is None:
-            fn = self.__dict__[COMPILED_KEY] = compile_or_eager(self._plan, "the planner",
-                                                                "planner.compile=false silences this")
+            fn = self.__dict__[COMPILED_KEY] = compile_or_eager(
+                self._plan, "the planner", "planner.compile=false silences this"
+            )
         return fn
 
     def __getstate__(self) -> dict:
@@ -287,8 +314,9 @@ class TDMPC2Planner(MPCPlannerBase):
 
     # ---- imagined rollouts ----
     # A multitask model's rollouts carry ``task`` ids per row (``_rows``: each env's id repeated over its rows).
-    def _step(self, z: torch.Tensor, a: torch.Tensor,
-              task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _step(
+        self, z: torch.Tensor, a: torch.Tensor, task: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One imagined transition: ``(next z, reward [.., 1], terminated [.., 1] or None)``."""
         wm = self.world_model
         reward = two_hot_inv(wm.reward_logits(z, a, task), wm.bins)
@@ -316,8 +344,9 @@ class TDMPC2Planner(MPCPlannerBase):
         if term is not None:
             ret["alive"] = ret["alive"] * (~term).to(ret["alive"].dtype)
 
-    def _policy_prior(self, z: torch.Tensor, eps: torch.Tensor,
-                      task: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def _policy_prior(
+        self, z: torch.Tensor, eps: torch.Tensor, task: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Roll ``num_pi_trajs`` sampled-π trajectories per env (``eps`` ``[B, H, P, A]``): their actions
         ``[B, P, H, A]`` and partial returns."""
         B, P, A = z.shape[0], self.num_pi_trajs, self.action_dim
@@ -333,9 +362,10 @@ class TDMPC2Planner(MPCPlannerBase):
         ret["z"] = zp
         return ret
 
-    def _rollout(self, z: torch.Tensor, actions: torch.Tensor,
-                 task: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Imagine ``actions`` ``[M, H, A]`` from ``z`` ``[M, L]``: return ``G``, ``discount`` (γ^H), ``alive``, ``z`` (z_H)."""
+    def _rollout(
+        self, z: torch.Tensor, actions: torch.Tensor, task: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Roll ``actions`` ``[M, H, A]`` from ``z`` ``[M, L]``: ``G``, ``discount`` (γ^H), ``alive``, ``z`` (z_H)."""
         ret = self._new_return(z.shape[0], z, task)
         for t in range(actions.shape[1]):
             z, reward, term = self._step(z, actions[:, t], task)
@@ -343,21 +373,33 @@ class TDMPC2Planner(MPCPlannerBase):
         ret["z"] = z
         return ret
 
-    def _bootstrap(self, ret: dict[str, torch.Tensor], batch: int, eps: torch.Tensor,
-                   heads: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+    def _bootstrap(
+        self,
+        ret: dict[str, torch.Tensor],
+        batch: int,
+        eps: torch.Tensor,
+        heads: torch.Tensor,
+        task: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Values ``[B, N]``: ``G + γ^H (1 - term) avg2 Q(z_H, π(z_H))``, NaN → 0 (rows of ``ret`` are env-major;
         ``task``: the envs' ids ``[B]``)."""
         wm = self.world_model
         z_H = ret["z"]
         rows = _rows(task, z_H.shape[0] // batch)
-        eps = eps[:, :z_H.shape[0] // batch]
+        eps = eps[:, : z_H.shape[0] // batch]
         a_H = self._pi_sample(z_H, eps.reshape(z_H.shape[0], self.action_dim), rows)
         q = two_hot_inv(wm.q_logits(z_H, a_H, heads=heads, task=rows), wm.bins).mean(0)
         value = ret["G"] + ret["discount"] * ret["alive"] * q
         return value.nan_to_num(0).view(batch, -1)
 
-    def estimate_value(self, z: torch.Tensor, actions: torch.Tensor, noise: PlannerNoise | None = None,
-                       i: int = 0, task: torch.Tensor | None = None) -> torch.Tensor:
+    def estimate_value(
+        self,
+        z: torch.Tensor,
+        actions: torch.Tensor,
+        noise: PlannerNoise | None = None,
+        i: int = 0,
+        task: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """TD-MPC2's ``_estimate_value`` for latents ``[B, L]`` and actions ``[B, N, H, A]`` (N ≤ num_samples).
 
         The planner itself splits this between the policy prior (rolled once per call) and the sampled candidates.
@@ -368,16 +410,25 @@ class TDMPC2Planner(MPCPlannerBase):
             ret = self._rollout(z.repeat_interleave(N, dim=0), actions.reshape(B * N, H, A), _rows(task, N))
             return self._bootstrap(ret, B, noise.terminal(i), noise.heads(i), task)
 
-    def _value(self, z: torch.Tensor, sampled: torch.Tensor, prior: dict[str, torch.Tensor] | None,
-               eps: torch.Tensor, heads: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
-        """Values ``[B, N]`` of the prior (slots ``:P``, already rolled) and the sampled ``[B, N-P, H, A]`` candidates."""
+    def _value(
+        self,
+        z: torch.Tensor,
+        sampled: torch.Tensor,
+        prior: dict[str, torch.Tensor] | None,
+        eps: torch.Tensor,
+        heads: torch.Tensor,
+        task: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Values ``[B, N]`` of the prior (slots ``:P``, already rolled) and the sampled ``[B, N-P, H, A]`` ones."""
         B, M, H, A = sampled.shape
         ret = self._rollout(z, sampled.reshape(B * M, H, A), _rows(task, M))
         if prior is None:
             return self._bootstrap(ret, B, eps, heads, task)
         P = self.num_pi_trajs
-        merged = {k: torch.cat([prior[k].view(B, P, -1), ret[k].view(B, M, -1)], 1).view(B * (P + M), -1)
-                  for k in ("G", "discount", "alive", "z")}
+        merged = {
+            k: torch.cat([prior[k].view(B, P, -1), ret[k].view(B, M, -1)], 1).view(B * (P + M), -1)
+            for k in ("G", "discount", "alive", "z")
+        }
         return self._bootstrap(merged, B, eps, heads, task)
 
     # ---- MPPI update ----

@@ -11,6 +11,7 @@ TorchRL/torch have no such setting (torch's CPU allocator calls ``malloc`` direc
 ``import tdmpc2_trl`` (any time works: ``mallopt`` acts at run time) on glibc only; a glibc malloc setting of the
 user's (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``) or ``TDMPC2_TRL_MALLOPT=0`` wins.
 """
+
 from __future__ import annotations
 
 import ctypes

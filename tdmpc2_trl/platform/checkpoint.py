@@ -4,16 +4,17 @@ A checkpoint holds only tensors, numbers, strings, lists, tuples and dicts, and 
 ``torch.load(weights_only=True)``: a file that needs any other type (a pickled callable, a numpy array) is refused
 with one line naming the type, so a checkpoint from elsewhere cannot run code when it is resumed or evaluated.
 """
+
 from __future__ import annotations
 
 import os
 import random
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -119,6 +120,8 @@ def remove_stale_files(directory: Path) -> None:
         if _STALE.match(stale.name):
             with suppress(OSError):
                 stale.unlink()
+
+
 def list_checkpoints(directory: Path) -> list[Path]:
     """``step_*.pt`` files of a checkpoint directory, oldest first."""
     directory = Path(directory)
@@ -146,25 +149,26 @@ def load_raw(path: Path, mmap: bool = False) -> Any:
             raise UnsafeCheckpointError(
                 f"checkpoint {path} refused: it needs {', '.join(unsafe)}, and loading anything beyond tensors, "
                 f"numbers, strings, lists and dicts could run code (register trusted types with "
-                f"torch.serialization.add_safe_globals)") from None
+                f"torch.serialization.add_safe_globals)"
+            ) from None
         if mmap and "mmap" in str(err):  # the legacy (non-zip) format cannot be mapped: read it whole
             return load_raw(path)
         raise ConfigError(f"checkpoint {path} is unreadable ({type(err).__name__}: {_first_line(err)})") from None
 
 
-def load_checkpoint(path: Path, networks_only: bool = False,
-                    official_tasks: list[str] | None = None) -> dict[str, Any]:
-    """Load one checkpoint file (``load_raw``). An official TD-MPC2 file is converted (``run/official_checkpoint.py``;
-    ``official_tasks``: a multitask file's task names). ``networks_only``: without the optimiser, RunningScale,
-    replay-buffer and RNG states, which are then never read from disk (evaluation, fine-tuning)."""
+def load_checkpoint(
+    path: Path, networks_only: bool = False, convert: Callable[[Any, Path], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Load one checkpoint file (``load_raw``). ``networks_only``: without the optimiser, RunningScale, replay-buffer
+    and RNG states, which are then never read from disk (evaluation, fine-tuning). ``convert(state, path)``: turns a
+    file of another format into this one (``run/official_checkpoint.official_converter``: official TD-MPC2 files;
+    the run layer passes it, since reading that format needs the networks); without it such a file is refused."""
     path = Path(path)
     state = load_raw(path, mmap=networks_only)
     if not (isinstance(state, dict) and "world_model" in state):
-        from tdmpc2_trl.run.official_checkpoint import is_official, official_to_checkpoint, read_official
-
-        if not is_official(state):
-            raise ConfigError(f"{path} is neither a tdmpc2-trl checkpoint nor an official TD-MPC2 one")
-        return official_to_checkpoint(read_official(state, str(path), official_tasks))
+        if convert is None:
+            raise ConfigError(f"{path} is not a tdmpc2-trl checkpoint")
+        return convert(state, path)
     if networks_only:
         state = {k: v for k, v in state.items() if k not in TRAINING_ONLY}
     return state
@@ -206,8 +210,18 @@ def resolve_checkpoint(path_or_run_dir: str | Path, **load: Any) -> tuple[Path, 
     raise ConfigError(f"no readable checkpoint in {path}: {'; '.join(errors)}")
 
 
-def training_state(*, step: int, burst_done: bool, config: dict[str, Any], task: dict[str, Any], world_model,
-                   loss, updater, buffer, progress: Mapping[str, int] | None = None) -> dict[str, Any]:
+def training_state(
+    *,
+    step: int,
+    burst_done: bool,
+    config: dict[str, Any],
+    task: dict[str, Any],
+    world_model,
+    loss,
+    updater,
+    buffer,
+    progress: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """Everything a resumed run needs: networks, target Q and RunningScale (``loss``), both Adam states
     (``updater``), the replay buffer, the torch/numpy/python RNG states, the step counter, the burst flag and
     ``progress`` (the recipe's pending work: updates owed, the step of the last evaluation).
@@ -216,9 +230,16 @@ def training_state(*, step: int, burst_done: bool, config: dict[str, Any], task:
     run starts a fresh episode; its partial trajectory stays in the buffer and ends there.
     """
     return {
-        "step": step, "burst_done": burst_done, "config": config, "task": task,
-        "world_model": world_model.state_dict(), "loss": loss.state_dict(), "updater": updater.state_dict(),
-        "replay_buffer": buffer.state_dict(), "rng": rng_state(), "progress": dict(progress or {}),
+        "step": step,
+        "burst_done": burst_done,
+        "config": config,
+        "task": task,
+        "world_model": world_model.state_dict(),
+        "loss": loss.state_dict(),
+        "updater": updater.state_dict(),
+        "replay_buffer": buffer.state_dict(),
+        "rng": rng_state(),
+        "progress": dict(progress or {}),
     }
 
 
@@ -239,10 +260,17 @@ def rng_state() -> dict[str, Any]:
     version, internal, gauss_next = random.getstate()
     # a CPU run on a GPU machine never touched CUDA: reading its states would start it on every GPU
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return {"torch": torch.get_rng_state(), "cuda": cuda,
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                      "cached_gaussian": float(gauss)},
-            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(gauss),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -250,10 +278,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda", [])  # absent from checkpoints written before CUDA states were saved
     if cuda and torch.cuda.is_available():
-        for index, cuda_state in enumerate(cuda[:torch.cuda.device_count()]):
+        for index, cuda_state in enumerate(cuda[: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, device=index)
     numpy = state["numpy"]
-    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
-                         numpy["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"])
+    )
     python = state["python"]
     random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))

@@ -1,9 +1,11 @@
 """``torch.compile`` with an eager fallback: a missing compiler or an unsupported op costs speed, never the run."""
+
 from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -39,8 +41,9 @@ def _shapes(args: tuple[Any, ...]) -> tuple:
     return tuple(a.shape if isinstance(a, torch.Tensor) else a for a in args)
 
 
-_RUNTIME_ERRORS = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch, "AcceleratorError", None))
-                        if t is not None)
+_RUNTIME_ERRORS = tuple(
+    t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch, "AcceleratorError", None)) if t is not None
+)
 
 
 def _runtime_failure(err: BaseException | None) -> bool:
@@ -84,8 +87,12 @@ class EagerOnFailure:
         if failure is not None:
             out = self.eager(*args)  # outside the except block: an error here is the call's own, reported as such
             first_line = (str(failure).splitlines() or [""])[0]
-            warnings.warn(f"torch.compile of {self.what} failed ({type(failure).__name__}: {first_line}); "
-                          f"running it eagerly{f' ({self.hint})' if self.hint else ''}", RuntimeWarning)
+            warnings.warn(
+                f"torch.compile of {self.what} failed ({type(failure).__name__}: {first_line}); "
+                f"running it eagerly{f' ({self.hint})' if self.hint else ''}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             self.compiled = self.eager
         self.seen_shapes.add(key)
         for done in _dones if compiles else ():

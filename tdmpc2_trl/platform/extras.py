@@ -1,13 +1,14 @@
 """Optional features and the pip extra each needs: a missing one is a one-line ``ConfigError`` naming the command.
 
-    >>> from tdmpc2_trl.platform.extras import require
-    >>> require("json", "video", "the standard library")  # present: nothing happens
-    >>> try:
-    ...     require("no_such_package_here", "video", "eval.save_video=true")
-    ... except Exception as err:
-    ...     print(err)
-    eval.save_video=true needs the no_such_package_here package: pip install -e ".[video]"
+>>> from tdmpc2_trl.platform.extras import require
+>>> require("json", "video", "the standard library")  # present: nothing happens
+>>> try:
+...     require("no_such_package_here", "video", "eval.save_video=true")
+... except Exception as err:
+...     print(err)
+eval.save_video=true needs the no_such_package_here package: pip install -e ".[video]"
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -4,6 +4,7 @@ Only matmuls (Linear, baddbmm) run in bf16 under ``torch.autocast``; parameters,
 fp32, and the networks return fp32 outputs (SimNorm and the heads' logits are cast back), so the losses, two-hot
 decoding and MPPI statistics are computed in fp32.
 """
+
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
@@ -11,7 +12,6 @@ from contextlib import AbstractContextManager
 import torch
 
 from tdmpc2_trl.config.schema import PRECISIONS, ConfigError
-
 
 NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere and later; V100 (7.0) and T4 (7.5) emulate bf16, slower than fp32
 

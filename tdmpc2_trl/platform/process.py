@@ -10,6 +10,7 @@ first, and a script of your own can do the same before it imports torch::
 
 Standard library only.
 """
+
 from __future__ import annotations
 
 import os

@@ -16,6 +16,7 @@ when a run's task has some. Every comparison is at equal steps: the reference's 
 furthest step that every run of the task reached, against each run's last evaluation at or before that point; both
 steps are columns of the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from tdmpc2_trl.config.schema import ConfigError
-from tdmpc2_trl.platform.extras import require
 from tdmpc2_trl.envs.factory import task_info
+from tdmpc2_trl.platform.extras import require
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
 OFFICIAL_DIR = RESULTS_DIR / "official"
@@ -73,8 +74,9 @@ class Curve:
     def trained(self) -> Curve:
         """The points after training started: a point at 0 frames is the untrained agent, no reference."""
         keep = [i for i, f in enumerate(self.frames) if f > 0]
-        return Curve(*([getattr(self, name)[i] for i in keep] for name in ("frames", "mean", "std", "n")),
-                     episodes=self.episodes)
+        return Curve(
+            *([getattr(self, name)[i] for i in keep] for name in ("frames", "mean", "std", "n")), episodes=self.episodes
+        )
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,18 @@ def load_runs(run_dir: str | Path, by: str | None = None) -> list[Run]:
         name = row_task or task
         repeat = task_info(name).action_repeat
         steps = sorted(by_step)
-        runs.append(Run(path, name, model, seed, [s * repeat for s in steps], [by_step[s] for s in steps], repeat,
-                        None if episodes is None else int(episodes)))
+        runs.append(
+            Run(
+                path,
+                name,
+                model,
+                seed,
+                [s * repeat for s in steps],
+                [by_step[s] for s in steps],
+                repeat,
+                None if episodes is None else int(episodes),
+            )
+        )
     return runs
 
 
@@ -205,12 +217,18 @@ def load_published(path: Path = PUBLISHED) -> dict[str, list[Published]]:
             episodes = {int(r["episodes"]) for r in series}
             if len(episodes) != 1:
                 raise ValueError(f"{task} {algorithm} ({source}) gives different episode counts {sorted(episodes)}")
-            curve = Curve([int(r["step"]) for r in series], [float(r["mean"]) for r in series],
-                          [float(r["std"]) for r in series], [int(r["seeds"]) for r in series], episodes.pop())
+            curve = Curve(
+                [int(r["step"]) for r in series],
+                [float(r["mean"]) for r in series],
+                [float(r["std"]) for r in series],
+                [int(r["seeds"]) for r in series],
+                episodes.pop(),
+            )
             published[task].append(Published(algorithm, source, env_version, curve))
     except (KeyError, TypeError, ValueError) as err:
-        raise ConfigError(f"{path} is not a CSV with columns task,algorithm,step,mean,std,seeds,episodes,"
-                          f"env_version,source ({err!r})") from None
+        raise ConfigError(
+            f"{path} is not a CSV with columns task,algorithm,step,mean,std,seeds,episodes,env_version,source ({err!r})"
+        ) from None
     return dict(published)
 
 
@@ -297,8 +315,14 @@ def compare(runs: list[Run], reference: Curve | None, frames: int) -> list[str]:
     return [at, cell, f"{r_mean:.1f} ± {r_std:.1f} ({counts(trained.n[i], trained.episodes)})", f"{target:,}", gap]
 
 
-def table_row(task: str, model: str, runs: list[Run], official: Curve | None,
-              random_play: tuple[float, float] | None, frames: int | None = None) -> list[str]:
+def table_row(
+    task: str,
+    model: str,
+    runs: list[Run],
+    official: Curve | None,
+    random_play: tuple[float, float] | None,
+    frames: int | None = None,
+) -> list[str]:
     """One Markdown row of ``runs`` against the official curve at equal frames (``compare``); ``frames``: the
     furthest frame count to compare at (default: the furthest every run reached)."""
     frames = compared_frames(runs) if frames is None else frames
@@ -313,8 +337,18 @@ def published_row(task: str, model: str, runs: list[Run], series: Published, fra
     return [task, model, seed_list(runs), runs_cell(runs), at, cell, series.label, *reference]
 
 
-TABLE_HEADER = ["task", "model", "seeds", "seeds × episodes", "frames", "this project", f"{OFFICIAL_LABEL}",
-                "official at frames", "gap (official std)", "random play"]
+TABLE_HEADER = [
+    "task",
+    "model",
+    "seeds",
+    "seeds × episodes",
+    "frames",
+    "this project",
+    f"{OFFICIAL_LABEL}",
+    "official at frames",
+    "gap (official std)",
+    "random play",
+]
 TABLE_NOTES = (
     "Every comparison is at equal frames: the official curve's last logged point at or before the furthest frame "
     "count that every run of the task reached (`official at frames`), against each run's last evaluation at or "
@@ -324,14 +358,24 @@ TABLE_NOTES = (
     "many runs and evaluation episodes per point (the runs' `eval.episodes`) each value averages. This project: "
     "mean ± sample std over seeds. Official: mean ± sample std over its seeds (seeds × evaluation episodes per "
     "point in brackets) at a point it logged (every 100,000 frames; not interpolated; its 0-frame point, the "
-    "untrained agent, is not a reference), from `results/official/`. gap: (this project − official mean) / official std; below −1 is more than one official "
-    "standard deviation below. Random play: `results/random_play.csv` (uniform random actions, measured with "
-    "`results/random_play.py`)."
+    "untrained agent, is not a reference), from `results/official/`. gap: (this project − official mean) / "
+    "official std; below −1 is more than one official standard deviation below. Random play: "
+    "`results/random_play.csv` (uniform random actions, measured with `results/random_play.py`)."
 )
 
 
-PUBLISHED_HEADER = ["task", "model", "seeds", "seeds × episodes", "steps", "this project",
-                    "published (algorithm, source, env)", "published", "published at steps", "gap (published std)"]
+PUBLISHED_HEADER = [
+    "task",
+    "model",
+    "seeds",
+    "seeds × episodes",
+    "steps",
+    "this project",
+    "published (algorithm, source, env)",
+    "published",
+    "published at steps",
+    "gap (published std)",
+]
 PUBLISHED_NOTES = (
     "Published references, not this project's results: other algorithms' mean ± sample std over their seeds "
     "(seeds × evaluation episodes per point in brackets) at their last point at or before the furthest step that "
@@ -346,18 +390,25 @@ def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def markdown_table(groups: dict[tuple[str, str], list[Run]], official: dict[str, Curve | None],
-                   random_play: dict[str, tuple[float, float]],
-                   published: dict[str, list[Published]] | None = None) -> str:
+def markdown_table(
+    groups: dict[tuple[str, str], list[Run]],
+    official: dict[str, Curve | None],
+    random_play: dict[str, tuple[float, float]],
+    published: dict[str, list[Published]] | None = None,
+) -> str:
     """The comparison table (one row per task and model) followed by a note on how each column is computed; then,
     if any task has published returns, their table (one row per task, model and published series) and its note."""
     reached = task_frames(groups)
-    rows = [table_row(task, model, runs, official[task], random_play.get(task), reached[task])
-            for (task, model), runs in sorted(groups.items())]
+    rows = [
+        table_row(task, model, runs, official[task], random_play.get(task), reached[task])
+        for (task, model), runs in sorted(groups.items())
+    ]
     text = "\n".join(_markdown(TABLE_HEADER, rows)) + "\n\n" + TABLE_NOTES + "\n"
-    published_rows = [published_row(task, model, runs, series, reached[task])
-                      for (task, model), runs in sorted(groups.items())
-                      for series in (published or {}).get(task, [])]
+    published_rows = [
+        published_row(task, model, runs, series, reached[task])
+        for (task, model), runs in sorted(groups.items())
+        for series in (published or {}).get(task, [])
+    ]
     if published_rows:
         text += "\n" + "\n".join(_markdown(PUBLISHED_HEADER, published_rows)) + "\n\n" + PUBLISHED_NOTES + "\n"
     return text
@@ -400,26 +451,43 @@ def _reference_points(ax, curve: Curve, label: str, right: int, style: tuple[str
     if not shown.frames:
         return right
     color, marker = style
-    ax.errorbar(shown.frames, shown.mean, yerr=shown.std, fmt=marker, linestyle="none", color=color, capsize=3,
-                markersize=5, alpha=0.8, label=f"{label}, {counts(max(shown.n), shown.episodes)}")
+    ax.errorbar(
+        shown.frames,
+        shown.mean,
+        yerr=shown.std,
+        fmt=marker,
+        linestyle="none",
+        color=color,
+        capsize=3,
+        markersize=5,
+        alpha=0.8,
+        label=f"{label}, {counts(max(shown.n), shown.episodes)}",
+    )
     return shown.frames[-1]
 
 
-def draw_task(ax, task: str, groups: list[tuple[str, list[Run]]], official: Curve | None,
-              random_play: tuple[float, float] | None, published: list[Published] | None = None) -> None:
+def draw_task(
+    ax,
+    task: str,
+    groups: list[tuple[str, list[Run]]],
+    official: Curve | None,
+    random_play: tuple[float, float] | None,
+    published: list[Published] | None = None,
+) -> None:
     """One panel: every model's seed curve of ``task``, the official and published points and random play."""
     right = max(run.frames[-1] for _, runs in groups for run in runs)
     furthest = [right]
     if official is not None:
         furthest.append(_reference_points(ax, official, OFFICIAL_LABEL, right, OFFICIAL_STYLE))
-    furthest += [_reference_points(ax, series.curve, series.label, right, PUBLISHED_STYLES[k % len(PUBLISHED_STYLES)])
-                 for k, series in enumerate(published or [])]
+    furthest += [
+        _reference_points(ax, series.curve, series.label, right, PUBLISHED_STYLES[k % len(PUBLISHED_STYLES)])
+        for k, series in enumerate(published or [])
+    ]
     right = max(furthest)
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
     for k, (model, runs) in enumerate(groups):
         seeds = seed_list(runs)
-        label = (f"this project, {model}, seed{'s' if len(runs) > 1 else ''} {seeds} "
-                 f"({runs_cell(runs)})")
+        label = f"this project, {model}, seed{'s' if len(runs) > 1 else ''} {seeds} ({runs_cell(runs)})"
         _band(ax, seed_curve(runs), colors[k % len(colors)], label)
     if random_play is not None:
         ax.axhline(random_play[0], color="gray", linestyle=":", label=f"random play ({random_play[0]:.0f})")
@@ -431,9 +499,13 @@ def draw_task(ax, task: str, groups: list[tuple[str, list[Run]]], official: Curv
     ax.legend(fontsize=7)
 
 
-def draw(groups: dict[tuple[str, str], list[Run]], official: dict[str, Curve | None],
-         random_play: dict[str, tuple[float, float]], out: Path,
-         published: dict[str, list[Published]] | None = None) -> None:
+def draw(
+    groups: dict[tuple[str, str], list[Run]],
+    official: dict[str, Curve | None],
+    random_play: dict[str, tuple[float, float]],
+    out: Path,
+    published: dict[str, list[Published]] | None = None,
+) -> None:
     """One panel per task (up to 3 per row), written as a PNG with the Agg backend."""
     by_task: dict[str, list[tuple[str, list[Run]]]] = defaultdict(list)
     for (task, model), runs in groups.items():
@@ -449,7 +521,7 @@ def draw(groups: dict[tuple[str, str], list[Run]], official: dict[str, Curve | N
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (task, task_groups) in zip(axes, sorted(by_task.items())):
         draw_task(ax, task, task_groups, official[task], random_play.get(task), (published or {}).get(task))
-    for ax in axes[len(by_task):]:
+    for ax in axes[len(by_task) :]:
         ax.set_visible(False)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -458,8 +530,14 @@ def draw(groups: dict[tuple[str, str], list[Run]], official: dict[str, Curve | N
 # ---------------------------------------------------------------- entry points
 
 
-def report(run_dirs: list[str | Path], out: Path, official_dir: Path = OFFICIAL_DIR,
-           random_play_path: Path = RANDOM_PLAY, published_path: Path = PUBLISHED, by: str | None = None) -> str:
+def report(
+    run_dirs: list[str | Path],
+    out: Path,
+    official_dir: Path = OFFICIAL_DIR,
+    random_play_path: Path = RANDOM_PLAY,
+    published_path: Path = PUBLISHED,
+    by: str | None = None,
+) -> str:
     """Plot ``run_dirs`` to ``out`` (PNG), write the table to ``out`` with suffix ``.md`` and return it (``by``:
     ``load_runs``)."""
     groups = group_runs([run for d in run_dirs for run in load_runs(d, by)])
@@ -475,14 +553,26 @@ def report(run_dirs: list[str | Path], out: Path, official_dir: Path = OFFICIAL_
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tdmpc2_trl.results.plot", description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (config.yaml + eval.csv)")
-    parser.add_argument("--out", type=Path, default=Path("results.png"),
-                        help="the figure (PNG); the table is written next to it with suffix .md (default results.png)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results.png"),
+        help="the figure (PNG); the table is written next to it with suffix .md (default results.png)",
+    )
     parser.add_argument("--official-dir", type=Path, default=OFFICIAL_DIR, help="official curves, TASK.csv each")
     parser.add_argument("--random-play", type=Path, default=RANDOM_PLAY, help="random-play returns (CSV)")
-    parser.add_argument("--published", type=Path, default=PUBLISHED,
-                        help="published returns of other algorithms (CSV: task,algorithm,step,mean,std,seeds,...)")
-    parser.add_argument("--by", metavar="KEY", help="a config key (e.g. buffer.episode_end_slices) whose value "
-                        "separates runs of one task and model into curves of their own, for an A/B")
+    parser.add_argument(
+        "--published",
+        type=Path,
+        default=PUBLISHED,
+        help="published returns of other algorithms (CSV: task,algorithm,step,mean,std,seeds,...)",
+    )
+    parser.add_argument(
+        "--by",
+        metavar="KEY",
+        help="a config key (e.g. buffer.episode_end_slices) whose value "
+        "separates runs of one task and model into curves of their own, for an A/B",
+    )
     args = parser.parse_args(argv)
     try:
         table = report(args.run_dirs, args.out, args.official_dir, args.random_play, args.published, args.by)

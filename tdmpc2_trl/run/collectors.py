@@ -17,14 +17,16 @@ trajectories independently), so no slice can join two trajectories.
 All envs come from one ``envs.EnvFactory``; worker ``w``'s copies get seeds ``seed + w * num_envs + i``: K workers
 of N envs use the seeds of one process with ``num_envs = K * N``.
 """
+
 from __future__ import annotations
 
 import atexit
 import importlib.util
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from tensordict import TensorDictBase
@@ -113,8 +115,16 @@ class _RayWorker(Collector):
         return "TDMPC2RayWorker"
 
 
-def make_collector(env: EnvFactory, cfg: CollectorConfig, planner: TDMPC2Planner, *, total_frames: int,
-                   init_random_frames: int, device: torch.device | str = "cpu", threads: int = 1) -> BaseCollector:
+def make_collector(
+    env: EnvFactory,
+    cfg: CollectorConfig,
+    planner: TDMPC2Planner,
+    *,
+    total_frames: int,
+    init_random_frames: int,
+    device: torch.device | str = "cpu",
+    threads: int = 1,
+) -> BaseCollector:
     """The collector ``cfg`` asks for (see the module docstring), yielding ``total_frames`` env steps, the first
     ``init_random_frames`` of them with uniformly random actions.
 
@@ -125,29 +135,49 @@ def make_collector(env: EnvFactory, cfg: CollectorConfig, planner: TDMPC2Planner
     workers = cfg.workers
     # the envs step on the CPU (numpy underneath: no copy to the GPU and back per step, no tiny transform kernels),
     # the planner on the run's device, and the batches are stored on the CPU, where the replay buffer lives
-    devices = dict(env_device=torch.device("cpu"), policy_device=torch.device(device),
-                   storing_device=torch.device("cpu"))
+    devices = dict(
+        env_device=torch.device("cpu"), policy_device=torch.device(device), storing_device=torch.device("cpu")
+    )
     if cfg.backend == "local" and workers == 1:
         return Collector(
-            env, planner, frames_per_batch=env.num_envs, total_frames=total_frames,
-            init_random_frames=init_random_frames, exploration_type=ExplorationType.RANDOM, **devices,
+            env,
+            planner,
+            frames_per_batch=env.num_envs,
+            total_frames=total_frames,
+            init_random_frames=init_random_frames,
+            exploration_type=ExplorationType.RANDOM,
+            **devices,
         )
     env_fns = [WorkerEnv(env, w, threads) for w in range(workers)]
-    common = dict(frames_per_batch=workers * env.num_envs, total_frames=total_frames,
-                  init_random_frames=init_random_frames, exploration_type=ExplorationType.RANDOM,
-                  postproc=WorkerBatch(workers), **devices)
+    common = dict(
+        frames_per_batch=workers * env.num_envs,
+        total_frames=total_frames,
+        init_random_frames=init_random_frames,
+        exploration_type=ExplorationType.RANDOM,
+        postproc=WorkerBatch(workers),
+        **devices,
+    )
     if cfg.backend == "local":
         collector = _MultiSyncCollector(
-            env_fns, planner, num_threads=torch.get_num_threads(), num_sub_threads=threads,
-            cat_results="stack", **common,
+            env_fns,
+            planner,
+            num_threads=torch.get_num_threads(),
+            num_sub_threads=threads,
+            cat_results="stack",
+            **common,
         )
         atexit.register(collector.shutdown)  # an error that skips the caller's shutdown must not hang the exit
         return collector
     return _make_ray_collector(env_fns, planner, cfg.ray_address, device, common)
 
 
-def _make_ray_collector(env_fns: Sequence[WorkerEnv], planner: TDMPC2Planner, address: str | None,
-                        device: torch.device | str, common: dict[str, Any]) -> BaseCollector:
+def _make_ray_collector(
+    env_fns: Sequence[WorkerEnv],
+    planner: TDMPC2Planner,
+    address: str | None,
+    device: torch.device | str,
+    common: dict[str, Any],
+) -> BaseCollector:
     """``RayCollector`` with one ``Collector`` actor per env factory; starts Ray (or joins ``address``)."""
     from torchrl.collectors.distributed import RayCollector
 
@@ -164,12 +194,20 @@ def _make_ray_collector(env_fns: Sequence[WorkerEnv], planner: TDMPC2Planner, ad
         remote["num_gpus"] = 1 / workers
     try:
         collector = RayCollector(
-            list(env_fns), planner, collector_class=_RayWorker, num_collectors=workers, sync=True,
-            ray_init_config=init, remote_configs=remote, **common,
+            list(env_fns),
+            planner,
+            collector_class=_RayWorker,
+            num_collectors=workers,
+            sync=True,
+            ray_init_config=init,
+            remote_configs=remote,
+            **common,
         )
     except ConnectionError as err:  # ray.init's answer to an unreachable (or token-protected) cluster
-        raise ConfigError(f"collector.ray_address={address}: {err} (a cluster with token authentication also "
-                          f"needs RAY_AUTH_MODE=token and its token here)") from None
+        raise ConfigError(
+            f"collector.ray_address={address}: {err} (a cluster with token authentication also "
+            f"needs RAY_AUTH_MODE=token and its token here)"
+        ) from None
     collector.update_policy_weights_(planner)  # connects the weight-sync channel before the first batch
     return collector
 

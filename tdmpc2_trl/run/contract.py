@@ -7,22 +7,35 @@ key, the run's value and the new one; ``null`` on the command line (the default 
 run's value. So ``buffer.size``, ``collector.seed_steps``, ``loss.discount`` and the other resolved values are never
 derived again from the new ``steps``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 from typing import Any
 
-from tdmpc2_trl.run import resolve
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import OLD_TERMINATION_NAMES, ConfigError, TrainConfig
+from tdmpc2_trl.run import resolve
 
 __all__ = ["MAY_CHANGE", "may_change", "resumed_config"]
 
 # A key equal to one of these, or under one ending in ".", may change on resume: they set how long the run goes on,
 # how it is watched and where and how fast it runs, not what it learns.
-MAY_CHANGE = ("steps", "eval.", "checkpoint_freq", "logger.", "threads", "progress", "device", "precision",
-              "resume", "planner.compile", "optim.compile", "collector.ray_address")
+MAY_CHANGE = (
+    "steps",
+    "eval.",
+    "checkpoint_freq",
+    "logger.",
+    "threads",
+    "progress",
+    "device",
+    "precision",
+    "resume",
+    "planner.compile",
+    "optim.compile",
+    "collector.ray_address",
+)
 SHOWN = 4  # changed keys named in the refusal; more are counted
 
 
@@ -83,7 +96,9 @@ def resumed_config(command: TrainConfig, saved: dict[str, Any], run_dir: str | P
     if changed:
         more = f" and {len(changed) - SHOWN} more" if len(changed) > SHOWN else ""
         allowed = ", ".join(k + "*" if k.endswith(".") else k for k in MAY_CHANGE if k != "resume")
-        raise ConfigError(f"cannot resume {run_dir}, whose settings differ from the config: "
-                          f"{', '.join(changed[:SHOWN])}{more}; "
-                          f"a resume may change only {allowed} (start a new run for the others)")
+        raise ConfigError(
+            f"cannot resume {run_dir}, whose settings differ from the config: "
+            f"{', '.join(changed[:SHOWN])}{more}; "
+            f"a resume may change only {allowed} (start a new run for the others)"
+        )
     return to_dataclass(unflatten(merged), TrainConfig)

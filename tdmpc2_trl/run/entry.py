@@ -1,13 +1,14 @@
 """The command-line shape every training recipe shares: signals first, the config checked in one line, then the
 Hydra app; and errors of a run turned into one line and exit code 2. Imports only the standard library at first."""
+
 from __future__ import annotations
 
 import importlib
 import sys
 from collections.abc import Callable
 
-from tdmpc2_trl.run import interrupts
 from tdmpc2_trl.platform.process import tune_process
+from tdmpc2_trl.run import interrupts
 
 __all__ = ["exit_code", "recipe_main"]
 
@@ -39,8 +40,8 @@ def recipe_main(config_name: str, app: str, argv: list[str]) -> int:
 def exit_code(run: Callable[[], None]) -> int:
     """``run()`` for a command line: 0 when it returns (done, or stopped by a signal); 2 after a one-line error on
     stderr for a configuration mistake found while building or an OS error (a full disk: the file's name)."""
-    from tdmpc2_trl.platform.checkpoint import os_error_line
     from tdmpc2_trl.config.schema import ConfigError
+    from tdmpc2_trl.platform.checkpoint import os_error_line
 
     try:
         run()

@@ -1,4 +1,5 @@
 """Evaluation: one batched rollout of K envs (one episode each) with the deterministic planner."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -12,8 +13,13 @@ from tdmpc2_trl.envs.video import EpisodeRecorder
 
 
 @torch.no_grad()
-def evaluate(env: EnvBase, policy, max_steps: int, recorder: EpisodeRecorder | None = None,
-             warn: Callable[[str], None] | None = None) -> list[float]:
+def evaluate(
+    env: EnvBase,
+    policy,
+    max_steps: int,
+    recorder: EpisodeRecorder | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> list[float]:
     """Return of the first episode of each of the env's batch entries (no exploration noise).
 
     ``recorder``: an ``EpisodeRecorder`` among the env's transforms; it records the first env's episode.
@@ -23,8 +29,9 @@ def evaluate(env: EnvBase, policy, max_steps: int, recorder: EpisodeRecorder | N
         recorder.start()
     try:
         with set_exploration_type(ExplorationType.DETERMINISTIC):
-            rollout = env.rollout(max_steps=max_steps, policy=policy, break_when_any_done=False,
-                                  auto_cast_to_device=True)
+            rollout = env.rollout(
+                max_steps=max_steps, policy=policy, break_when_any_done=False, auto_cast_to_device=True
+            )
     finally:
         if recorder is not None:
             recorder.stop()

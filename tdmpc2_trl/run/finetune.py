@@ -5,6 +5,7 @@ task set is padded to the checkpoint's observation and action sizes, so every we
 than those sizes cannot reuse the checkpoint and is a one-line error. A single-task run from a multitask
 checkpoint is a task set of one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,11 +15,16 @@ from typing import Any
 import torch
 
 from tdmpc2_trl.config.schema import ConfigError
-from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.networks.tasks import TaskSet, TaskSpec
+from tdmpc2_trl.networks.world_model import WorldModel
 
-__all__ = ["checkpoint_task_set", "finetune_task_set", "load_pretrained", "load_single_task_pretrained",
-           "task_set_state"]
+__all__ = [
+    "checkpoint_task_set",
+    "finetune_task_set",
+    "load_pretrained",
+    "load_single_task_pretrained",
+    "task_set_state",
+]
 
 TASK_SET_KEY = "task_set"  # a multitask checkpoint's {"tasks": [TaskSpec fields...], "task_dim": int}
 EMBEDDING_KEY = "tasks.embedding.weight"
@@ -26,8 +32,12 @@ EMBEDDING_KEY = "tasks.embedding.weight"
 
 def task_set_state(task_set: TaskSet) -> dict[str, Any]:
     """What a multitask checkpoint keeps of its task set (plain data: ``checkpoint_task_set`` reads it back)."""
-    return {"tasks": [asdict(t) for t in task_set.tasks], "task_dim": task_set.task_dim,
-            "min_obs_dim": task_set.obs_dim, "min_action_dim": task_set.action_dim}
+    return {
+        "tasks": [asdict(t) for t in task_set.tasks],
+        "task_dim": task_set.task_dim,
+        "min_obs_dim": task_set.obs_dim,
+        "min_action_dim": task_set.action_dim,
+    }
 
 
 def checkpoint_task_set(state: dict[str, Any], source: str = "the checkpoint") -> TaskSet:
@@ -35,16 +45,22 @@ def checkpoint_task_set(state: dict[str, Any], source: str = "the checkpoint") -
     saved = state.get(TASK_SET_KEY)
     if saved is None:
         raise ConfigError(f"{source} is not a multitask checkpoint (no task set): init_from needs one")
-    return TaskSet(tuple(TaskSpec(**t) for t in saved["tasks"]), int(saved["task_dim"]),
-                   int(saved.get("min_obs_dim", 0)), int(saved.get("min_action_dim", 0)))
+    return TaskSet(
+        tuple(TaskSpec(**t) for t in saved["tasks"]),
+        int(saved["task_dim"]),
+        int(saved.get("min_obs_dim", 0)),
+        int(saved.get("min_action_dim", 0)),
+    )
 
 
 def finetune_task_set(tasks: Sequence[TaskSpec], pretrained: TaskSet) -> TaskSet:
     """``tasks`` padded to ``pretrained``'s sizes, with its embedding size."""
     too_big = [t.name for t in tasks if t.obs_dim > pretrained.obs_dim or t.action_dim > pretrained.action_dim]
     if too_big:
-        raise ConfigError(f"task(s) {too_big} exceed the checkpoint's observation/action sizes "
-                          f"({pretrained.obs_dim}/{pretrained.action_dim}); they cannot start from it")
+        raise ConfigError(
+            f"task(s) {too_big} exceed the checkpoint's observation/action sizes "
+            f"({pretrained.obs_dim}/{pretrained.action_dim}); they cannot start from it"
+        )
     return TaskSet(tuple(tasks), pretrained.task_dim, pretrained.obs_dim, pretrained.action_dim)
 
 
@@ -74,12 +90,15 @@ def load_pretrained(world_model: WorldModel, weights: dict[str, torch.Tensor], p
     try:
         missing, unexpected = world_model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a shape differs
-        raise ConfigError(f"the checkpoint's networks do not fit this model ({_first_problem(err)}): "
-                          f"use the checkpoint's model preset") from None
+        raise ConfigError(
+            f"the checkpoint's networks do not fit this model ({_first_problem(err)}): "
+            f"use the checkpoint's model preset"
+        ) from None
     misfits = [k for k in missing if not k.startswith("termination.")] + list(unexpected)
     if misfits:
-        raise ConfigError(f"the checkpoint's networks do not fit this model (e.g. {misfits[0]}): "
-                          f"use the checkpoint's model preset")
+        raise ConfigError(
+            f"the checkpoint's networks do not fit this model (e.g. {misfits[0]}): use the checkpoint's model preset"
+        )
     return fresh
 
 
@@ -88,16 +107,18 @@ def load_single_task_pretrained(world_model: WorldModel, source: str) -> str:
     ``world_model``; returns the line the run prints. Nothing else of the file is read (the optimisers, RunningScale
     and replay buffer start fresh)."""
     from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
-    from tdmpc2_trl.run.official_checkpoint import OFFICIAL_MARK, fresh_state_note
+    from tdmpc2_trl.run.official_checkpoint import OFFICIAL_MARK, fresh_state_note, official_converter
 
-    path, state = resolve_checkpoint(source, networks_only=True)
+    path, state = resolve_checkpoint(source, networks_only=True, convert=official_converter())
     if state.get(TASK_SET_KEY) is not None:
         raise ConfigError(f"{path} is a multitask checkpoint: give tasks=[...] to start from it")
     try:
         world_model.load_state_dict(state["world_model"])
     except RuntimeError as err:  # a shape, a missing or an extra network
-        raise ConfigError(f"the networks of {path} do not fit this model ({_first_problem(err)}): use the "
-                          f"checkpoint's model preset and a task of its sizes") from None
+        raise ConfigError(
+            f"the networks of {path} do not fit this model ({_first_problem(err)}): use the "
+            f"checkpoint's model preset and a task of its sizes"
+        ) from None
     if state.get(OFFICIAL_MARK):
         return fresh_state_note(str(path))
     return f"networks from {path}; the optimisers, RunningScale and replay buffer start fresh"

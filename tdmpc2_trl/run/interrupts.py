@@ -6,6 +6,7 @@ checkpoint write) or the run has not started yet (``Stop.deferred`` starts at 1;
 it acts when that block ends (``stop_if_signalled``). ``phase(name)`` announces where a run is as the audit event
 ``tdmpc2_trl.phase`` (the fault-injection tests, ``tests/faultshim``, hook it). Standard library only.
 """
+
 from __future__ import annotations
 
 import signal
@@ -44,9 +45,11 @@ def _drop_interrupted(default_hook):
     """An ``Interrupted`` raised while a finaliser or weakref callback ran (e.g. inside torch.compile's caches) is
     dropped by Python with an "Exception ignored" traceback on stderr. Silence only that case: ``Stop.signum``
     still holds the signal, and ``stop_if_signalled`` acts on it at the next check."""
+
     def hook(unraisable) -> None:
         if not isinstance(unraisable.exc_value, Interrupted):
             default_hook(unraisable)
+
     return hook
 
 

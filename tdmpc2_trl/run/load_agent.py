@@ -4,6 +4,7 @@ Reads this project's checkpoints and official TD-MPC2 files alike (``run/officia
 official file does not name its task (``task`` must); a multitask checkpoint plans for every task of its set, or,
 given ``task``, for that one task (a set of one keeping its embedding row, padded to the checkpoint's sizes).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,13 +16,13 @@ import torch
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import ConfigError, ModelConfig, OfflineConfig, PlannerConfig, TrainConfig
 from tdmpc2_trl.envs.factory import TaskInfo, task_info
-from tdmpc2_trl.run.finetune import TASK_SET_KEY, checkpoint_task_set, finetune_task_set, load_pretrained
-from tdmpc2_trl.run.multitask import joined_info
 from tdmpc2_trl.networks.tasks import TaskSet
 from tdmpc2_trl.planning.planner import TDMPC2Planner
 from tdmpc2_trl.platform.checkpoint import resolve_checkpoint
+from tdmpc2_trl.run.finetune import TASK_SET_KEY, checkpoint_task_set, finetune_task_set, load_pretrained
 from tdmpc2_trl.run.make import make_autocast_dtype, make_discount, make_planner, make_world_model
-from tdmpc2_trl.run.official_checkpoint import OFFICIAL_MARK, fresh_state_note
+from tdmpc2_trl.run.multitask import joined_info
+from tdmpc2_trl.run.official_checkpoint import OFFICIAL_MARK, fresh_state_note, official_converter
 
 __all__ = ["LoadedAgent", "load_agent"]
 
@@ -37,12 +38,19 @@ class LoadedAgent:
     note: str | None  # the line to print for an official file
 
 
-def load_agent(checkpoint: str, *, task: str | None = None, official_tasks: list[str] | None = None,
-               device: torch.device = torch.device("cpu"), precision: str | None = None,
-               planner_overrides: dict[str, Any] | None = None) -> LoadedAgent:
+def load_agent(
+    checkpoint: str,
+    *,
+    task: str | None = None,
+    official_tasks: list[str] | None = None,
+    device: torch.device | str = "cpu",
+    precision: str | None = None,
+    planner_overrides: dict[str, Any] | None = None,
+) -> LoadedAgent:
     """The planner of ``checkpoint`` (a file or a run directory) on ``device``; ``planner_overrides``: fields of
     ``PlannerConfig`` replacing the trained ones; ``precision``: ``None`` keeps the trained one."""
-    path, state = resolve_checkpoint(checkpoint, networks_only=True, official_tasks=official_tasks or None)
+    device = torch.device(device)
+    path, state = resolve_checkpoint(checkpoint, networks_only=True, convert=official_converter(official_tasks or None))
     offline = "dataset" in state["config"]  # recipes/train_offline.py's checkpoints: always multitask
     trained = to_dataclass(state["config"], OfflineConfig if offline else TrainConfig)
     planner_cfg: PlannerConfig = dataclasses.replace(trained.planner, **(planner_overrides or {}))
@@ -53,8 +61,9 @@ def load_agent(checkpoint: str, *, task: str | None = None, official_tasks: list
         pretrained, task_set = task_set, finetune_task_set([spec], task_set)
     if task_set is None:
         if task is None and not trained.task:
-            raise ConfigError(f"{path} is an official single-task checkpoint, which does not name its task: "
-                              f"give task=NAME")
+            raise ConfigError(
+                f"{path} is an official single-task checkpoint, which does not name its task: give task=NAME"
+            )
         trained.task = task or trained.task
         info = checked_info(task_info(trained.task, trained.obs), state, trained.model)
     else:
@@ -76,8 +85,10 @@ def checked_info(info: TaskInfo, state: dict[str, Any], model_cfg: ModelConfig) 
     saved = state.get("task") or {}
     want = (saved.get("obs_dim"), saved.get("action_dim"))
     if info.obs == "state" and None not in want and (info.obs_dim, info.action_dim) != want:
-        raise ConfigError(f"task {info.name} has {info.obs_dim} observations and {info.action_dim} actions; the "
-                          f"checkpoint's networks take {want[0]} and {want[1]}")
+        raise ConfigError(
+            f"task {info.name} has {info.obs_dim} observations and {info.action_dim} actions; the "
+            f"checkpoint's networks take {want[0]} and {want[1]}"
+        )
     if model_cfg.termination == "latent":
         has_head = any(k.startswith("termination.") for k in state["world_model"])
         info = dataclasses.replace(info, episodic=has_head)

@@ -9,21 +9,26 @@ resumed checkpoint's step (``rewind``), and a failed write that leaves no half r
 mp4 files already encoded by ``video.write_video`` (PyAV); they go to wandb as files, since ``WandbLogger.log_video``
 takes frames and re-encodes them with moviepy.
 """
+
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from tdmpc2_trl.config.schema import LoggerConfig
 from tdmpc2_trl.platform.checkpoint import atomic_file, named_os_error
 from tdmpc2_trl.platform.extras import require
 
 # the package each backend imports, and the project's pip extra that installs it
-BACKEND_PACKAGES = {"wandb": ("wandb", "wandb"), "tensorboard": ("tensorboard", "tensorboard"),
-                    "mlflow": ("mlflow", "mlflow")}
+BACKEND_PACKAGES = {
+    "wandb": ("wandb", "wandb"),
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow"),
+}
 
 
 class CSVTable:
@@ -109,21 +114,26 @@ def make_logger(cfg: LoggerConfig, run_dir: Path, config: Mapping[str, Any]):
 
     kwargs: dict[str, Any] = {}
     if cfg.backend == "wandb":
-        kwargs["wandb_kwargs"] = dict(offline=cfg.wandb_mode == "offline", project=cfg.project, entity=cfg.entity,
-                                      config=dict(config), log_env_packages=False)
+        kwargs["wandb_kwargs"] = dict(
+            offline=cfg.wandb_mode == "offline",
+            project=cfg.project,
+            entity=cfg.entity,
+            config=dict(config),
+            log_env_packages=False,
+        )
     return get_logger(cfg.backend, logger_name=str(run_dir), experiment_name=Path(run_dir).name, **kwargs)
 
 
 class RunLogger:
     """``log_eval(step, episode_reward)`` → eval.csv; ``log_train(step, metrics)`` → train.csv; both → the backend.
 
-        >>> import tempfile
-        >>> from tdmpc2_trl.config.schema import LoggerConfig
-        >>> run_dir = Path(tempfile.mkdtemp())
-        >>> log = RunLogger(run_dir, {}, LoggerConfig(backend="csv"))
-        >>> log.log_eval(1000, -812.5)
-        >>> (run_dir / "eval.csv").read_text().splitlines()
-        ['step,episode_reward', '1000,-812.5']
+    >>> import tempfile
+    >>> from tdmpc2_trl.config.schema import LoggerConfig
+    >>> run_dir = Path(tempfile.mkdtemp())
+    >>> log = RunLogger(run_dir, {}, LoggerConfig(backend="csv"))
+    >>> log.log_eval(1000, -812.5)
+    >>> (run_dir / "eval.csv").read_text().splitlines()
+    ['step,episode_reward', '1000,-812.5']
     """
 
     def __init__(self, run_dir: Path, config: Mapping[str, Any], logger: LoggerConfig | None = None) -> None:
@@ -139,8 +149,9 @@ class RunLogger:
         row = {"step": step, "episode_reward": episode_reward}
         self.eval_table.append(row if task is None else {**row, "task": task})
         prefix = "eval/" if task is None else f"eval/{task}/"
-        self._backend({f"{prefix}episode_reward": episode_reward, **{f"{prefix}{k}": v for k, v in extra.items()}},
-                    step)
+        self._backend(
+            {f"{prefix}episode_reward": episode_reward, **{f"{prefix}{k}": v for k, v in extra.items()}}, step
+        )
 
     def log_train(self, step: int, metrics: Mapping[str, float]) -> None:
         self.train_table.append({"step": step, **metrics})

@@ -1,22 +1,23 @@
 """Wire the TorchRL pieces from a recipe config: world model, loss, optimisers/updater, planner.
 
 These are small ``make_*`` functions in the spirit of TorchRL's ``sota-implementations/*/utils.py``; each takes the
-config group it needs (``tdmpc2_trl.config.schema``), and the trainer (``tdmpc2_trl/run/trainer.py``) calls them in order.
+config group it needs (``tdmpc2_trl.config.schema``), and the trainer (``run/trainer.py``) calls them in order.
 """
+
 from __future__ import annotations
 
 import torch
 
-from tdmpc2_trl.run import resolve
 from tdmpc2_trl.config.schema import ConfigError, LossConfig, ModelConfig, OptimConfig, PlannerConfig
 from tdmpc2_trl.envs.factory import TaskInfo
 from tdmpc2_trl.learning.loss import TDMPC2Loss
-from tdmpc2_trl.networks.world_model import WorldModel
-from tdmpc2_trl.networks.tasks import TaskSet
+from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 from tdmpc2_trl.networks.pixels import RandomShift
+from tdmpc2_trl.networks.tasks import TaskSet
+from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import TDMPC2Planner
 from tdmpc2_trl.platform.precision import allow_tf32, resolve_precision
-from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
+from tdmpc2_trl.run import resolve
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,20 +37,26 @@ def make_discount(loss_cfg: LossConfig, info: TaskInfo) -> float:
     return resolve.discount(loss_cfg.discount, info.episode_length)
 
 
-def make_world_model(model_cfg: ModelConfig, info: TaskInfo, device: torch.device,
-                     task_set: TaskSet | None = None) -> WorldModel:
+def make_world_model(
+    model_cfg: ModelConfig, info: TaskInfo, device: torch.device, task_set: TaskSet | None = None
+) -> WorldModel:
     """The networks for the task (``info``), or for every task of ``task_set`` (multitask; ``info``: theirs joined)."""
-    return WorldModel(model_cfg, info.obs_shape, info.action_dim, episodic=info.episodic,
-                      task_set=task_set).to(device)
+    return WorldModel(model_cfg, info.obs_shape, info.action_dim, episodic=info.episodic, task_set=task_set).to(device)
 
 
 def make_loss(loss_cfg: LossConfig, world_model: WorldModel, discount: float) -> TDMPC2Loss:
     """The loss; pixel models get the random-shift augmentation (``loss.aug_pad`` pixels, TD-MPC2: 3)."""
     augment = RandomShift(loss_cfg.aug_pad) if world_model.pixels else None
     return TDMPC2Loss(
-        world_model, discount, rho=loss_cfg.rho, consistency_coef=loss_cfg.consistency_coef,
-        reward_coef=loss_cfg.reward_coef, value_coef=loss_cfg.value_coef,
-        termination_coef=loss_cfg.termination_coef, entropy_coef=loss_cfg.entropy_coef, scale_tau=loss_cfg.tau,
+        world_model,
+        discount,
+        rho=loss_cfg.rho,
+        consistency_coef=loss_cfg.consistency_coef,
+        reward_coef=loss_cfg.reward_coef,
+        value_coef=loss_cfg.value_coef,
+        termination_coef=loss_cfg.termination_coef,
+        entropy_coef=loss_cfg.entropy_coef,
+        scale_tau=loss_cfg.tau,
         augment=augment,
     )
 
@@ -73,26 +80,42 @@ def planner_iterations(planner_cfg: PlannerConfig, preset: str, action_dim: int)
     return planner_cfg.iterations + resolve.extra_iterations(planner_cfg.extra_iterations, preset, action_dim)
 
 
-def make_updater(optim_cfg: OptimConfig, loss: TDMPC2Loss, tau: float,
-                 autocast_dtype: torch.dtype | None = None) -> TDMPC2Update:
+def make_updater(
+    optim_cfg: OptimConfig, loss: TDMPC2Loss, tau: float, autocast_dtype: torch.dtype | None = None
+) -> TDMPC2Update:
     """Both Adams and the update (target Q lerped by ``tau``); ``optim.compile`` runs the loss terms through
     ``torch.compile``."""
     scale = enc_lr_scale(optim_cfg, loss.world_model.cfg.name)
     wm_optim, pi_optim = make_optimizers(loss, lr=optim_cfg.lr, enc_lr_scale=scale)
     loss.compile_terms(optim_cfg.compile)
-    return TDMPC2Update(loss, wm_optim, pi_optim, grad_clip_norm=optim_cfg.grad_clip_norm, tau=tau,
-                        autocast_dtype=autocast_dtype)
+    return TDMPC2Update(
+        loss, wm_optim, pi_optim, grad_clip_norm=optim_cfg.grad_clip_norm, tau=tau, autocast_dtype=autocast_dtype
+    )
 
 
-def make_planner(planner_cfg: PlannerConfig, world_model: WorldModel, action_spec, discount: float,
-                 autocast_dtype: torch.dtype | None = None) -> TDMPC2Planner:
+def make_planner(
+    planner_cfg: PlannerConfig,
+    world_model: WorldModel,
+    action_spec,
+    discount: float,
+    autocast_dtype: torch.dtype | None = None,
+) -> TDMPC2Planner:
     """MPPI over ``world_model`` with its preset's horizon; ``action_spec``: the env's (``None``: [-1, 1], the
     agent envs of ``envs.make_env``)."""
     model = world_model.cfg
     return TDMPC2Planner(
-        world_model, action_spec, discount=discount, horizon=model.horizon, num_samples=planner_cfg.num_samples,
-        num_pi_trajs=planner_cfg.num_pi_trajs, num_elites=planner_cfg.num_elites,
+        world_model,
+        action_spec,
+        discount=discount,
+        horizon=model.horizon,
+        num_samples=planner_cfg.num_samples,
+        num_pi_trajs=planner_cfg.num_pi_trajs,
+        num_elites=planner_cfg.num_elites,
         iterations=planner_iterations(planner_cfg, model.name, world_model.action_dim),
-        temperature=planner_cfg.temperature, min_std=planner_cfg.min_std, max_std=planner_cfg.max_std,
-        mpc=planner_cfg.mpc, compile_plan=planner_cfg.compile, autocast_dtype=autocast_dtype,
+        temperature=planner_cfg.temperature,
+        min_std=planner_cfg.min_std,
+        max_std=planner_cfg.max_std,
+        mpc=planner_cfg.mpc,
+        compile_plan=planner_cfg.compile,
+        autocast_dtype=autocast_dtype,
     )

@@ -12,13 +12,14 @@ action masks. What a file lacks (optimisers, RunningScale, replay buffer, step c
 writes this project's checkpoint (the format of ``run/checkpoint.py``: ``recipes/eval.py`` and ``init_from=`` read it
 like their own). ``recipes/eval.py checkpoint=OFFICIAL.pt task=...`` and ``init_from=OFFICIAL.pt`` convert on the fly.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ from torch import nn
 
 from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.config.schema import ConfigError, ModelConfig, TrainConfig
-from tdmpc2_trl.run.finetune import TASK_SET_KEY, task_set_state
 from tdmpc2_trl.networks.tasks import OFFICIAL_TASK_SETS, TaskEmbedding, TaskSet, TaskSpec, official_task_names
+from tdmpc2_trl.run.finetune import TASK_SET_KEY, task_set_state
 
 __all__ = ["OFFICIAL_MARK", "OfficialCheckpoint", "is_official", "read_official", "official_to_checkpoint"]
 
@@ -37,8 +38,14 @@ _OFFICIAL_PRESETS = ("1m", "5m", "19m", "48m", "317m")
 _NORMED = ("weight", "bias", "ln.weight", "ln.bias")  # the official NormedLinear's tensors, in the old flat order
 _LAYER_KEY = re.compile(r"^(\d+)\.(weight|bias|ln\.weight|ln\.bias)$")
 # The official networks (state_dict prefixes), in the order this module maps them.
-_NETS = {"encoder": "_encoder.state.", "dynamics": "_dynamics.", "reward": "_reward.", "termination": "_termination.",
-         "policy": "_pi.", "qvalue": "_Qs.params."}
+_NETS = {
+    "encoder": "_encoder.state.",
+    "dynamics": "_dynamics.",
+    "reward": "_reward.",
+    "termination": "_termination.",
+    "policy": "_pi.",
+    "qvalue": "_Qs.params.",
+}
 
 
 def is_official(state: Any) -> bool:
@@ -66,7 +73,7 @@ def _layers(sd: Mapping[str, torch.Tensor], prefix: str, source: str) -> list[di
     layers: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in sd.items():
         if key.startswith(prefix):
-            m = _LAYER_KEY.match(key[len(prefix):])
+            m = _LAYER_KEY.match(key[len(prefix) :])
             if m is None:
                 raise ConfigError(f"{source}: unexpected official key {key!r}")
             layers.setdefault(int(m.group(1)), {})[m.group(2)] = value
@@ -97,9 +104,15 @@ def _model_config(sd: Mapping[str, torch.Tensor], nets: dict[str, list], source:
     _, enc_out = _dims(nets["encoder"])
     _, dyn_out = _dims(nets["dynamics"])
     _, rew_out = _dims(nets["reward"])
-    values = dict(latent_dim=enc_out[-1], enc_dim=enc_out[0], num_enc_layers=len(enc_out), mlp_dim=dyn_out[0],
-                  num_mlp_layers=len(dyn_out) - 1, num_q=int(nets["qvalue"][0]["weight"].shape[0]),
-                  num_bins=rew_out[-1])
+    values = dict(
+        latent_dim=enc_out[-1],
+        enc_dim=enc_out[0],
+        num_enc_layers=len(enc_out),
+        mlp_dim=dyn_out[0],
+        num_mlp_layers=len(dyn_out) - 1,
+        num_q=int(nets["qvalue"][0]["weight"].shape[0]),
+        num_bins=rew_out[-1],
+    )
     if "log_std_min" in sd and "log_std_dif" in sd:
         low = float(sd["log_std_min"])
         values |= dict(log_std_min=low, log_std_max=low + float(sd["log_std_dif"]))
@@ -109,21 +122,26 @@ def _model_config(sd: Mapping[str, torch.Tensor], nets: dict[str, list], source:
         preset = load_model_config(name)
         if all(getattr(preset, k) == values[k] for k in ("enc_dim", "num_enc_layers", "mlp_dim", "num_q")):
             return load_model_config(name, **values)
-    raise ConfigError(f"{source}: its networks (encoder {values['enc_dim']} x {values['num_enc_layers']}, MLPs "
-                      f"{values['mlp_dim']}, {values['num_q']} Q heads) match no official model size "
-                      f"({', '.join(_OFFICIAL_PRESETS)})")
+    raise ConfigError(
+        f"{source}: its networks (encoder {values['enc_dim']} x {values['num_enc_layers']}, MLPs "
+        f"{values['mlp_dim']}, {values['num_q']} Q heads) match no official model size "
+        f"({', '.join(_OFFICIAL_PRESETS)})"
+    )
 
 
-def _official_task_set(sd: Mapping[str, torch.Tensor], obs_dim: int, action_dim: int, tasks: Sequence[str] | None,
-                       source: str) -> TaskSet:
+def _official_task_set(
+    sd: Mapping[str, torch.Tensor], obs_dim: int, action_dim: int, tasks: Sequence[str] | None, source: str
+) -> TaskSet:
     """The task set of a multitask file: ``tasks`` (names in task-id order) or, by the number of embedding rows,
     mt30/mt80; checked against the file's action masks and padded sizes."""
     num_tasks, task_dim = (int(d) for d in sd["_task_emb.weight"].shape)
     if not tasks:
         by_count = {len(official_task_names(n)): n for n in OFFICIAL_TASK_SETS}
         if num_tasks not in by_count:
-            raise ConfigError(f"{source} is a multitask checkpoint of {num_tasks} tasks, neither mt30 nor mt80: "
-                              f"name them in task-id order (official_tasks=[...])")
+            raise ConfigError(
+                f"{source} is a multitask checkpoint of {num_tasks} tasks, neither mt30 nor mt80: "
+                f"name them in task-id order (official_tasks=[...])"
+            )
         tasks = official_task_names(by_count[num_tasks])
     if len(tasks) != num_tasks:
         raise ConfigError(f"{source} has {num_tasks} tasks, {len(tasks)} named")
@@ -134,12 +152,16 @@ def _official_task_set(sd: Mapping[str, torch.Tensor], obs_dim: int, action_dim:
         wrong = [(s.name, s.action_dim, d) for s, d in zip(specs, file_dims) if s.action_dim != d]
         if wrong:
             name, env_dim, file_dim = wrong[0]
-            raise ConfigError(f"{source}: task {name!r} has {env_dim} action dims, the checkpoint's task "
-                              f"{tasks.index(name)} has {file_dim}")
+            raise ConfigError(
+                f"{source}: task {name!r} has {env_dim} action dims, the checkpoint's task "
+                f"{tasks.index(name)} has {file_dim}"
+            )
     task_set = TaskSet(specs, task_dim, obs_dim, action_dim)
     if (task_set.obs_dim, task_set.action_dim) != (obs_dim, action_dim):
-        raise ConfigError(f"{source}: its tasks need observations/actions of {task_set.obs_dim}/{task_set.action_dim},"
-                          f" the checkpoint's networks take {obs_dim}/{action_dim}")
+        raise ConfigError(
+            f"{source}: its tasks need observations/actions of {task_set.obs_dim}/{task_set.action_dim},"
+            f" the checkpoint's networks take {obs_dim}/{action_dim}"
+        )
     return task_set
 
 
@@ -170,8 +192,16 @@ def _official_tensors(layers: list[dict[str, torch.Tensor]]) -> list[tuple[str, 
     return out
 
 
-def _convert(sd: Mapping[str, torch.Tensor], nets: dict[str, list], model_cfg: ModelConfig, obs_dim: int,
-             action_dim: int, episodic: bool, task_set: TaskSet | None, source: str) -> dict[str, torch.Tensor]:
+def _convert(
+    sd: Mapping[str, torch.Tensor],
+    nets: dict[str, list],
+    model_cfg: ModelConfig,
+    obs_dim: int,
+    action_dim: int,
+    episodic: bool,
+    task_set: TaskSet | None,
+    source: str,
+) -> dict[str, torch.Tensor]:
     """The project's ``WorldModel`` state_dict holding the official tensors (names mapped layer by layer)."""
     from tdmpc2_trl.networks.world_model import WorldModel, _unconditioned
 
@@ -188,8 +218,7 @@ def _convert(sd: Mapping[str, torch.Tensor], nets: dict[str, list], model_cfg: M
         ours = _project_layers(_unconditioned(module.module))
         theirs = _official_tensors(layers)
         if len(ours) != len(theirs):
-            raise ConfigError(f"{source}: its {net} has {len(theirs)} Linear/LayerNorm layers, this model "
-                              f"{len(ours)}")
+            raise ConfigError(f"{source}: its {net} has {len(theirs)} Linear/LayerNorm layers, this model {len(ours)}")
         for mod, (_, weight, bias) in zip(ours, theirs):
             for param, value in ((mod.weight, weight), (mod.bias, bias)):
                 _put(out, names[id(param)], param, value, source)
@@ -219,8 +248,9 @@ def _put(out: dict[str, torch.Tensor], name: str, like: torch.Tensor, value: tor
     out[name] = value.detach().to(torch.float32).clone()
 
 
-def read_official(state: Mapping[str, Any], source: str = "the checkpoint",
-                  tasks: Sequence[str] | None = None) -> OfficialCheckpoint:
+def read_official(
+    state: Mapping[str, Any], source: str = "the checkpoint", tasks: Sequence[str] | None = None
+) -> OfficialCheckpoint:
     """Map a loaded official file (``{"model": state_dict}``, either key layout) onto this project's networks.
 
     ``tasks``: a multitask file's task names in task-id order (default: mt30 or mt80, by its number of tasks).
@@ -250,6 +280,15 @@ def read_official(state: Mapping[str, Any], source: str = "the checkpoint",
     return OfficialCheckpoint(model_cfg, obs_dim, action_dim, episodic, task_set, weights, source)
 
 
+def official_converter(tasks: Sequence[str] | None = None) -> Callable[[Any, Path], dict[str, Any]]:
+    """``load_checkpoint``'s ``convert`` for official TD-MPC2 files (``tasks``: a multitask file's task names)."""
+
+    def convert(state: Any, path: Path) -> dict[str, Any]:
+        return official_to_checkpoint(read_official(state, str(path), tasks))
+
+    return convert
+
+
 def official_to_checkpoint(official: OfficialCheckpoint, task: str | None = None) -> dict[str, Any]:
     """This project's checkpoint (``run/checkpoint.py``'s layout) of an official file's networks.
 
@@ -258,17 +297,23 @@ def official_to_checkpoint(official: OfficialCheckpoint, task: str | None = None
     """
     names = official.task_set.names if official.task_set is not None else []
     cfg = TrainConfig(task=task or "", tasks=list(names), model=official.model)
-    return {"step": 0, "burst_done": False, "config": dataclasses.asdict(cfg),
-            "task": {"obs_dim": official.obs_dim, "action_dim": official.action_dim, "episodic": official.episodic},
-            "world_model": official.world_model,
-            TASK_SET_KEY: task_set_state(official.task_set) if official.task_set is not None else None,
-            OFFICIAL_MARK: official.source}
+    return {
+        "step": 0,
+        "burst_done": False,
+        "config": dataclasses.asdict(cfg),
+        "task": {"obs_dim": official.obs_dim, "action_dim": official.action_dim, "episodic": official.episodic},
+        "world_model": official.world_model,
+        TASK_SET_KEY: task_set_state(official.task_set) if official.task_set is not None else None,
+        OFFICIAL_MARK: official.source,
+    }
 
 
 def fresh_state_note(source: str) -> str:
     """The one line a run prints when it starts from an official file."""
-    return (f"{source}: official TD-MPC2 checkpoint read (networks only); the optimisers, RunningScale and replay "
-            f"buffer start fresh")
+    return (
+        f"{source}: official TD-MPC2 checkpoint read (networks only); the optimisers, RunningScale and replay "
+        f"buffer start fresh"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,8 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("checkpoint", help="the official file ({'model': state_dict})")
     p.add_argument("--out", required=True, help="the tdmpc2-trl checkpoint to write")
     p.add_argument("--task", default=None, help="the task a single-task file was trained on (stored in the config)")
-    p.add_argument("--tasks", default=None,
-                   help="a multitask file's task names in task-id order, comma separated (default: mt30/mt80)")
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help="a multitask file's task names in task-id order, comma separated (default: mt30/mt80)",
+    )
     a = p.parse_args(argv)
     from tdmpc2_trl.platform.checkpoint import load_raw, save_checkpoint
     from tdmpc2_trl.run.entry import exit_code
@@ -286,10 +334,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         official = read_official(load_raw(Path(a.checkpoint)), a.checkpoint, a.tasks.split(",") if a.tasks else None)
         save_checkpoint(Path(a.out), official_to_checkpoint(official, a.task), keep=0)
         kind = f"multitask ({len(official.task_set)} tasks)" if official.task_set is not None else "single-task"
-        print(f"wrote {a.out}: model {official.model.name}, {kind}, obs {official.obs_dim}, action "
-              f"{official.action_dim}{', termination head' if official.episodic else ''}")
+        print(
+            f"wrote {a.out}: model {official.model.name}, {kind}, obs {official.obs_dim}, action "
+            f"{official.action_dim}{', termination head' if official.episodic else ''}"
+        )
 
     return exit_code(convert)
+
 
 if __name__ == "__main__":
     sys.exit(main())

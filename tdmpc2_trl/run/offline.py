@@ -1,5 +1,5 @@
-"""Offline training: a multitask agent from a dataset on disk (``tdmpc2_trl.data.offline_dataset``), with the same loss, update
-and planner as online training, evaluated online on each task every ``eval.freq`` updates.
+"""Offline training: a multitask agent from a dataset on disk (``tdmpc2_trl.data.offline_dataset``), with the same
+loss, update and planner as online training, evaluated online on each task every ``eval.freq`` updates.
 
     from tdmpc2_trl.config.compose import load_config
     from tdmpc2_trl.run.offline import train_offline
@@ -9,6 +9,7 @@ The run directory holds config.yaml, eval.csv (``step,episode_reward,task``: ste
 checkpoints/ (networks, target Q, both Adams, RNG, the update count, the task set). SIGINT/SIGTERM checkpoint and
 return; ``resume=RUN_DIR`` continues.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,23 +20,35 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from tdmpc2_trl.platform.checkpoint import (
-    atomic_file, checkpoint_path, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state,
-)
-from tdmpc2_trl.run import resolve
 from tdmpc2_trl.config.compose import to_dataclass
-from tdmpc2_trl.platform.compiling import on_compile
 from tdmpc2_trl.config.schema import ConfigError, OfflineConfig
 from tdmpc2_trl.data.offline_dataset import check_tasks, load_dataset, make_offline_buffer
 from tdmpc2_trl.data.replay_buffer import sample_batch
+from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
+from tdmpc2_trl.platform.checkpoint import (
+    atomic_file,
+    checkpoint_path,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from tdmpc2_trl.platform.compiling import on_compile
+from tdmpc2_trl.run import resolve
 from tdmpc2_trl.run.entry import exit_code
 from tdmpc2_trl.run.evaluate import evaluate
-from tdmpc2_trl.run.make import make_autocast_dtype, make_loss, make_planner, make_updater, make_world_model, resolve_device
 from tdmpc2_trl.run.finetune import TASK_SET_KEY, checkpoint_task_set, task_set_state
 from tdmpc2_trl.run.interrupts import Interrupted, Stop, stop_if_signalled, uninterrupted
-from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
-from tdmpc2_trl.run.multitask import joined_info, log_task_evals, padded_info
 from tdmpc2_trl.run.logs import RunLogger
+from tdmpc2_trl.run.make import (
+    make_autocast_dtype,
+    make_loss,
+    make_planner,
+    make_updater,
+    make_world_model,
+    resolve_device,
+)
+from tdmpc2_trl.run.multitask import joined_info, log_task_evals, padded_info
 from tdmpc2_trl.run.ownership import RunOwnership
 from tdmpc2_trl.run.trainer import COMPILE_TIME
 
@@ -58,13 +71,18 @@ class OfflineRun:
         self.task_set, data = load_dataset(cfg.dataset, cfg.model.task_dim)
         if cfg.tasks:
             check_tasks(self.task_set, cfg.tasks)
-        print(f"dataset {cfg.dataset}: {len(data):,} transitions of {len(self.task_set)} task(s) "
-              f"{self.task_set.names}", flush=True)
+        print(
+            f"dataset {cfg.dataset}: {len(data):,} transitions of {len(self.task_set)} task(s) {self.task_set.names}",
+            flush=True,
+        )
         episodic = bool(data["next", "terminated"].any())
-        self.buffer = make_offline_buffer(data, batch_size=cfg.buffer.batch_size, horizon=cfg.model.horizon,
-                                          episode_end_slices=resolve.episode_end_slices(
-                                              cfg.buffer.episode_end_slices, episodic),
-                                          device=device)
+        self.buffer = make_offline_buffer(
+            data,
+            batch_size=cfg.buffer.batch_size,
+            horizon=cfg.model.horizon,
+            episode_end_slices=resolve.episode_end_slices(cfg.buffer.episode_end_slices, episodic),
+            device=device,
+        )
         info = joined_info(self.task_set) if cfg.eval.freq else None  # the tasks' envs: only to evaluate
         self.world_model = make_world_model(cfg.model, padded_info(self.task_set, 0, episodic), device, self.task_set)
         self.loss = make_loss(cfg.loss, self.world_model, 0.99)  # a multitask model uses each task's discount
@@ -74,8 +92,9 @@ class OfflineRun:
         if info is not None:
             self.episode_length = info.episode_length
             # the envs step on the CPU; the rollout moves their observations to the planner's device
-            self.eval_env = MultitaskEnvFactory(self.task_set, cfg.seed + 10_000, cfg.eval.episodes, "cpu",
-                                                (self.planner.primer("cpu"),))()
+            self.eval_env = MultitaskEnvFactory(
+                self.task_set, cfg.seed + 10_000, cfg.eval.episodes, "cpu", (self.planner.primer("cpu"),)
+            )()
         if cfg.resume:
             self.restore(cfg.resume)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -122,10 +141,15 @@ class OfflineRun:
 
     def checkpoint(self) -> Path:
         with uninterrupted():
-            state = {"step": self.step, "config": dataclasses.asdict(self.cfg),
-                     "world_model": self.world_model.state_dict(), "loss": self.loss.state_dict(),
-                     "updater": self.updater.state_dict(), "rng": rng_state(),
-                     TASK_SET_KEY: task_set_state(self.task_set)}
+            state = {
+                "step": self.step,
+                "config": dataclasses.asdict(self.cfg),
+                "world_model": self.world_model.state_dict(),
+                "loss": self.loss.state_dict(),
+                "updater": self.updater.state_dict(),
+                "rng": rng_state(),
+                TASK_SET_KEY: task_set_state(self.task_set),
+            }
             return save_checkpoint(checkpoint_path(self.run_dir, self.step), state)
 
     def shutdown(self) -> None:

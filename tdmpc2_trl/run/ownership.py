@@ -7,6 +7,7 @@ not be seen on another, a JSON record in the file (host, PID, since, heartbeat) 
 directory taken even when the flock was granted; an older one is taken over, with one line saying so. A record of
 this host under a granted flock is always stale (its process is gone: the kernel released its lock).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -15,10 +16,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tdmpc2_trl.config.schema import ConfigError
 
@@ -57,16 +59,18 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 
 def describe_owner(record: dict[str, Any], now: float | None = None) -> str:
-    """"PID 123 on host h since 2026-01-01 10:00:00 UTC (heartbeat 4 s ago)"."""
+    """ "PID 123 on host h since 2026-01-01 10:00:00 UTC (heartbeat 4 s ago)"."""
     age = (now if now is not None else _now()) - float(record["heartbeat"])
-    return (f"PID {record['pid']} on host {record['host']} since {_iso(float(record['since']))} "
-            f"(heartbeat {age:.0f} s ago)")
+    return (
+        f"PID {record['pid']} on host {record['host']} since {_iso(float(record['since']))} (heartbeat {age:.0f} s ago)"
+    )
 
 
 def _is_live(record: dict[str, Any] | None, now: float, stale_after: float) -> bool:
     """A record left by another host (a granted flock says nothing there) whose heartbeat is recent."""
-    return (record is not None and record["host"] != socket.gethostname()
-            and now - float(record["heartbeat"]) < stale_after)
+    return (
+        record is not None and record["host"] != socket.gethostname() and now - float(record["heartbeat"]) < stale_after
+    )
 
 
 def owner_of(run_dir: str | Path, stale_after: float = STALE_AFTER_S) -> dict[str, Any] | None:
@@ -92,8 +96,14 @@ def owner_of(run_dir: str | Path, stale_after: float = STALE_AFTER_S) -> dict[st
 class RunOwnership:
     """The lock on a run directory, held from ``acquire`` to ``release`` (a context manager)."""
 
-    def __init__(self, run_dir: str | Path, *, heartbeat_s: float = HEARTBEAT_S, stale_after: float = STALE_AFTER_S,
-                 say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
+        stale_after: float = STALE_AFTER_S,
+        say: Callable[[str], None] = print,
+    ) -> None:
         self.run_dir, self.path = Path(run_dir), Path(run_dir) / OWNER_FILE
         self.heartbeat_s, self.stale_after, self.say = heartbeat_s, stale_after, say
         self.fd: int | None = None
@@ -115,8 +125,10 @@ class RunOwnership:
             os.close(fd)
             self._refuse(record)
         if record is not None and record["host"] != socket.gethostname():
-            self.say(f"taking over {self.run_dir} from {describe_owner(record, now)}: no heartbeat for over "
-                     f"{self.stale_after:.0f} s")
+            self.say(
+                f"taking over {self.run_dir} from {describe_owner(record, now)}: no heartbeat for over "
+                f"{self.stale_after:.0f} s"
+            )
         self.fd = fd
         self.record = {"host": socket.gethostname(), "pid": os.getpid(), "since": now, "heartbeat": now}
         self._write()
@@ -125,8 +137,10 @@ class RunOwnership:
 
     def _refuse(self, record: dict[str, Any] | None) -> None:
         holder = describe_owner(record) if record else "another process"
-        raise ConfigError(f"{self.run_dir} is in use by {holder}; one process at a time may train in a run "
-                          f"directory (stop it first, or wait for it to finish)")
+        raise ConfigError(
+            f"{self.run_dir} is in use by {holder}; one process at a time may train in a run "
+            f"directory (stop it first, or wait for it to finish)"
+        )
 
     def _write(self) -> None:
         """The record, rewritten in place (the flock is on this file, so it is not replaced by a rename); written
@@ -153,7 +167,7 @@ class RunOwnership:
         os.close(self.fd)  # closing the descriptor drops the flock
         self.fd = None
 
-    def __enter__(self) -> "RunOwnership":
+    def __enter__(self) -> RunOwnership:
         self.acquire()
         return self
 

@@ -18,14 +18,16 @@ batched call, which on a CPU costs about as much per env as a planned step does)
     est.measure("planned", 0.20)       # seconds of one planned env step (its updates not included)
     est.left(step=1_100, owed_updates=0, burst_done=True, eval_step=0)   # seconds
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Callable, Iterator
+from typing import IO
 
 from tqdm import tqdm
 
@@ -101,8 +103,11 @@ class Estimator:
         updates_left = w.updates_left(step, owed_updates, burst_done)
         if (planned_left and planned is None) or (updates_left and update is None):
             return None
-        return ((planned or 0.0) * planned_left + (update or 0.0) * updates_left
-                + (evaluation or 0.0) * w.evals_left(eval_step))
+        return (
+            (planned or 0.0) * planned_left
+            + (update or 0.0) * updates_left
+            + (evaluation or 0.0) * w.evals_left(eval_step)
+        )
 
 
 def format_seconds(seconds: float) -> str:
@@ -119,8 +124,14 @@ class ProgressDisplay:
 
     ``enabled=False`` (``progress=false``: logs, CI) keeps the lines and drops the bar."""
 
-    def __init__(self, estimator: Estimator, enabled: bool, clock: Callable[[], float] = time.perf_counter,
-                 write: Callable[[str], None] | None = None, file: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        estimator: Estimator,
+        enabled: bool,
+        clock: Callable[[], float] = time.perf_counter,
+        write: Callable[[str], None] | None = None,
+        file: IO[str] | None = None,
+    ) -> None:
         self.est, self.enabled, self.clock = estimator, enabled, clock
         self._write, self.file = write, file  # file: the bar's stream (None: tqdm's, stderr)
         self.bar: tqdm | None = None
@@ -144,8 +155,15 @@ class ProgressDisplay:
         if not self.enabled:
             return
         if self.bar is None:
-            self.bar = tqdm(total=total, unit=unit, desc=name, dynamic_ncols=True, leave=False, file=self.file,
-                            bar_format="{desc}: {n_fmt}/{total_fmt} {unit} |{bar:16}| {elapsed}{postfix}")
+            self.bar = tqdm(
+                total=total,
+                unit=unit,
+                desc=name,
+                dynamic_ncols=True,
+                leave=False,
+                file=self.file,
+                bar_format="{desc}: {n_fmt}/{total_fmt} {unit} |{bar:16}| {elapsed}{postfix}",
+            )
         else:  # the new name and unit first: reset() draws the bar
             self.bar.set_description_str(name, refresh=False)
             self.bar.unit = unit

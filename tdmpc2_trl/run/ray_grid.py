@@ -7,6 +7,7 @@ SIGTERM (the run checkpoints and exits). A task that loses the runner stops its 
 
 Only the standard library and ``ray`` are used on the nodes, so that a task starts quickly.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,8 +53,10 @@ def open_log(run_dir: Path, node: str):
         run_dir.mkdir(parents=True, exist_ok=True)
         return open(run_dir / "output.log", "ab")
     except OSError as err:
-        raise PermissionError(f"node {node} cannot write {err.filename or run_dir}: {err.strerror or err} "
-                              f"(run directories must be on storage every node sees)") from None
+        raise PermissionError(
+            f"node {node} cannot write {err.filename or run_dir}: {err.strerror or err} "
+            f"(run directories must be on storage every node sees)"
+        ) from None
 
 
 def run_cell(args: list[str], run_dir: str, threads: int, stop_flag: Any) -> Ending:
@@ -81,8 +84,9 @@ def spawn(args: list[str], log: Any, threads: int, **popen: Any) -> subprocess.P
     """``python <args>`` in a session of its own (a Ctrl-C at the terminal reaches the runner only, which forwards
     it once), its output into ``log``, with ``threads`` OpenMP/MKL threads."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    return subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, **popen
+    )
 
 
 def watch(stop_flag: Any) -> threading.Event:
@@ -135,12 +139,23 @@ class RayBackend:
             check_reachable(address)
         try:
             # "local": a new instance even where a cluster runs on this machine (ray.init would join that one)
-            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR, configure_logging=True)
+            ray.init(
+                address=address or "local",
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                configure_logging=True,
+            )
         except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as err:
             where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
-            hint = "" if address is None else (" (a cluster with token authentication needs RAY_AUTH_MODE=token and "
-                                               "its token here: docs/grids-on-ray.md)")
+            hint = (
+                ""
+                if address is None
+                else (
+                    " (a cluster with token authentication needs RAY_AUTH_MODE=token and "
+                    "its token here: docs/grids-on-ray.md)"
+                )
+            )
             raise ConfigError(f"cannot start or reach {where}: {_one_line(err)}{hint}") from None
         self.warn_if_no_room(cpus, gpus)
         # no retries: a retried cell would rerun a stale command line; the grid's rerun resumes it instead
@@ -153,8 +168,11 @@ class RayBackend:
         """One line on stderr when no live node can hold a cell now (an autoscaler may still add one)."""
         nodes = [n["Resources"] for n in self.ray.nodes() if n.get("Alive")]
         if not any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
-            print(f"warning: no node of the Ray cluster has {cpus} CPUs and {gpus:g} GPUs now; the cells wait "
-                  f"for one", file=sys.stderr, flush=True)
+            print(
+                f"warning: no node of the Ray cluster has {cpus} CPUs and {gpus:g} GPUs now; the cells wait for one",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def launch(self, args: list[str], run_dir: Path, threads: int) -> Any:
         """Submit a cell; its handle is the task's result."""

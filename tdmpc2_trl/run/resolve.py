@@ -9,6 +9,7 @@ run is extended to more ``steps``.
 The planning horizon lives in ``model.horizon`` (each model preset sets it): the planner and the replay buffer's slice
 length read it from there, nowhere else.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -86,12 +87,18 @@ def resolve(cfg: TrainConfig, info: TaskInfo, device: torch.device, multitask: b
     replace = dataclasses.replace
     model = cfg.model
     return replace(
-        cfg, precision=precision(cfg.precision, device), threads=threads(cfg.threads),
+        cfg,
+        precision=precision(cfg.precision, device),
+        threads=threads(cfg.threads),
         collector=replace(cfg.collector, seed_steps=seed_steps(cfg.collector.seed_steps, info.episode_length)),
-        buffer=replace(cfg.buffer, size=buffer_size(cfg.buffer.size, cfg.steps),
-                       episode_end_slices=episode_end_slices(cfg.buffer.episode_end_slices, info.episodic)),
+        buffer=replace(
+            cfg.buffer,
+            size=buffer_size(cfg.buffer.size, cfg.steps),
+            episode_end_slices=episode_end_slices(cfg.buffer.episode_end_slices, info.episodic),
+        ),
         loss=cfg.loss if multitask else replace(cfg.loss, discount=discount(cfg.loss.discount, info.episode_length)),
         optim=replace(cfg.optim, enc_lr_scale=enc_lr_scale(cfg.optim.enc_lr_scale, model.name)),
-        planner=replace(cfg.planner, extra_iterations=extra_iterations(cfg.planner.extra_iterations, model.name,
-                                                                       info.action_dim)),
+        planner=replace(
+            cfg.planner, extra_iterations=extra_iterations(cfg.planner.extra_iterations, model.name, info.action_dim)
+        ),
     )

@@ -1,10 +1,11 @@
 """Print every network of a preset and its trainable parameter count.
 
-    python -m tdmpc2_trl.run.summary model=8m-h10 obs_dim=18 action_dim=4
-    python -m tdmpc2_trl.run.summary model=5m obs=rgb action_dim=1     # pixel observations (9, 64, 64): conv encoder
-    python -m tdmpc2_trl.run.summary model=5m tasks=mt30               # an official multitask model (mt30 or mt80)
-    python -m tdmpc2_trl.run.summary model=1m 'tasks=[Pendulum-v1,cartpole-swingup,reacher-easy]' task_dim=96
+python -m tdmpc2_trl.run.summary model=8m-h10 obs_dim=18 action_dim=4
+python -m tdmpc2_trl.run.summary model=5m obs=rgb action_dim=1     # pixel observations (9, 64, 64): conv encoder
+python -m tdmpc2_trl.run.summary model=5m tasks=mt30               # an official multitask model (mt30 or mt80)
+python -m tdmpc2_trl.run.summary model=1m 'tasks=[Pendulum-v1,cartpole-swingup,reacher-easy]' task_dim=96
 """
+
 from __future__ import annotations
 
 import sys
@@ -13,12 +14,12 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import ListConfig, OmegaConf
 
-from tdmpc2_trl.config.schema import ConfigError, ModelConfig
-from tdmpc2_trl.run.multitask import task_spec
-from tdmpc2_trl.networks.world_model import WorldModel
-from tdmpc2_trl.networks.tasks import TaskSet, official_model_overrides, official_task_set
-from tdmpc2_trl.networks.pixels import pixel_obs_shape
 from tdmpc2_trl.config.presets import config_dir
+from tdmpc2_trl.config.schema import ConfigError, ModelConfig
+from tdmpc2_trl.networks.pixels import pixel_obs_shape
+from tdmpc2_trl.networks.tasks import TaskSet, official_model_overrides, official_task_set
+from tdmpc2_trl.networks.world_model import WorldModel
+from tdmpc2_trl.run.multitask import task_spec
 
 _TITLES = {
     "task_embedding": "TASK EMBEDDING: task id -> embedding, appended to every network's input (max norm 1)",
@@ -51,8 +52,11 @@ def format_summary(model: WorldModel) -> str:
         f"  World Model (Encoder + Dynamics + Reward + Termination + Q): {counts['world_model']:,}",
         f"  Policy Network: {counts['policy']:,}",
         "  Target Q Network: 0 (not trained)",
-        *([f"  (the world model includes the task embedding: {counts['task_embedding']:,})"]
-          if "task_embedding" in counts else []),
+        *(
+            [f"  (the world model includes the task embedding: {counts['task_embedding']:,})"]
+            if "task_embedding" in counts
+            else []
+        ),
         f"  TOTAL TRAINABLE PARAMETERS: {counts['total']:,}",
     ]
     return "\n".join(lines)
@@ -70,12 +74,18 @@ def main(argv: list[str] | None = None) -> int:
             task_set = _task_set(cfg.tasks, model_values["name"], cfg.task_dim)
             if isinstance(cfg.tasks, str):
                 model_values |= official_model_overrides(cfg.tasks, model_values["name"])
-            model = WorldModel(ModelConfig.from_dict(model_values), task_set.obs_dim, task_set.action_dim,
-                               episodic=bool(cfg.episodic), task_set=task_set)
+            model = WorldModel(
+                ModelConfig.from_dict(model_values),
+                task_set.obs_dim,
+                task_set.action_dim,
+                episodic=bool(cfg.episodic),
+                task_set=task_set,
+            )
         else:
             obs_shape = pixel_obs_shape() if cfg.obs == "rgb" else int(cfg.obs_dim)
-            model = WorldModel(ModelConfig.from_dict(model_values), obs_shape, int(cfg.action_dim),
-                               episodic=bool(cfg.episodic))
+            model = WorldModel(
+                ModelConfig.from_dict(model_values), obs_shape, int(cfg.action_dim), episodic=bool(cfg.episodic)
+            )
     except (HydraException, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

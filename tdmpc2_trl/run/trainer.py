@@ -8,6 +8,7 @@ checkpoints and a clean stop on SIGINT/SIGTERM at any moment.
 ``recipes/train.py`` is the command-line entry point around ``train``. The run directory holds config.yaml,
 eval.csv (step,episode_reward), train.csv and checkpoints/ (README "Training").
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,33 +23,44 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 
-from tdmpc2_trl.platform.checkpoint import (
-    atomic_file, checkpoint_path, named_os_error, resolve_checkpoint, restore_training_state,
-    save_checkpoint, training_state,
-)
-from tdmpc2_trl.run.collectors import make_collector, push_weights
-from tdmpc2_trl.platform.compiling import compiling_deferred, on_compile
 from tdmpc2_trl.config.compose import to_dataclass
-from tdmpc2_trl.run.contract import resumed_config
-from tdmpc2_trl.run.resolve import resolve
 from tdmpc2_trl.config.schema import ConfigError, TrainConfig
 from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, next_traj_offset, sample_batch
-from tdmpc2_trl.run.entry import exit_code
 from tdmpc2_trl.envs.factory import EnvFactory, task_info
-from tdmpc2_trl.run.finetune import TASK_SET_KEY, load_pretrained, load_single_task_pretrained, task_set_state
-from tdmpc2_trl.run.evaluate import evaluate
-from tdmpc2_trl.run.make import (
-    make_autocast_dtype, make_discount, make_loss, make_planner, make_updater, make_world_model, resolve_device,
-)
-from tdmpc2_trl.run.ownership import RunOwnership
-from tdmpc2_trl.run.interrupts import Stop, phase, stop_if_signalled, uninterrupted
-from tdmpc2_trl.run.progress import Estimator, ProgressDisplay, RunWork
 from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
-from tdmpc2_trl.run.multitask import joined_info, log_task_evals, multitask_setup
-from tdmpc2_trl.platform.precision import precision_name
-from tdmpc2_trl.run.logs import RunLogger
-from tdmpc2_trl.learning.update import NonFiniteUpdateError
 from tdmpc2_trl.envs.video import EpisodeRecorder, video_path, write_video
+from tdmpc2_trl.learning.update import NonFiniteUpdateError
+from tdmpc2_trl.platform.checkpoint import (
+    atomic_file,
+    checkpoint_path,
+    named_os_error,
+    resolve_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
+from tdmpc2_trl.platform.compiling import compiling_deferred, on_compile
+from tdmpc2_trl.platform.precision import precision_name
+from tdmpc2_trl.run.collectors import make_collector, push_weights
+from tdmpc2_trl.run.contract import resumed_config
+from tdmpc2_trl.run.entry import exit_code
+from tdmpc2_trl.run.evaluate import evaluate
+from tdmpc2_trl.run.finetune import TASK_SET_KEY, load_pretrained, load_single_task_pretrained, task_set_state
+from tdmpc2_trl.run.interrupts import Stop, phase, stop_if_signalled, uninterrupted
+from tdmpc2_trl.run.logs import RunLogger
+from tdmpc2_trl.run.make import (
+    make_autocast_dtype,
+    make_discount,
+    make_loss,
+    make_planner,
+    make_updater,
+    make_world_model,
+    resolve_device,
+)
+from tdmpc2_trl.run.multitask import joined_info, log_task_evals, multitask_setup
+from tdmpc2_trl.run.ownership import RunOwnership
+from tdmpc2_trl.run.progress import Estimator, ProgressDisplay, RunWork
+from tdmpc2_trl.run.resolve import resolve
 
 __all__ = ["Progress", "Run", "train", "train_app"]
 
@@ -100,8 +112,10 @@ class Run:
             self.resumed_path, state = resolve_checkpoint(cfg.resume)
             cfg = resumed_config(cfg, state["config"], self.run_dir)
         tasks = ", ".join(cfg.tasks) if cfg.tasks else cfg.task
-        self.say(f"building the env{'s' if cfg.tasks else ''}, the networks and the replay buffer for {tasks} "
-                 f"(model {cfg.model.name})…")
+        self.say(
+            f"building the env{'s' if cfg.tasks else ''}, the networks and the replay buffer for {tasks} "
+            f"(model {cfg.model.name})…"
+        )
         self.task_set, pretrained = multitask_setup(cfg) if cfg.tasks else (None, None)
         self.info = info = task_info(cfg.task, cfg.obs) if self.task_set is None else joined_info(self.task_set)
         # every null resolved once (run/resolve.py); config.yaml and the checkpoints hold these values
@@ -126,17 +140,23 @@ class Run:
         self.recorder = EpisodeRecorder(cfg.eval.video_size) if cfg.eval.save_video else None  # videos of evals
         if self.task_set is None:
             self.envs = EnvFactory(cfg.task, info.obs, cfg.seed, cfg.num_envs, "cpu", primer)
-            self.eval_env = self.envs.replace(seed=cfg.seed + 10_000, num_envs=cfg.eval.episodes,
-                                              render=self.recorder is not None)()
+            self.eval_env = self.envs.replace(
+                seed=cfg.seed + 10_000, num_envs=cfg.eval.episodes, render=self.recorder is not None
+            )()
         else:  # num_envs envs of every task, in one batched env; evaluation: eval.episodes of every task
             self.envs = MultitaskEnvFactory(self.task_set, cfg.seed, cfg.num_envs, "cpu", primer)
             self.eval_env = self.envs.replace(seed=cfg.seed + 10_000, envs_per_task=cfg.eval.episodes)()
         if self.recorder is not None:
             self.eval_env.append_transform(self.recorder)
-        self.buffer = make_replay_buffer(capacity=capacity, batch_size=cfg.buffer.batch_size,
-                                         horizon=cfg.model.horizon, storage=cfg.buffer.storage,
-                                         scratch_dir=self.run_dir / "buffer", device=device,
-                                         episode_end_slices=cfg.buffer.episode_end_slices)
+        self.buffer = make_replay_buffer(
+            capacity=capacity,
+            batch_size=cfg.buffer.batch_size,
+            horizon=cfg.model.horizon,
+            storage=cfg.buffer.storage,
+            scratch_dir=self.run_dir / "buffer",
+            device=device,
+            episode_end_slices=cfg.buffer.episode_end_slices,
+        )
         if state is not None:
             self.restore(self.resumed_path, state)
         self.traj_offset = next_traj_offset(self.buffer)  # the new collector restarts its trajectory ids at 0
@@ -148,18 +168,29 @@ class Run:
             if cfg.collector.workers > 1 or cfg.collector.backend == "ray":
                 self.say(f"starting {cfg.collector.workers} collector workers ({cfg.collector.backend})…")
             with compiling_deferred():  # the planner compiles after the seed steps, at its first planned step
-                self.collector = make_collector(self.envs, cfg.collector, self.planner,
-                                                total_frames=self.steps - self.p.step,
-                                                init_random_frames=max(0, self.seed_steps - self.p.step),
-                                                device=device, threads=worker_threads)
+                self.collector = make_collector(
+                    self.envs,
+                    cfg.collector,
+                    self.planner,
+                    total_frames=self.steps - self.p.step,
+                    init_random_frames=max(0, self.seed_steps - self.p.step),
+                    device=device,
+                    threads=worker_threads,
+                )
         return True
 
     def restore(self, path: Path, state: dict[str, Any]) -> None:
-        step, burst_done = restore_training_state(state, world_model=self.world_model, loss=self.loss,
-                                                  updater=self.updater, buffer=self.buffer)
+        step, burst_done = restore_training_state(
+            state, world_model=self.world_model, loss=self.loss, updater=self.updater, buffer=self.buffer
+        )
         saved = state.get("progress", {})
-        self.p = Progress(step=step, burst_done=burst_done, owed_updates=int(saved.get("owed_updates", 0)),
-                          eval_step=int(saved.get("eval_step", step)), ckpt_step=step)
+        self.p = Progress(
+            step=step,
+            burst_done=burst_done,
+            owed_updates=int(saved.get("owed_updates", 0)),
+            eval_step=int(saved.get("eval_step", step)),
+            ckpt_step=step,
+        )
         print(f"resumed from {path} at step {step}")
 
     def pending_work(self) -> bool:
@@ -179,17 +210,29 @@ class Run:
         if cfg.resume:
             self.logger.rewind(self.p.step)
         tasks = f"tasks={','.join(cfg.tasks)}" if cfg.tasks else f"task={cfg.task}"
-        print(f"run {self.run_dir}: {tasks} model={cfg.model.name} device={self.device} "
-              f"precision={precision_name(self.autocast_dtype)} threads={torch.get_num_threads()}")
+        print(
+            f"run {self.run_dir}: {tasks} model={cfg.model.name} device={self.device} "
+            f"precision={precision_name(self.autocast_dtype)} threads={torch.get_num_threads()}"
+        )
         seed_left = max(0, self.seed_steps - self.p.step)
-        work = RunWork(steps=self.steps, seed_steps=self.seed_steps, updates_per_step=self.updates_per_batch() /
-                       self.batch_steps(), eval_freq=cfg.eval.freq, episode_length=self.info.episode_length,
-                       eval_episodes=cfg.eval.episodes * max(1, len(cfg.tasks)))
+        work = RunWork(
+            steps=self.steps,
+            seed_steps=self.seed_steps,
+            updates_per_step=self.updates_per_batch() / self.batch_steps(),
+            eval_freq=cfg.eval.freq,
+            episode_length=self.info.episode_length,
+            eval_episodes=cfg.eval.episodes * max(1, len(cfg.tasks)),
+        )
         self.display = ProgressDisplay(Estimator(work), enabled=cfg.progress)
-        compiles = (f" (the update compiles at the first update, the planner at the first planned step: "
-                    f"{COMPILE_TIME} each)" if self.compiles() else "")
-        line = (f"first {seed_left} env steps with random actions, then "
-                f"{'the initial burst of updates and ' if not self.p.burst_done else ''}planning{compiles}")
+        compiles = (
+            f" (the update compiles at the first update, the planner at the first planned step: {COMPILE_TIME} each)"
+            if self.compiles()
+            else ""
+        )
+        line = (
+            f"first {seed_left} env steps with random actions, then "
+            f"{'the initial burst of updates and ' if not self.p.burst_done else ''}planning{compiles}"
+        )
         if seed_left:
             self.display.phase("seed steps (random actions)", seed_left, line=line)
         else:
@@ -211,8 +254,12 @@ class Run:
         """The phase of planned steps (each batch followed by its updates), counted from the current step."""
         left = self.steps - max(self.p.step, self.seed_steps)
         if left > 0 and self.display.name != "training":
-            self.display.phase("training", left, line=f"training: {left} planned env steps, "
-                               f"{self.updates_per_batch()} update(s) after every {self.batch_steps()}")
+            self.display.phase(
+                "training",
+                left,
+                line=f"training: {left} planned env steps, "
+                f"{self.updates_per_batch()} update(s) after every {self.batch_steps()}",
+            )
 
     def left(self) -> float | None:
         """Seconds until the end of the run, from the work left at the rates measured so far."""
@@ -268,16 +315,23 @@ class Run:
         if not torch.isfinite(data["next", "observation"]).all():
             self.display.write(f"warning: the env returned a non-finite observation at step {p.step}")
         if p.step >= self.seed_steps:  # TD-MPC2's initial burst: as many updates as seed steps, then utd_ratio
-            p.owed_updates += (self.seed_steps if not p.burst_done
-                               else max(1, round(data.numel() * self.cfg.optim.utd_ratio)))
+            p.owed_updates += (
+                self.seed_steps if not p.burst_done else max(1, round(data.numel() * self.cfg.optim.utd_ratio))
+            )
             p.burst_done = True
         for episode_reward in finished_returns(data):
             self.last_return = episode_reward
             elapsed, left = time.perf_counter() - self.t_start, self.left()
-            self.logger.log_train(p.step, {"episode_reward": episode_reward, "elapsed_s": elapsed,
-                                           "steps_per_s": (p.step - self.step_start) / elapsed,
-                                           **({"left_s": left} if left is not None else {}),
-                                           **_floats(self.metrics)})
+            self.logger.log_train(
+                p.step,
+                {
+                    "episode_reward": episode_reward,
+                    "elapsed_s": elapsed,
+                    "steps_per_s": (p.step - self.step_start) / elapsed,
+                    **({"left_s": left} if left is not None else {}),
+                    **_floats(self.metrics),
+                },
+            )
         self.show(data.numel())
 
     def update(self) -> None:
@@ -287,9 +341,13 @@ class Run:
             return
         burst = total > self.updates_per_batch()  # TD-MPC2's initial burst (or what an interrupted one left)
         if burst:
-            self.display.phase("initial updates", total, unit="update",
-                               line=f"initial burst: {total} updates on the seed steps before the first planned step")
-        for i in range(total):
+            self.display.phase(
+                "initial updates",
+                total,
+                unit="update",
+                line=f"initial burst: {total} updates on the seed steps before the first planned step",
+            )
+        for _ in range(total):
             phase("burst" if total > 1 else "update")
             started = time.perf_counter()
             with uninterrupted():
@@ -324,8 +382,13 @@ class Run:
         write = self.display.write
         started = time.perf_counter()
         with self.display.activity(f"evaluating at step {step} ({self.cfg.eval.episodes} episodes)"):
-            returns = evaluate(self.eval_env, self.planner, self.info.episode_length, self.recorder,
-                               warn=lambda msg: write(f"warning: {msg}, in the evaluation at step {step}"))
+            returns = evaluate(
+                self.eval_env,
+                self.planner,
+                self.info.episode_length,
+                self.recorder,
+                warn=lambda msg: write(f"warning: {msg}, in the evaluation at step {step}"),
+            )
         self.display.est.measure("eval", time.perf_counter() - started)
         stop_if_signalled()  # in case a library caught the signal's exception mid-rollout
         mean = sum(returns) / len(returns)
@@ -346,9 +409,17 @@ class Run:
         """Write the whole training state at the current step (a signal during the write waits for it)."""
         p = self.p
         with uninterrupted():
-            state = training_state(step=p.step, burst_done=p.burst_done, config=dataclasses.asdict(self.cfg),
-                                   task=self.info.__dict__, world_model=self.world_model, loss=self.loss,
-                                   updater=self.updater, buffer=self.buffer, progress=p.saved())
+            state = training_state(
+                step=p.step,
+                burst_done=p.burst_done,
+                config=dataclasses.asdict(self.cfg),
+                task=self.info.__dict__,
+                world_model=self.world_model,
+                loss=self.loss,
+                updater=self.updater,
+                buffer=self.buffer,
+                progress=p.saved(),
+            )
             if self.task_set is not None:
                 state[TASK_SET_KEY] = task_set_state(self.task_set)
             path = save_checkpoint(checkpoint_path(self.run_dir, p.step), state)
@@ -367,8 +438,10 @@ class Run:
         elif self.p.ckpt_step:
             where = f"checkpoint {checkpoint_path(self.run_dir, step)} holds everything so far"
         else:
-            print(f"interrupted during start-up ({name}), before the first env step: nothing to save yet; "
-                  f"run the same command again")
+            print(
+                f"interrupted during start-up ({name}), before the first env step: nothing to save yet; "
+                f"run the same command again"
+            )
             return
         print(f"interrupted at step {step} ({name}): {where}; continue with: {resume_command(self.run_dir)}")
 

@@ -13,6 +13,7 @@ Disk full: a new file that ``open()`` creates is made a symlink to ``/dev/full``
 usual and its writes fail in the kernel, half way, exactly as on a full disk; an existing file, or one created with
 ``os.open`` (memory maps), fails when it is opened for writing.
 """
+
 import errno
 import fnmatch
 import os
