@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -345,7 +346,7 @@ def describe(cls: type, name: str) -> str:
     """The allowed values of field ``name`` of dataclass ``cls``, in words (e.g. "an integer >= 1 or null")."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
     hint = get_type_hints(cls)[name]
-    optional = get_origin(hint) is Union and type(None) in get_args(hint)
+    optional = get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
     base = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
     rules = f.metadata
     if "choices" in rules:

@@ -31,6 +31,9 @@ from tdmpc2_trl.config.schema import ConfigError, ModelConfig, TrainConfig
 from tdmpc2_trl.networks.tasks import OFFICIAL_TASK_SETS, TaskEmbedding, TaskSet, TaskSpec, official_task_names
 from tdmpc2_trl.run.finetune import TASK_SET_KEY, task_set_state
 
+# the official task embedding's key: a key of the official state dict (a plain dict), not a TorchRL internal
+TASK_EMBEDDING_KEY = "_task_emb.weight"
+
 __all__ = ["OFFICIAL_MARK", "OfficialCheckpoint", "is_official", "read_official", "official_to_checkpoint"]
 
 OFFICIAL_MARK = "official_source"  # set in a converted checkpoint: the file it came from
@@ -116,8 +119,8 @@ def _model_config(sd: Mapping[str, torch.Tensor], nets: dict[str, list], source:
     if "log_std_min" in sd and "log_std_dif" in sd:
         low = float(sd["log_std_min"])
         values |= dict(log_std_min=low, log_std_max=low + float(sd["log_std_dif"]))
-    if "_task_emb.weight" in sd:
-        values["task_dim"] = int(sd["_task_emb.weight"].shape[1])
+    if TASK_EMBEDDING_KEY in sd:
+        values["task_dim"] = int(sd[TASK_EMBEDDING_KEY].shape[1])
     for name in _OFFICIAL_PRESETS:  # widths and depths decide; the latent size may differ (mt30 at 19m: 512)
         preset = load_model_config(name)
         if all(getattr(preset, k) == values[k] for k in ("enc_dim", "num_enc_layers", "mlp_dim", "num_q")):
@@ -134,7 +137,7 @@ def _official_task_set(
 ) -> TaskSet:
     """The task set of a multitask file: ``tasks`` (names in task-id order) or, by the number of embedding rows,
     mt30/mt80; checked against the file's action masks and padded sizes."""
-    num_tasks, task_dim = (int(d) for d in sd["_task_emb.weight"].shape)
+    num_tasks, task_dim = (int(d) for d in sd[TASK_EMBEDDING_KEY].shape)
     if not tasks:
         by_count = {len(official_task_names(n)): n for n in OFFICIAL_TASK_SETS}
         if num_tasks not in by_count:
@@ -232,7 +235,7 @@ def _convert(
         for which, value in (("weight", weight), ("bias", bias)):
             _put(out, f"{q_prefix}{name}.{which}", ensemble.params[name][which], value, source)
     if task_set is not None:
-        emb = sd["_task_emb.weight"]
+        emb = sd[TASK_EMBEDDING_KEY]
         _put(out, "tasks.embedding.weight", wm.tasks.embedding.weight, emb, source)
         buffers = TaskEmbedding(task_set).state_dict()  # masks, action counts, discounts: the task set's own
         out |= {f"tasks.{k}": v for k, v in buffers.items() if k != "embedding.weight"}
@@ -273,7 +276,7 @@ def read_official(
     model_cfg = _model_config(sd, nets, source)
     in_dim, _ = _dims(nets["encoder"])
     action_dim = _dims(nets["policy"])[1][-1] // 2
-    multitask = "_task_emb.weight" in sd
+    multitask = TASK_EMBEDDING_KEY in sd
     obs_dim = in_dim - (model_cfg.task_dim if multitask else 0)
     task_set = _official_task_set(sd, obs_dim, action_dim, tasks, source) if multitask else None
     weights = _convert(sd, nets, model_cfg, obs_dim, action_dim, episodic, task_set, source)
