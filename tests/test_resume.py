@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_faults import TINY  # the fault tests' tiny run (tests/ is on sys.path: pytest's rootdir-relative import)
 
 from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import ConfigError
@@ -18,26 +19,6 @@ from tdmpc2_trl.run.contract import MAY_CHANGE, may_change, resumed_config, run_
 from tdmpc2_trl.run.resolve import resolve
 from tdmpc2_trl.run.trainer import train
 
-TINY = [
-    "task=short_pendulum:ShortPendulum-v0",
-    "model=1m",
-    "model.latent_dim=16",
-    "model.enc_dim=32",
-    "model.mlp_dim=32",
-    "model.num_q=2",
-    "model.horizon=3",
-    "buffer.batch_size=16",
-    "planner.num_samples=32",
-    "planner.num_pi_trajs=4",
-    "planner.num_elites=8",
-    "planner.iterations=2",
-    "planner.compile=false",
-    "optim.compile=false",
-    "progress=false",
-    "eval.episodes=1",
-    "threads=1",
-    "precision=fp32",
-]
 RUN = ["collector.seed_steps=30", "eval.freq=20", "checkpoint_freq=20"]
 PENDULUM = TaskInfo("Pendulum-v1", "gym", 200, False, obs_dim=3, action_dim=1)
 
