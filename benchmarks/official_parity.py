@@ -10,6 +10,11 @@ compares, in fp32 on the same inputs: encoder, dynamics, reward logits, terminat
 logits, π's action for the same ε, and the planned action of one MPPI call fed the official call's own random
 draws (recorded while the official agent plans). Prints one line per case and quantity with the largest absolute
 difference, and exits 1 if any exceeds ``--atol`` (1e-5).
+
+``--load FILE`` (one case): the official agent loads FILE with its own ``agent.load`` instead of the random updates,
+for example a network trained here and written in the official layout
+(``python -m tdmpc2_trl.run.official_checkpoint RUN_DIR --to-official --out FILE``); ``--save OUT`` then writes it
+again with the official ``agent.save``: a file the official code itself wrote, for ``init_from=`` or evaluation.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ CASES = {
     "5m": ("5m", 18, 4, False, None),
     "1m-episodic": ("1m", 17, 6, True, None),
     "1m-mt3": ("1m", None, None, False, ["walker-stand", "cartpole-swingup", "reacher-easy"]),
+    "1m-pendulum": ("1m", 3, 1, False, None),  # Pendulum-v1's sizes
 }
 
 
@@ -62,7 +68,7 @@ class DrawRecorder:
         t.randn, t.randn_like, t.randperm, t.Tensor.exponential_ = self.saved
 
 
-def official_agent(case, bo, TDMPC2, torch):
+def official_agent(case, bo, TDMPC2, torch, load=None):
     size, obs_dim, action_dim, episodic, tasks = CASES[case]
     if tasks:
         from tdmpc2_trl.networks.tasks import official_task_spec
@@ -97,12 +103,15 @@ def official_agent(case, bo, TDMPC2, torch):
         obs, action, reward, terminated, _ = batch.sample()
         task = torch.randint(len(tasks), (obs.shape[1],))
         batch.sample = lambda: (obs, action, reward, terminated, task)
+    if load:  # the official loader: its key conversion, then a strict load_state_dict
+        agent.load(load)
+        return agent, cfg, tasks
     for _ in range(3):
         agent.update(batch)
     return agent, cfg, tasks
 
 
-def compare(case: str, atol: float) -> bool:
+def compare(case: str, atol: float, load: str | None = None, save: str | None = None) -> bool:
     import torch
 
     sys.path.insert(0, BENCH)
@@ -116,7 +125,10 @@ def compare(case: str, atol: float) -> bool:
     from tdmpc2_trl.run.make import make_planner
     from tdmpc2_trl.run.official_checkpoint import official_converter
 
-    agent, cfg, tasks = official_agent(case, bo, TDMPC2, torch)
+    agent, cfg, tasks = official_agent(case, bo, TDMPC2, torch, load)
+    if save:
+        agent.save(save)
+        print(f"{case}: wrote {save} with the official agent.save")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"official-{case}.pt")
         agent.save(path)
@@ -209,7 +221,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--load", default=None, help="an official-layout file for the official agent to load (one case)")
+    p.add_argument("--save", default=None, help="write the official agent's checkpoint here (one case)")
     a = p.parse_args()
+    if (a.load or a.save) and "," in a.cases:
+        print("error: --load and --save take one case (--cases NAME)", file=sys.stderr)
+        return 2
     if not os.environ.get("OFFICIAL_SRC"):
         print(
             "error: set OFFICIAL_SRC to the official sources (../shared/bench-official/setup.sh makes them)",
@@ -219,7 +236,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    ok = all([compare(case, a.atol) for case in a.cases.split(",")])
+    ok = all([compare(case, a.atol, a.load, a.save) for case in a.cases.split(",")])
     print("all within" if ok else "some differ beyond", f"atol={a.atol}")
     return 0 if ok else 1
 

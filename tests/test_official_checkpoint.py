@@ -6,16 +6,18 @@ same weights loaded the project's way: every network's output and the planned ac
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch.nn import functional as F
 
 from tdmpc2_trl.config.presets import load_model_config
-from tdmpc2_trl.config.schema import ConfigError, ModelConfig
+from tdmpc2_trl.config.schema import ConfigError, ModelConfig, TrainConfig
 from tdmpc2_trl.networks.tasks import TaskSet, official_task_spec
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import PlannerNoise, TDMPC2Planner
-from tdmpc2_trl.platform.checkpoint import load_checkpoint
+from tdmpc2_trl.platform.checkpoint import load_checkpoint, save_checkpoint
 from tdmpc2_trl.run import official_checkpoint as oc
 from tdmpc2_trl.run.finetune import checkpoint_task_set
 
@@ -154,6 +156,49 @@ def test_single_task_file_gives_the_same_networks_and_plan(episodic):
     assert (official.model.name, official.obs_dim, official.action_dim, official.episodic) == ("1m", 5, 2, episodic)
     assert official.task_set is None
     assert_same_networks_and_plan(ours, theirs, None)
+
+
+@pytest.mark.parametrize("model", ["single-task episodic", "single-task", "multitask"])
+def test_the_writer_gives_the_official_layout_built_here(model):
+    ours = multitask_model() if model == "multitask" else single_task_model(episodic=model == "single-task episodic")
+    expected, written = to_official(ours), oc.to_official(ours)
+    assert sorted(written) == sorted(expected)
+    for key in expected:  # the writer's target Q copy is the online one (the hand-built: + 1)
+        want = expected[key.replace("_target_Qs_params.", "_Qs.params.")]
+        torch.testing.assert_close(written[key], want, rtol=0, atol=0, msg=key)
+    theirs, _ = read_into_model(written, MT3 if model == "multitask" else None)
+    assert_same_networks_and_plan(ours, theirs, torch.tensor([2, 0]) if model == "multitask" else None)
+
+
+def test_to_official_cli_writes_back_the_file_it_converted(tmp_path, capsys):
+    ours = randomized(WorldModel(load_model_config("1m"), 3, 1, episodic=False))  # Pendulum-v1's sizes
+    src, ckpt, back = tmp_path / "official.pt", tmp_path / "converted.pt", tmp_path / "back.pt"
+    torch.save({"model": to_official(ours)}, src)
+    assert oc.main([str(src), "--out", str(ckpt), "--task", "Pendulum-v1"]) == 0
+    assert oc.main([str(ckpt), "--to-official", "--out", str(back)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"wrote {back}: the official TD-MPC2 layout of {ckpt}'s networks (model 1m)"
+    )
+    written = torch.load(back, weights_only=True)["model"]
+    assert sorted(written) == sorted(to_official(ours))
+    for key, value in to_official(ours).items():
+        if not key.startswith("_target_Qs_params."):
+            torch.testing.assert_close(written[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_to_official_refuses_a_termination_head_that_reads_the_action(tmp_path, capsys):
+    cfg = dataclasses.replace(load_model_config("1m"), termination="latent_action")
+    wm = WorldModel(cfg, 11, 3, episodic=True)  # Hopper-v5's sizes; an episodic task
+    ckpt = tmp_path / "ours.pt"
+    config = dataclasses.asdict(TrainConfig(task="Hopper-v5", model=cfg))
+    state = {"step": 0, "config": config, "task": {"obs_dim": 11, "action_dim": 3, "episodic": True}}
+    save_checkpoint(ckpt, state | {"world_model": wm.state_dict()}, keep=0)
+    assert oc.main([str(ckpt), "--to-official", "--out", str(tmp_path / "x.pt")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {ckpt}: its termination head reads (latent, action) (termination=latent_action); the official "
+        f"model's reads the latent only, so the official code cannot load it"
+    )
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_first_api_layout_reads_the_same_weights():

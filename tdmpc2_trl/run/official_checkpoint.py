@@ -34,7 +34,14 @@ from tdmpc2_trl.run.finetune import TASK_SET_KEY, task_set_state
 # the official task embedding's key: a key of the official state dict (a plain dict), not a TorchRL internal
 TASK_EMBEDDING_KEY = "_task_emb.weight"
 
-__all__ = ["OFFICIAL_MARK", "OfficialCheckpoint", "is_official", "read_official", "official_to_checkpoint"]
+__all__ = [
+    "OFFICIAL_MARK",
+    "OfficialCheckpoint",
+    "is_official",
+    "read_official",
+    "official_to_checkpoint",
+    "to_official",
+]
 
 OFFICIAL_MARK = "official_source"  # set in a converted checkpoint: the file it came from
 _OFFICIAL_PRESETS = ("1m", "5m", "19m", "48m", "317m")
@@ -311,6 +318,47 @@ def official_to_checkpoint(official: OfficialCheckpoint, task: str | None = None
     }
 
 
+def to_official(world_model: nn.Module) -> dict[str, torch.Tensor]:
+    """The official model's ``state_dict`` (new key layout) holding ``world_model``'s weights: what the official
+    ``agent.save`` writes under ``"model"``, so the official code (and any tool built on its files) can load a network
+    trained here. The inverse of ``read_official``, layer by layer in the same forward order; the official target Q
+    copy gets the online weights (this project keeps its target in the loss, not in the world model).
+    """
+    from tdmpc2_trl.networks.world_model import _unconditioned
+
+    cfg = world_model.cfg
+    out: dict[str, torch.Tensor] = {
+        "log_std_min": torch.tensor(float(cfg.log_std_min)),
+        "log_std_dif": torch.tensor(float(cfg.log_std_max)) - torch.tensor(float(cfg.log_std_min)),
+    }
+
+    def put(prefix: str, layers: list[tuple[str, torch.Tensor, torch.Tensor]]) -> None:
+        index = -1
+        for kind, weight, bias in layers:  # a Linear opens official layer i; a LayerNorm after it is i.ln
+            index += kind == "linear"
+            name = f"{prefix}{index}." + ("" if kind == "linear" else "ln.")
+            out[name + "weight"], out[name + "bias"] = weight.detach().clone(), bias.detach().clone()
+
+    for net, prefix in _NETS.items():
+        module = getattr(world_model, net, None)
+        if net == "qvalue" or module is None:
+            continue
+        mods = _project_layers(_unconditioned(module.module))
+        put(prefix, [("linear" if isinstance(m, nn.Linear) else "norm", m.weight, m.bias) for m in mods])
+    ensemble = world_model.q_ensemble
+    q_layers = [(n, m) for n, m in ensemble._layers if isinstance(m, (nn.Linear, nn.LayerNorm))]
+    kinds = [("linear" if isinstance(m, nn.Linear) else "norm", n) for n, m in q_layers]
+    put(_NETS["qvalue"], [(k, ensemble.params[n]["weight"], ensemble.params[n]["bias"]) for k, n in kinds])
+    for key in [k for k in out if k.startswith(_NETS["qvalue"])]:
+        layer = key[len(_NETS["qvalue"]) :]
+        out["_detach_Qs_params." + layer] = out[key]
+        out["_target_Qs_params." + layer] = out[key].clone()
+    if world_model.tasks is not None:
+        out[TASK_EMBEDDING_KEY] = world_model.tasks.embedding.weight.detach().clone()
+        out["_action_masks"] = world_model.tasks.masks.detach().clone()
+    return out
+
+
 def fresh_state_note(source: str) -> str:
     """The one line a run prints when it starts from an official file."""
     return (
@@ -320,17 +368,25 @@ def fresh_state_note(source: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Convert an official TD-MPC2 checkpoint into a tdmpc2-trl checkpoint.")
-    p.add_argument("checkpoint", help="the official file ({'model': state_dict})")
-    p.add_argument("--out", required=True, help="the tdmpc2-trl checkpoint to write")
+    p = argparse.ArgumentParser(
+        description="Convert an official TD-MPC2 checkpoint into a tdmpc2-trl checkpoint, or (--to-official) the "
+        "networks of a tdmpc2-trl checkpoint into an official one."
+    )
+    p.add_argument("checkpoint", help="the official file ({'model': state_dict}); with --to-official, this project's")
+    p.add_argument("--out", required=True, help="the checkpoint to write")
     p.add_argument("--task", default=None, help="the task a single-task file was trained on (stored in the config)")
     p.add_argument(
         "--tasks",
         default=None,
         help="a multitask file's task names in task-id order, comma separated (default: mt30/mt80)",
     )
+    p.add_argument(
+        "--to-official",
+        action="store_true",
+        help="write the official {'model': state_dict} of this project's checkpoint (a file or a run directory)",
+    )
     a = p.parse_args(argv)
-    from tdmpc2_trl.platform.checkpoint import load_raw, save_checkpoint
+    from tdmpc2_trl.platform.checkpoint import atomic_file, load_raw, save_checkpoint
     from tdmpc2_trl.run.entry import exit_code
 
     def convert() -> None:
@@ -342,7 +398,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{official.action_dim}{', termination head' if official.episodic else ''}"
         )
 
-    return exit_code(convert)
+    def convert_to_official() -> None:
+        from tdmpc2_trl.run.load_agent import load_agent
+
+        agent = load_agent(a.checkpoint, task=a.task)
+        world_model = agent.planner.world_model
+        if world_model.termination is not None and world_model.cfg.termination != "latent":
+            raise ConfigError(
+                f"{agent.path}: its termination head reads (latent, action) (termination={world_model.cfg.termination}"
+                f"); the official model's reads the latent only, so the official code cannot load it"
+            )
+        sd = to_official(world_model)
+        tasks = agent.task_set.names if agent.task_set is not None else None
+        back = read_official({"model": sd}, str(agent.path), tasks)  # an official size, or the one-line mismatch
+        with atomic_file(Path(a.out)) as f:
+            torch.save({"model": sd}, f)
+        print(f"wrote {a.out}: the official TD-MPC2 layout of {agent.path}'s networks (model {back.model.name})")
+
+    return exit_code(convert_to_official if a.to_official else convert)
 
 
 if __name__ == "__main__":
