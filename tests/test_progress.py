@@ -179,3 +179,19 @@ def test_the_bar_shows_the_phase_its_own_counter_and_the_status():
     )
     assert any(f.startswith("initial updates: 0/1000 update |") for f in frames)  # its own counter, from 0
     assert frames[-1].startswith("evaluating at step 1000 (5 episodes): 1/1000 update |")
+
+
+def test_an_evaluation_counts_its_own_steps_then_the_phase_counter_comes_back():
+    screen = io.StringIO()
+    display = ProgressDisplay(Estimator(DEFAULT), enabled=True, write=lambda line: None, file=screen)
+    display.phase("training", 9000)
+    display.bar.mininterval, display.bar.miniters, display.bar.dynamic_miniters = 0, 1, False
+    display.advance(250, "step 1250/10000, 0.40 s/update, 1:02:05 left")
+    with display.activity("evaluating at step 1250 (5 episodes)", total=200):
+        display.advance(3)  # three steps of the batched evaluation rollout; the status suffix stays
+        during = screen.getvalue().split("\r")[-1]
+    after = screen.getvalue().split("\r")[-1]
+    display.close()
+    assert during.startswith("evaluating at step 1250 (5 episodes): 3/200 step |")
+    assert during.rstrip().endswith("step 1250/10000, 0.40 s/update, 1:02:05 left")
+    assert after.startswith("training: 250/9000 step |")

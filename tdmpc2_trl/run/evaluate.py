@@ -19,18 +19,24 @@ def evaluate(
     max_steps: int,
     recorder: EpisodeRecorder | None = None,
     warn: Callable[[str], None] | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> list[float]:
     """Return of the first episode of each of the env's batch entries (no exploration noise).
 
     ``recorder``: an ``EpisodeRecorder`` among the env's transforms; it records the first env's episode.
     ``warn``: called with a message if an env returned a non-finite observation (the first such step).
+    ``on_step``: called after each step of the batched rollout (a progress counter).
     """
     if recorder is not None:
         recorder.start()
     try:
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             rollout = env.rollout(
-                max_steps=max_steps, policy=policy, break_when_any_done=False, auto_cast_to_device=True
+                max_steps=max_steps,
+                policy=policy,
+                break_when_any_done=False,
+                auto_cast_to_device=True,
+                callback=None if on_step is None else lambda *_: on_step(),
             )
     finally:
         if recorder is not None:

@@ -169,25 +169,37 @@ class ProgressDisplay:
             self.bar.unit = unit
             self.bar.reset(total=total)
 
-    def advance(self, n: int = 1, status: str = "") -> None:
-        """``n`` more units done in this phase; ``status``: the run's step, return, and so on."""
+    def advance(self, n: int = 1, status: str | None = None) -> None:
+        """``n`` more units done in this phase; ``status``: the run's step, return, and so on (``None``: as it was)."""
         if self.bar is not None:
-            self.bar.set_postfix_str(status, refresh=False)
+            if status is not None:
+                self.bar.set_postfix_str(status, refresh=False)
             if n:
                 self.bar.update(n)
             else:
                 self.bar.refresh()
 
     @contextlib.contextmanager
-    def activity(self, description: str) -> Iterator[None]:
-        """The bar's label says ``description`` while it lasts (an evaluation, a compile), then the phase's again."""
-        if self.bar is not None:
-            self.bar.set_description_str(description)
+    def activity(self, description: str, total: int | None = None, unit: str = "step") -> Iterator[None]:
+        """The bar's label says ``description`` while it lasts (an evaluation, a compile), then the phase's again;
+        with ``total``, the bar counts the activity's own ``unit``s meanwhile (``advance``), then the phase's."""
+        bar = self.bar
+        saved = None if bar is None else (bar.n, bar.total, bar.unit, bar.start_t)
+        if bar is not None:
+            bar.set_description_str(description, refresh=total is None)
+            if total is not None:
+                bar.unit = unit
+                bar.reset(total=total)
         try:
             yield
         finally:
-            if self.bar is not None:
-                self.bar.set_description_str(self.name)
+            if bar is not None and saved is not None:
+                bar.set_description_str(self.name, refresh=False)
+                if total is not None:  # the phase's counter, unit and clock as they were
+                    n, phase_total, bar.unit, start = saved
+                    bar.reset(total=phase_total)
+                    bar.n, bar.start_t = n, start
+                bar.refresh()
 
     def compiling(self, what: str, expected: str) -> None:
         """A graph starts compiling (``runtime.compiling.on_compile``): say so, keep its time out of the rates."""

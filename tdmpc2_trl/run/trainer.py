@@ -381,13 +381,15 @@ class Run:
         step = self.p.step
         write = self.display.write
         started = time.perf_counter()
-        with self.display.activity(f"evaluating at step {step} ({self.cfg.eval.episodes} episodes)"):
+        label = f"evaluating at step {step} ({self.cfg.eval.episodes} episodes)"
+        with self.display.activity(label, total=self.info.episode_length):
             returns = evaluate(
                 self.eval_env,
                 self.planner,
                 self.info.episode_length,
                 self.recorder,
                 warn=lambda msg: write(f"warning: {msg}, in the evaluation at step {step}"),
+                on_step=self.display.advance,
             )
         self.display.est.measure("eval", time.perf_counter() - started)
         stop_if_signalled()  # in case a library caught the signal's exception mid-rollout
