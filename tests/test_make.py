@@ -37,7 +37,7 @@ def config(*overrides: str) -> TrainConfig:
 
 def factory(cfg: TrainConfig) -> EnvFactory:
     info = task_info(cfg.task)
-    planner = make_planner(cfg.planner, make_world_model(cfg.model, info, CPU), None, 0.99)
+    planner = make_planner(cfg.planner, make_world_model(cfg.model, info, CPU), None, 0.99, horizon=cfg.model.horizon)
     return make_env_factory(cfg, info, planner)
 
 

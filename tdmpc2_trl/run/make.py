@@ -123,15 +123,18 @@ def make_planner(
     action_spec,
     discount: float,
     autocast_dtype: torch.dtype | None = None,
+    *,
+    horizon: int,
 ) -> TDMPC2Planner:
-    """MPPI over ``world_model`` with its preset's horizon; ``action_spec``: the env's (``None``: [-1, 1], the
-    agent envs of ``envs.make_env``)."""
+    """MPPI over ``world_model`` for ``horizon`` steps (``model.horizon``, read by the caller from the config where it
+    is set: the networks never read it); ``action_spec``: the env's (``None``: [-1, 1], the agent envs of
+    ``envs.make_env``)."""
     model = world_model.cfg
     return TDMPC2Planner(
         world_model,
         action_spec,
         discount=discount,
-        horizon=model.horizon,
+        horizon=horizon,
         num_samples=planner_cfg.num_samples,
         num_pi_trajs=planner_cfg.num_pi_trajs,
         num_elites=planner_cfg.num_elites,

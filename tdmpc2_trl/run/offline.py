@@ -87,7 +87,9 @@ class OfflineRun:
         self.loss = make_loss(cfg.loss, self.world_model, 0.99)  # a multitask model uses each task's discount
         self.autocast_dtype = make_autocast_dtype(cfg.precision, device)
         self.updater = make_updater(cfg.optim, self.loss, cfg.loss.tau, self.autocast_dtype)
-        self.planner = make_planner(cfg.planner, self.world_model, None, 0.99, self.autocast_dtype)
+        self.planner = make_planner(
+            cfg.planner, self.world_model, None, 0.99, self.autocast_dtype, horizon=cfg.model.horizon
+        )
         if info is not None:
             self.episode_length = info.episode_length
             # the envs step on the CPU; the rollout moves their observations to the planner's device

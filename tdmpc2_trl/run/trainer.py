@@ -131,7 +131,9 @@ class Run:
         self.loss = make_loss(cfg.loss, self.world_model, discount)
         self.autocast_dtype = make_autocast_dtype(cfg.precision, device)
         self.updater = make_updater(cfg.optim, self.loss, cfg.loss.tau, self.autocast_dtype)
-        self.planner = make_planner(cfg.planner, self.world_model, None, discount, self.autocast_dtype)
+        self.planner = make_planner(
+            cfg.planner, self.world_model, None, discount, self.autocast_dtype, horizon=cfg.model.horizon
+        )
         self.envs = make_env_factory(cfg, info, self.planner, self.task_set)
         self.recorder = make_recorder(cfg.eval)
         self.eval_env = make_eval_env(self.envs, cfg.eval, self.recorder)
