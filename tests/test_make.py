@@ -91,3 +91,11 @@ def test_a_run_directory_that_cannot_be_made_is_an_os_error_naming_it(tmp_path: 
     with pytest.raises(OSError) as err:
         make_logger(config(), tmp_path / "file" / "run")
     assert err.value.filename == str(tmp_path / "file" / "run")
+
+
+def test_the_set_up_parts_are_public():
+    import tdmpc2_trl
+    from tdmpc2_trl.run import make
+
+    for name in ("make_env_factory", "make_eval_env", "make_buffer", "make_logger"):
+        assert name in tdmpc2_trl.__all__ and getattr(tdmpc2_trl, name) is getattr(make, name)
