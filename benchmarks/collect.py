@@ -72,7 +72,9 @@ def measure(args: argparse.Namespace, workers: int, envs: int) -> dict:
     info = task_info(args.task)
     world_model = make_world_model(c.model, info, device)
     autocast_dtype = make_autocast_dtype(c.precision, device)
-    planner = make_planner(c.planner, world_model, None, make_discount(c.loss, info), autocast_dtype)
+    planner = make_planner(
+        c.planner, world_model, None, make_discount(c.loss, info), autocast_dtype, horizon=c.model.horizon
+    )
     env = EnvFactory(args.task, seed=args.seed, num_envs=envs, device=str(device), transforms=(planner.primer(),))
     per_batch = workers * envs
     batches = args.warmup + -(-args.frames // per_batch)

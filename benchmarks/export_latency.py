@@ -45,8 +45,9 @@ def main() -> int:
     device = torch.device(a.device)
     for name in a.models.split(","):
         torch.manual_seed(0)
-        wm = WorldModel(load_model_config(name), 18, 4, episodic=True).to(device)
-        planner = make_planner(PlannerConfig(compile=False), wm, None, 0.99)
+        model_cfg = load_model_config(name)
+        wm = WorldModel(model_cfg, 18, 4, episodic=True).to(device)
+        planner = make_planner(PlannerConfig(compile=False), wm, None, 0.99, horizon=model_cfg.horizon)
         start = time.perf_counter()
         program = export_program(planner, 1, warm_start=True)
         export_s = time.perf_counter() - start

@@ -142,8 +142,9 @@ def compare(case: str, atol: float, load: str | None = None, save: str | None = 
         state = load_checkpoint(path, convert=official_converter(tasks))
     task_set = checkpoint_task_set(state) if tasks else None
     meta = state["task"]
+    model_cfg = ModelConfig.from_dict(state["config"]["model"])
     wm = WorldModel(
-        ModelConfig.from_dict(state["config"]["model"]),
+        model_cfg,
         meta["obs_dim"],
         meta["action_dim"],
         episodic=meta["episodic"],
@@ -185,7 +186,11 @@ def compare(case: str, atol: float, load: str | None = None, save: str | None = 
             a_off = agent._plan(one_obs, t0=True, eval_mode=True, task=one_task)
         # a multitask planner discounts each task with its own (from the task set), as the official agent
         planner = make_planner(
-            PlannerConfig(compile=False), wm, None, float(torch.as_tensor(agent.discount).reshape(-1)[0])
+            PlannerConfig(compile=False),
+            wm,
+            None,
+            float(torch.as_tensor(agent.discount).reshape(-1)[0]),
+            horizon=model_cfg.horizon,
         )
         noise = replayed_noise(planner, rec.draws, torch)
         a_ours, _ = planner.act(one_obs, None, noise, explore=False, task=one_task)

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     obs = obs_all[torch.randint(len(obs_all), (args.states,), generator=g)].float()
 
     planners = {
-        name: make_planner(c.planner, world_model, None, make_discount(c.loss, info), dtype)
+        name: make_planner(c.planner, world_model, None, make_discount(c.loss, info), dtype, horizon=c.model.horizon)
         for name, dtype in (("fp32", None), ("bf16", torch.bfloat16))
     }
     noise = PlannerNoise(planners["fp32"], args.states, generator=g)

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         updater = make_updater(c.optim, loss, c.loss.tau, dtype)
-    planner = make_planner(c.planner, world_model, None, discount, dtype)
+    planner = make_planner(c.planner, world_model, None, discount, dtype, horizon=c.model.horizon)
     env = EnvFactory(args.task, seed=args.seed, num_envs=args.envs, transforms=(planner.primer(),))()
     buffer = make_replay_buffer(
         capacity=args.fill + args.envs * (args.steps + 1), batch_size=args.batch, horizon=c.model.horizon

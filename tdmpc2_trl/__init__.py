@@ -42,6 +42,10 @@ _PUBLIC = {
     "make_loss": "tdmpc2_trl.run.make",
     "make_updater": "tdmpc2_trl.run.make",
     "make_planner": "tdmpc2_trl.run.make",
+    "make_env_factory": "tdmpc2_trl.run.make",
+    "make_eval_env": "tdmpc2_trl.run.make",
+    "make_buffer": "tdmpc2_trl.run.make",
+    "make_logger": "tdmpc2_trl.run.make",
     "make_collector": "tdmpc2_trl.run.collectors",
     "train": "tdmpc2_trl.run.trainer",
 }

@@ -33,7 +33,7 @@ def encoder_lr(c: TrainConfig) -> float:
 
 def iterations(c: TrainConfig, action_dim: int) -> int:
     return make_planner(
-        c.planner, make_world_model(c.model, task(action_dim), torch.device("cpu")), None, 0.99
+        c.planner, make_world_model(c.model, task(action_dim), torch.device("cpu")), None, 0.99, horizon=c.model.horizon
     ).iterations
 
 

@@ -13,7 +13,7 @@ from tdmpc2_trl.config.compose import load_config
 from tdmpc2_trl.config.schema import ConfigError, LossConfig, ModelConfig, OptimConfig, PlannerConfig, check
 from tdmpc2_trl.envs.factory import TaskInfo
 from tdmpc2_trl.learning.loss import TDMPC2Loss
-from tdmpc2_trl.learning.update import TDMPC2Update
+from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 from tdmpc2_trl.planning.planner import TDMPC2Planner
 from tdmpc2_trl.run import resolve
 
@@ -117,6 +117,7 @@ def _defaults(fn) -> dict:
         ),
         (TDMPC2Update.__init__, OptimConfig(), {"grad_clip_norm": "grad_clip_norm"}),
         (TDMPC2Update.__init__, LossConfig(), {"tau": "tau"}),
+        (make_optimizers, OptimConfig(), {"lr": "lr"}),
     ],
 )
 def test_constructor_defaults_equal_the_config_defaults(constructor, group, names: dict[str, str]):

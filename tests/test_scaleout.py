@@ -66,7 +66,7 @@ def test_two_workers_fill_the_buffer_without_crossing_trajectories_and_get_new_w
     c = tiny_config(f"task={TASK}", "num_envs=2", "collector.workers=2", "planner.mpc=false")
     info = task_info(TASK)
     world_model = make_world_model(c.model, info, torch.device("cpu"))
-    planner = make_planner(c.planner, world_model, None, make_discount(c.loss, info))
+    planner = make_planner(c.planner, world_model, None, make_discount(c.loss, info), horizon=c.model.horizon)
     env = EnvFactory(TASK, seed=0, num_envs=c.num_envs, transforms=(planner.primer(),))
     buffer = make_replay_buffer(capacity=1000, batch_size=64, horizon=3)
     rows = 60  # batches that go to the buffer: 20 with random actions, then 40 from the planner
@@ -208,7 +208,9 @@ def test_worker_envs_follow_obs_rgb():
     """collector.workers>1 with obs=rgb: each worker builds the pixel env, not the state one."""
     c = tiny_config("task=cartpole-swingup", "obs=rgb", "collector.workers=2")
     info = task_info(c.task, c.obs)
-    planner = make_planner(c.planner, make_world_model(c.model, info, torch.device("cpu")), None, 0.99)
+    planner = make_planner(
+        c.planner, make_world_model(c.model, info, torch.device("cpu")), None, 0.99, horizon=c.model.horizon
+    )
     env = EnvFactory(c.task, obs="rgb", transforms=(planner.primer(),))
     collector = make_collector(env, c.collector, planner, total_frames=4, init_random_frames=4)
     try:

@@ -3,6 +3,23 @@
 A checkpoint holds only tensors, numbers, strings, lists, tuples and dicts, and is read with
 ``torch.load(weights_only=True)``: a file that needs any other type (a pickled callable, a numpy array) is refused
 with one line naming the type, so a checkpoint from elsewhere cannot run code when it is resumed or evaluated.
+
+Why this is not ``torchrl.checkpoint`` (read in torchrl 0.14.1, ``torchrl/checkpoint/_checkpoint.py``): each of its
+parts misses a guarantee that ``tests/test_faults.py`` or ``tests/test_resume.py`` checks.
+
+- Writes: ``Checkpoint.save`` stages a directory and renames it, but never calls ``fsync``, so after a power loss
+  the renamed checkpoint can hold empty files; its default payload (tensordict memory maps) ends the process with
+  SIGBUS on a full disk (exit 135, no error line); its ``torch`` payload raises ``RuntimeError("... unexpected
+  pos ...")`` instead of the ``OSError`` naming the file; a killed save leaves ``.<name>.stage-<uuid>/`` (a whole
+  checkpoint's size) that no later save or ``CheckpointRotation.prune`` removes.
+- Rotation and discovery: ``CheckpointRotation.latest`` checks only that the manifest parses, so a checkpoint with a
+  truncated payload is still "latest" and its load fails; unreadable ones are skipped without a word on stderr.
+- Safe loading: a refused unpickling surfaces as ``CheckpointError("Failed to load checkpoint component ...")`` with
+  torch's multi-line message, not one line naming the offending types.
+- RNG: ``GlobalRNGState.load_state_dict`` raises when the file holds CUDA states and the machine has no GPU, so a
+  GPU run could not be resumed on a CPU (``set_rng_state`` below restores the devices this machine has).
+- Loading selected parts: ``Checkpoint.load(components=...)`` reads only the chosen directories; one file read with
+  ``torch.load(mmap=True)`` gives the same (``networks_only``: the replay buffer is mapped, never read).
 """
 
 from __future__ import annotations

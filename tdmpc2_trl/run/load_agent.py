@@ -74,7 +74,9 @@ def load_agent(
     else:
         world_model.load_state_dict(state["world_model"])
     dtype = make_autocast_dtype(precision or trained.precision, device)
-    planner = make_planner(planner_cfg, world_model, None, make_discount(trained.loss, info), dtype)
+    planner = make_planner(
+        planner_cfg, world_model, None, make_discount(trained.loss, info), dtype, horizon=trained.model.horizon
+    )
     note = fresh_state_note(str(path)) if state.get(OFFICIAL_MARK) else None
     return LoadedAgent(path, state, trained, task_set, info, planner, note)
 

@@ -103,7 +103,7 @@ def _fmt(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
-def make_logger(cfg: LoggerConfig, run_dir: Path, config: Mapping[str, Any]):
+def make_backend(cfg: LoggerConfig, run_dir: Path, config: Mapping[str, Any]):
     """The TorchRL logger of ``cfg.backend`` (``None`` for ``csv``), writing under ``run_dir``; a backend whose
     package is missing is a one-line ``ConfigError`` naming the pip extra."""
     if cfg.backend == "csv":
@@ -142,7 +142,7 @@ class RunLogger:
         self.eval_table = CSVTable(self.run_dir / "eval.csv", ["step", "episode_reward"])
         self.train_table = CSVTable(self.run_dir / "train.csv", ["step"])
         self.backend_name = logger.backend if logger is not None else "csv"
-        self.backend = make_logger(logger, self.run_dir, config) if logger is not None else None
+        self.backend = make_backend(logger, self.run_dir, config) if logger is not None else None
 
     def log_eval(self, step: int, episode_reward: float, task: str | None = None, **extra: float) -> None:
         """One evaluation; a multitask run logs one row per task (eval.csv's ``task`` column)."""

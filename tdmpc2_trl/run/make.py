@@ -1,4 +1,5 @@
-"""Wire the TorchRL pieces from a recipe config: world model, loss, optimisers/updater, planner.
+"""Wire the TorchRL pieces from a recipe config: world model, loss, optimisers/updater, planner, env factory,
+evaluation env, replay buffer and logger (the collector: ``run/collectors.make_collector``).
 
 These are small ``make_*`` functions in the spirit of TorchRL's ``sota-implementations/*/utils.py``; each takes the
 config group it needs (``tdmpc2_trl.config.schema``), and the trainer (``run/trainer.py``) calls them in order.
@@ -6,18 +7,41 @@ config group it needs (``tdmpc2_trl.config.schema``), and the trainer (``run/tra
 
 from __future__ import annotations
 
-import torch
+import dataclasses
+from pathlib import Path
 
-from tdmpc2_trl.config.schema import ConfigError, LossConfig, ModelConfig, OptimConfig, PlannerConfig
-from tdmpc2_trl.envs.factory import TaskInfo
+import torch
+from omegaconf import OmegaConf
+from torchrl.data import TensorDictReplayBuffer
+from torchrl.envs import EnvBase
+
+from tdmpc2_trl.config.schema import (
+    BufferConfig,
+    ConfigError,
+    EvalConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    PlannerConfig,
+    RunConfig,
+    TrainConfig,
+)
+from tdmpc2_trl.data.replay_buffer import make_replay_buffer
+from tdmpc2_trl.envs.factory import EnvFactory, TaskInfo
+from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
+from tdmpc2_trl.envs.video import EpisodeRecorder
 from tdmpc2_trl.learning.loss import TDMPC2Loss
 from tdmpc2_trl.learning.update import TDMPC2Update, make_optimizers
 from tdmpc2_trl.networks.pixels import RandomShift
 from tdmpc2_trl.networks.tasks import TaskSet
 from tdmpc2_trl.networks.world_model import WorldModel
 from tdmpc2_trl.planning.planner import TDMPC2Planner
+from tdmpc2_trl.platform.checkpoint import atomic_file, named_os_error
 from tdmpc2_trl.platform.precision import allow_tf32, resolve_precision
 from tdmpc2_trl.run import resolve
+from tdmpc2_trl.run.logs import RunLogger
+
+EVAL_SEED_OFFSET = 10_000  # evaluation envs are seeded apart from the training envs (seed + 10_000 + i)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,15 +123,18 @@ def make_planner(
     action_spec,
     discount: float,
     autocast_dtype: torch.dtype | None = None,
+    *,
+    horizon: int,
 ) -> TDMPC2Planner:
-    """MPPI over ``world_model`` with its preset's horizon; ``action_spec``: the env's (``None``: [-1, 1], the
-    agent envs of ``envs.make_env``)."""
+    """MPPI over ``world_model`` for ``horizon`` steps (``model.horizon``, read by the caller from the config where it
+    is set: the networks never read it); ``action_spec``: the env's (``None``: [-1, 1], the agent envs of
+    ``envs.make_env``)."""
     model = world_model.cfg
     return TDMPC2Planner(
         world_model,
         action_spec,
         discount=discount,
-        horizon=model.horizon,
+        horizon=horizon,
         num_samples=planner_cfg.num_samples,
         num_pi_trajs=planner_cfg.num_pi_trajs,
         num_elites=planner_cfg.num_elites,
@@ -119,3 +146,64 @@ def make_planner(
         compile_plan=planner_cfg.compile,
         autocast_dtype=autocast_dtype,
     )
+
+
+def make_env_factory(
+    cfg: TrainConfig, info: TaskInfo, planner: TDMPC2Planner, task_set: TaskSet | None = None
+) -> EnvFactory | MultitaskEnvFactory:
+    """The factory of every env of the run (the collector's or each worker's, the evaluation's): ``cfg.num_envs``
+    envs of ``cfg.task`` (of every task of ``task_set``: multitask), seeded from ``cfg.seed``, with the planner's
+    primer. The envs step on the CPU (``run/collectors.py``) whatever the device."""
+    primer = (planner.primer("cpu"),)
+    if task_set is None:
+        return EnvFactory(cfg.task, info.obs, cfg.seed, cfg.num_envs, "cpu", primer)
+    return MultitaskEnvFactory(task_set, cfg.seed, cfg.num_envs, "cpu", primer)
+
+
+def make_recorder(eval_cfg: EvalConfig) -> EpisodeRecorder | None:
+    """The frames of each evaluation's first episode (``eval.save_video``), else ``None``."""
+    return EpisodeRecorder(eval_cfg.video_size) if eval_cfg.save_video else None
+
+
+def make_eval_env(
+    envs: EnvFactory | MultitaskEnvFactory, eval_cfg: EvalConfig, recorder: EpisodeRecorder | None = None
+) -> EnvBase:
+    """``eval.episodes`` envs (of every task, for a multitask factory) from the run's factory, seeded
+    ``EVAL_SEED_OFFSET`` above its envs; ``recorder`` renders the first one."""
+    seed = envs.seed + EVAL_SEED_OFFSET
+    if isinstance(envs, MultitaskEnvFactory):
+        env = envs.replace(seed=seed, envs_per_task=eval_cfg.episodes)()
+    else:
+        env = envs.replace(seed=seed, num_envs=eval_cfg.episodes, render=recorder is not None)()
+    if recorder is not None:
+        env.append_transform(recorder)
+    return env
+
+
+def make_buffer(
+    buffer_cfg: BufferConfig, horizon: int, scratch_dir: Path, device: torch.device
+) -> TensorDictReplayBuffer:
+    """The replay buffer of ``buffer.size`` steps (resolved), sampling ``buffer.batch_size`` slices of
+    ``horizon`` transitions onto ``device``; ``buffer.storage=memmap`` maps it under ``scratch_dir``."""
+    return make_replay_buffer(
+        capacity=buffer_cfg.size,
+        batch_size=buffer_cfg.batch_size,
+        horizon=horizon,
+        storage=buffer_cfg.storage,
+        scratch_dir=scratch_dir,
+        device=device,
+        episode_end_slices=buffer_cfg.episode_end_slices,
+    )
+
+
+def make_logger(cfg: RunConfig, run_dir: Path) -> RunLogger:
+    """The run's record: ``run_dir`` (created) with ``config.yaml`` (the resolved config, written atomically: what
+    a resume reads), eval.csv and train.csv, and ``logger.backend``'s TorchRL logger given the same config."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise named_os_error(err, run_dir) from None
+    with atomic_file(run_dir / "config.yaml", "w") as f:
+        f.write(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    return RunLogger(run_dir, dataclasses.asdict(cfg), cfg.logger)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from tdmpc2_trl.config.compose import to_dataclass
@@ -26,7 +26,6 @@ from tdmpc2_trl.data.offline_dataset import check_tasks, load_dataset, make_offl
 from tdmpc2_trl.data.replay_buffer import sample_batch
 from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
 from tdmpc2_trl.platform.checkpoint import (
-    atomic_file,
     checkpoint_path,
     resolve_checkpoint,
     rng_state,
@@ -39,9 +38,9 @@ from tdmpc2_trl.run.entry import exit_code
 from tdmpc2_trl.run.evaluate import evaluate
 from tdmpc2_trl.run.finetune import TASK_SET_KEY, checkpoint_task_set, task_set_state
 from tdmpc2_trl.run.interrupts import Interrupted, Stop, stop_if_signalled, uninterrupted
-from tdmpc2_trl.run.logs import RunLogger
 from tdmpc2_trl.run.make import (
     make_autocast_dtype,
+    make_logger,
     make_loss,
     make_planner,
     make_updater,
@@ -88,7 +87,9 @@ class OfflineRun:
         self.loss = make_loss(cfg.loss, self.world_model, 0.99)  # a multitask model uses each task's discount
         self.autocast_dtype = make_autocast_dtype(cfg.precision, device)
         self.updater = make_updater(cfg.optim, self.loss, cfg.loss.tau, self.autocast_dtype)
-        self.planner = make_planner(cfg.planner, self.world_model, None, 0.99, self.autocast_dtype)
+        self.planner = make_planner(
+            cfg.planner, self.world_model, None, 0.99, self.autocast_dtype, horizon=cfg.model.horizon
+        )
         if info is not None:
             self.episode_length = info.episode_length
             # the envs step on the CPU; the rollout moves their observations to the planner's device
@@ -97,10 +98,7 @@ class OfflineRun:
             )()
         if cfg.resume:
             self.restore(cfg.resume)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_file(self.run_dir / "config.yaml", "w") as f:
-            f.write(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        self.logger = RunLogger(self.run_dir, dataclasses.asdict(cfg), cfg.logger)
+        self.logger = make_logger(cfg, self.run_dir)
         self.logger.rewind(self.step)
 
     def restore(self, resume: str) -> None:

@@ -20,20 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tensordict import TensorDictBase
 
 from tdmpc2_trl.config.compose import to_dataclass
 from tdmpc2_trl.config.schema import ConfigError, TrainConfig
-from tdmpc2_trl.data.replay_buffer import add, make_replay_buffer, next_traj_offset, sample_batch
-from tdmpc2_trl.envs.factory import EnvFactory, task_info
-from tdmpc2_trl.envs.multitask import MultitaskEnvFactory
-from tdmpc2_trl.envs.video import EpisodeRecorder, video_path, write_video
+from tdmpc2_trl.data.replay_buffer import add, next_traj_offset, sample_batch
+from tdmpc2_trl.envs.factory import task_info
+from tdmpc2_trl.envs.video import video_path, write_video
 from tdmpc2_trl.learning.update import NonFiniteUpdateError
 from tdmpc2_trl.platform.checkpoint import (
-    atomic_file,
     checkpoint_path,
-    named_os_error,
     resolve_checkpoint,
     restore_training_state,
     save_checkpoint,
@@ -47,12 +44,16 @@ from tdmpc2_trl.run.entry import exit_code
 from tdmpc2_trl.run.evaluate import evaluate
 from tdmpc2_trl.run.finetune import TASK_SET_KEY, load_pretrained, load_single_task_pretrained, task_set_state
 from tdmpc2_trl.run.interrupts import Stop, phase, stop_if_signalled, uninterrupted
-from tdmpc2_trl.run.logs import RunLogger
 from tdmpc2_trl.run.make import (
     make_autocast_dtype,
+    make_buffer,
     make_discount,
+    make_env_factory,
+    make_eval_env,
+    make_logger,
     make_loss,
     make_planner,
+    make_recorder,
     make_updater,
     make_world_model,
     resolve_device,
@@ -121,42 +122,22 @@ class Run:
         # every null resolved once (run/resolve.py); config.yaml and the checkpoints hold these values
         self.cfg = cfg = resolve(cfg, info, device, multitask=self.task_set is not None)
         torch.manual_seed(cfg.seed)
-        self.steps, self.seed_steps, capacity = cfg.steps, cfg.collector.seed_steps, cfg.buffer.size
+        self.steps, self.seed_steps = cfg.steps, cfg.collector.seed_steps
 
         # --- the TorchRL pieces, all sharing one world model ---
         discount = make_discount(cfg.loss, info)  # a multitask model discounts each task with its own
         self.world_model = make_world_model(cfg.model, info, device, self.task_set)
-        if pretrained is not None:
-            fresh = load_pretrained(self.world_model, *pretrained)
-            self.say(f"networks from {cfg.init_from}" + (f"; new task embeddings for {fresh}" if fresh else ""))
-        elif cfg.init_from:  # a single-task checkpoint (this project's or an official one)
-            self.say(load_single_task_pretrained(self.world_model, cfg.init_from))
+        self.init_networks(pretrained)
         self.loss = make_loss(cfg.loss, self.world_model, discount)
         self.autocast_dtype = make_autocast_dtype(cfg.precision, device)
         self.updater = make_updater(cfg.optim, self.loss, cfg.loss.tau, self.autocast_dtype)
-        self.planner = make_planner(cfg.planner, self.world_model, None, discount, self.autocast_dtype)
-        # every env of the run comes from this factory: the collector's (or each worker's), the evaluation's
-        primer = (self.planner.primer("cpu"),)  # envs step on the CPU (run/collectors.py), whatever the device
-        self.recorder = EpisodeRecorder(cfg.eval.video_size) if cfg.eval.save_video else None  # videos of evals
-        if self.task_set is None:
-            self.envs = EnvFactory(cfg.task, info.obs, cfg.seed, cfg.num_envs, "cpu", primer)
-            self.eval_env = self.envs.replace(
-                seed=cfg.seed + 10_000, num_envs=cfg.eval.episodes, render=self.recorder is not None
-            )()
-        else:  # num_envs envs of every task, in one batched env; evaluation: eval.episodes of every task
-            self.envs = MultitaskEnvFactory(self.task_set, cfg.seed, cfg.num_envs, "cpu", primer)
-            self.eval_env = self.envs.replace(seed=cfg.seed + 10_000, envs_per_task=cfg.eval.episodes)()
-        if self.recorder is not None:
-            self.eval_env.append_transform(self.recorder)
-        self.buffer = make_replay_buffer(
-            capacity=capacity,
-            batch_size=cfg.buffer.batch_size,
-            horizon=cfg.model.horizon,
-            storage=cfg.buffer.storage,
-            scratch_dir=self.run_dir / "buffer",
-            device=device,
-            episode_end_slices=cfg.buffer.episode_end_slices,
+        self.planner = make_planner(
+            cfg.planner, self.world_model, None, discount, self.autocast_dtype, horizon=cfg.model.horizon
         )
+        self.envs = make_env_factory(cfg, info, self.planner, self.task_set)
+        self.recorder = make_recorder(cfg.eval)
+        self.eval_env = make_eval_env(self.envs, cfg.eval, self.recorder)
+        self.buffer = make_buffer(cfg.buffer, cfg.model.horizon, self.run_dir / "buffer", device)
         if state is not None:
             self.restore(self.resumed_path, state)
         self.traj_offset = next_traj_offset(self.buffer)  # the new collector restarts its trajectory ids at 0
@@ -179,6 +160,15 @@ class Run:
                 )
         return True
 
+    def init_networks(self, pretrained: tuple | None) -> None:
+        """``init_from``: the networks of a multitask checkpoint (``pretrained``, read by ``multitask_setup``) or
+        of a single-task one (this project's or an official one), networks only."""
+        if pretrained is not None:
+            fresh = load_pretrained(self.world_model, *pretrained)
+            self.say(f"networks from {self.cfg.init_from}" + (f"; new task embeddings for {fresh}" if fresh else ""))
+        elif self.cfg.init_from:
+            self.say(load_single_task_pretrained(self.world_model, self.cfg.init_from))
+
     def restore(self, path: Path, state: dict[str, Any]) -> None:
         step, burst_done = restore_training_state(
             state, world_model=self.world_model, loss=self.loss, updater=self.updater, buffer=self.buffer
@@ -200,13 +190,7 @@ class Run:
     def start_logs(self) -> None:
         """config.yaml, the CSV logs (rows after the resumed step dropped: they are logged again) and the bar."""
         cfg = self.cfg
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise named_os_error(err, self.run_dir) from None
-        with atomic_file(self.run_dir / "config.yaml", "w") as f:
-            f.write(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        self.logger = RunLogger(self.run_dir, dataclasses.asdict(cfg), cfg.logger)
+        self.logger = make_logger(cfg, self.run_dir)
         if cfg.resume:
             self.logger.rewind(self.p.step)
         tasks = f"tasks={','.join(cfg.tasks)}" if cfg.tasks else f"task={cfg.task}"
