@@ -6,9 +6,10 @@
 Each cell (task, seed) runs ``recipes/train.py`` in ``<grid_dir>/<task>/seed<seed>`` (its output in ``output.log``
 there), with ``threads`` torch threads, ``parallel`` cells at once. Key=value arguments that are not this script's
 (``configs/grid.yaml``) go to every train.py run. Running the same command again skips the finished cells (a
-checkpoint at ``steps``), resumes the others from their newest checkpoint and starts the rest. SIGINT/SIGTERM stop
-the runs (each checkpoints and exits) and then the runner, with one line. At the end the grid's plot and table
-are written to ``<grid_dir>/results.png`` and ``results.md``.
+checkpoint at ``steps`` with its final evaluation logged, as train.py's resume decides:
+``tdmpc2_trl.run.trainer.finished``), resumes the others from their newest checkpoint and starts the rest.
+SIGINT/SIGTERM stop the runs (each checkpoints and exits) and then the runner, with one line. At the end the grid's
+plot and table are written to ``<grid_dir>/results.png`` and ``results.md``.
 
 ``backend=ray`` runs each cell as a Ray task instead (``tdmpc2_trl/run/ray_grid.py``; ``ray_address=auto|host:port``,
 null for a local Ray instance; ``threads`` CPUs and ``ray_gpus`` GPUs per cell), as many at once as the cluster has
@@ -39,6 +40,7 @@ from tdmpc2_trl.platform.checkpoint import list_checkpoints
 from tdmpc2_trl.results.plot import report
 from tdmpc2_trl.run.ownership import describe_owner, owner_of
 from tdmpc2_trl.run.ray_grid import Ending, spawn
+from tdmpc2_trl.run.trainer import finished
 
 TRAIN = Path(__file__).resolve().parent / "train.py"
 OWN_KEYS = frozenset(OmegaConf.load(config_dir() / "grid.yaml")) - {"defaults"} | {"model"}
@@ -357,8 +359,8 @@ class Runner:
         """Say how a run ended (and on which node, on a cluster)."""
         step = latest_step(cell)
         where = f" on node {ending.node}" if ending.node else ""
-        finished = step is not None and step >= self.grid.steps
-        if finished and (ending.returncode == 0 or self.signum):  # a signal may come after the final checkpoint
+        done = finished(cell.run_dir, self.grid.steps)
+        if done and (ending.returncode == 0 or self.signum):  # a signal may come after the final checkpoint
             print(f"done {cell.name}{where} in {time.monotonic() - t0:.0f} s", flush=True)
         elif self.signum and ending.returncode == 0:
             print(stopped_message(cell, step) + where, flush=True)
@@ -398,12 +400,12 @@ def _last_line(path: Path) -> str:
 
 
 def pending_cells(grid: Grid) -> list[Cell]:
-    """The cells without a checkpoint at ``steps`` and without an owner; the others are announced and skipped."""
+    """The cells that are not finished (train.py's own rule: a checkpoint at ``steps`` whose final evaluation is
+    logged) and have no owner; the others are announced and skipped."""
     pending = []
     for cell in grid.cells:
-        step = latest_step(cell)
-        if step is not None and step >= grid.steps:
-            print(f"skip {cell.name}: finished (step {step})", flush=True)
+        if finished(cell.run_dir, grid.steps):
+            print(f"skip {cell.name}: finished (step {latest_step(cell)})", flush=True)
         elif (owner := owner_of(cell.run_dir)) is not None:  # another train.py trains it (here or on shared storage)
             print(f"skip {cell.name}: running, {describe_owner(owner)}", flush=True)
         else:
@@ -437,7 +439,7 @@ def run_grid(cfg: dict[str, Any], passthrough: list[str]) -> int:
     finally:
         backend.close()
     if runner.signum:
-        unfinished = sum(1 for c in grid.cells if (latest_step(c) or 0) < grid.steps)
+        unfinished = sum(1 for c in grid.cells if not finished(c.run_dir, grid.steps))
         print(
             f"interrupted by {signal.Signals(runner.signum).name}: {unfinished} of {len(grid.cells)} cells "
             f"unfinished; run the same command again to resume them",

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tdmpc2_trl.platform.checkpoint import checkpoint_path, save_checkpoint
+from tdmpc2_trl.run.trainer import finished
+
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
 sys.path.insert(0, str(ROOT / "recipes"))
 import grid as grid_runner  # noqa: E402
 
@@ -222,3 +226,82 @@ def test_stopped_message_says_whether_the_cell_checkpointed(tmp_path: Path):
     assert grid_runner.stopped_message(cell, None) == (
         "stopped Hopper-v5/seed1 before its first checkpoint (the next run starts it afresh)"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_a_stop_during_the_final_evaluation_is_resumed_and_evaluated_by_the_rerun(tmp_path: Path, backend: str):
+    """SIGTERM to the runner while its cell evaluates at ``steps`` (the cell sends it at that phase and waits for it
+    to come back): the cell's checkpoint at ``steps`` lacks that evaluation, so the grid must not call it finished.
+    The Ray backend runs the cell on a local Ray instance."""
+    if backend == "ray":
+        pytest.importorskip("ray")
+    grid, task, steps = tmp_path / "grid", "short_pendulum:ShortPendulum-v0", 20
+    cell = grid / task / "seed1"
+    args = [
+        sys.executable,
+        str(ROOT / "recipes" / "grid.py"),
+        f"tasks=[{task}]",
+        "seeds=[1]",
+        f"steps={steps}",
+        "collector.seed_steps=10",  # eval.freq stays 5000: the only evaluation is the final one
+        f"grid_dir={grid}",
+        "plot=false",
+        f"backend={backend}",
+        *TINY,
+    ]
+    paths = os.pathsep.join([str(ROOT), str(TESTS)])
+    runner_pid = tmp_path / "runner.pid"
+    faulty = {**env(), "PYTHONPATH": paths + os.pathsep + str(TESTS / "faultshim"), "FAULT": "SIGTERM"}
+    faulty.update(FAULT_PHASE="final_eval", FAULT_TO=str(runner_pid))
+    runner = subprocess.Popen(args, cwd=ROOT, env=faulty, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runner_pid.write_text(str(runner.pid))
+    out, _ = runner.communicate(timeout=300)
+    assert runner.returncode == 128 + signal.SIGTERM, out
+    assert f"stopped {task}/seed1 at step {steps} (checkpointed)" in out, out
+    assert "interrupted by SIGTERM: 1 of 1 cells unfinished" in out, out
+    assert f"interrupted at step {steps} (SIGTERM)" in (cell / "output.log").read_text()
+    assert (cell / "checkpoints" / f"step_{steps:09d}.pt").is_file() and not finished(cell, steps)
+    assert not (cell / "eval.csv").is_file() or eval_steps(cell) == []
+
+    rerun = subprocess.run(
+        args, cwd=ROOT, env={**env(), "PYTHONPATH": paths}, capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    said = [line for line in rerun.stdout.splitlines() if line.startswith(("skip ", "start ", "done "))]
+    assert said[0] == f"start {task}/seed1: resume from step {steps}" and len(said) == 2, rerun.stdout
+    assert said[1].startswith(f"done {task}/seed1 " if backend == "ray" else f"done {task}/seed1 in "), rerun.stdout
+    assert (
+        f"resumed from {cell / 'checkpoints' / f'step_{steps:09d}.pt'} at step {steps}"
+        in (cell / "output.log").read_text()
+    )
+    assert eval_steps(cell) == [steps]  # the final evaluation, once
+    assert finished(cell, steps)
+
+
+def fake_checkpoint(run_dir: Path, step: int, progress: dict[str, int] | None) -> None:
+    """A checkpoint with only what the grid reads (its step and pending work)."""
+    state = {"step": step, "burst_done": True, "world_model": {}}
+    save_checkpoint(checkpoint_path(run_dir, step), state if progress is None else {**state, "progress": progress})
+
+
+def test_the_grid_calls_finished_what_a_resumed_run_would_find_nothing_to_do(tmp_path: Path, capsys):
+    cases = {  # seed: (step, progress saved) -> pending?
+        1: (100, {"owed_updates": 0, "eval_step": 100}),  # finished
+        2: (100, {"owed_updates": 0, "eval_step": 50}),  # stopped during its final evaluation
+        3: (100, {"owed_updates": 3, "eval_step": 100}),  # stopped with updates owed
+        4: (60, {"owed_updates": 0, "eval_step": 60}),  # stopped mid-run
+        5: (100, None),  # a checkpoint from before progress was saved: nothing pending
+    }
+    cells = [grid_runner.Cell("Pendulum-v1", seed, tmp_path / f"seed{seed}") for seed in (*cases, 6)]
+    for cell in cells[:-1]:
+        fake_checkpoint(cell.run_dir, *cases[cell.seed])
+    grid = grid_runner.Grid("1m", 100, 1, 1, [], tmp_path, cells)
+    pending = grid_runner.pending_cells(grid)
+    assert [c.seed for c in pending] == [2, 3, 4, 6]
+    assert capsys.readouterr().out.splitlines() == [
+        "skip Pendulum-v1/seed1: finished (step 100)",
+        "skip Pendulum-v1/seed5: finished (step 100)",
+    ]
+    assert [finished(c.run_dir, 100) for c in cells] == [True, False, False, False, True, False]
+    assert finished(cells[3].run_dir, 60) and not finished(cells[3].run_dir, 61)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 sys.path.insert(0, str(ROOT / "tests"))
 import grid
-from test_grid import TINY, env
+from test_grid import TINY, env, fake_checkpoint
 
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.run.ray_grid import Ending, RayBackend, check_reachable, open_log
@@ -205,8 +205,7 @@ def make_tiny_grid(tmp_path: Path, seeds: list[int]) -> grid.Grid:
 
 def test_runner_reports_each_ending_with_its_node(tmp_path: Path, capsys):
     made = make_tiny_grid(tmp_path, [1, 2, 3])
-    (made.cells[0].run_dir / "checkpoints").mkdir(parents=True)
-    (made.cells[0].run_dir / "checkpoints" / "step_000000010.pt").write_bytes(b"")
+    fake_checkpoint(made.cells[0].run_dir, 10, {"owed_updates": 0, "eval_step": 10})  # finished
     backend = ScriptedBackend(
         [
             Ending(0, "10.0.0.1/aa"),
@@ -257,7 +256,7 @@ def test_a_run_signalled_after_its_final_checkpoint_is_done(tmp_path: Path, caps
 
     def launch_then_finish(*args):  # the run writes its final checkpoint, then the signal comes
         handle = launch(*args)
-        (made.cells[0].run_dir / "checkpoints" / "step_000000010.pt").write_bytes(b"")
+        fake_checkpoint(made.cells[0].run_dir, 10, {"owed_updates": 0, "eval_step": 10})
         runner.on_signal(signal.SIGTERM, None)
         return handle
 

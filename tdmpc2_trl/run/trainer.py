@@ -63,7 +63,7 @@ from tdmpc2_trl.run.ownership import RunOwnership
 from tdmpc2_trl.run.progress import Estimator, ProgressDisplay, RunWork
 from tdmpc2_trl.run.resolve import resolve
 
-__all__ = ["Progress", "Run", "train", "train_app"]
+__all__ = ["Progress", "Run", "finished", "saved_progress", "train", "train_app"]
 
 LEARNING_CURVE = "learning_curve.png"  # written at the end of a run (cfg.plot), the table next to it (.md)
 COMPILE_TIME = "up to ~3 min on a 2-core CPU"  # one torch.compile of the planner or a loss (README "Start-up")
@@ -83,6 +83,24 @@ class Progress:
 
     def saved(self) -> dict[str, int]:
         return {"owed_updates": self.owed_updates, "eval_step": self.eval_step}
+
+    @classmethod
+    def restored(cls, state: dict[str, Any]) -> Progress:
+        """The progress a checkpoint's state holds (older checkpoints without ``progress``: nothing pending)."""
+        step, saved = int(state["step"]), state.get("progress", {})
+        return cls(
+            step=step,
+            burst_done=bool(state["burst_done"]),
+            owed_updates=int(saved.get("owed_updates", 0)),
+            eval_step=int(saved.get("eval_step", step)),
+            ckpt_step=step,
+        )
+
+    def work_left(self, steps: int) -> bool:
+        """Whether a run of ``steps`` env steps has anything left to do from here: steps to collect, updates owed,
+        or the evaluation of the current step not logged (a run stopped during its final evaluation). The one rule
+        for "finished": a resumed run's (``Run.build``) and the grid runner's (``finished``)."""
+        return self.step < steps or self.owed_updates > 0 or self.eval_step != self.step
 
 
 class Run:
@@ -141,7 +159,7 @@ class Run:
         if state is not None:
             self.restore(self.resumed_path, state)
         self.traj_offset = next_traj_offset(self.buffer)  # the new collector restarts its trajectory ids at 0
-        if self.p.step >= self.steps and not self.pending_work():
+        if not self.p.work_left(self.steps):
             print(f"nothing to do: the run is already at step {self.p.step} >= steps={self.steps}")
             return False
         self.start_logs()
@@ -170,22 +188,11 @@ class Run:
             self.say(load_single_task_pretrained(self.world_model, self.cfg.init_from))
 
     def restore(self, path: Path, state: dict[str, Any]) -> None:
-        step, burst_done = restore_training_state(
+        restore_training_state(
             state, world_model=self.world_model, loss=self.loss, updater=self.updater, buffer=self.buffer
         )
-        saved = state.get("progress", {})
-        self.p = Progress(
-            step=step,
-            burst_done=burst_done,
-            owed_updates=int(saved.get("owed_updates", 0)),
-            eval_step=int(saved.get("eval_step", step)),
-            ckpt_step=step,
-        )
-        print(f"resumed from {path} at step {step}")
-
-    def pending_work(self) -> bool:
-        """Updates owed or the final evaluation not logged (a run stopped during its last steps)."""
-        return self.p.owed_updates > 0 or self.p.eval_step != self.p.step
+        self.p = Progress.restored(state)
+        print(f"resumed from {path} at step {self.p.step}")
 
     def start_logs(self) -> None:
         """config.yaml, the CSV logs (rows after the resumed step dropped: they are logged again) and the bar."""
@@ -450,6 +457,22 @@ class Run:
             self.eval_env.close()
         if self.logger is not None:
             self.logger.close()
+
+
+def saved_progress(run_dir: str | Path) -> Progress | None:
+    """The progress in the checkpoint that ``resume=<run_dir>`` would start from (the newest readable one, its
+    tensors left on disk); None without a readable one (the run itself then says why)."""
+    try:
+        _, state = resolve_checkpoint(run_dir, networks_only=True)
+    except ConfigError:
+        return None
+    return Progress.restored(state)
+
+
+def finished(run_dir: str | Path, steps: int) -> bool:
+    """Whether the run in ``run_dir`` is done at ``steps`` env steps: resuming it would find nothing to do."""
+    progress = saved_progress(run_dir)
+    return progress is not None and not progress.work_left(steps)
 
 
 def train(cfg: TrainConfig, run_dir: str | Path) -> None:

@@ -8,6 +8,10 @@
                                        ``tdmpc2_trl.phase``; default n=1). Unset: at start-up (ENOSPC only).
     FAULT_DELAY=<seconds>              ... that many seconds after the phase (a timer thread), e.g. to land inside
                                        the planner's compilation.
+    FAULT_TO=<file>                    the signal goes instead to the process whose pid the file holds (a grid
+                                       runner, which forwards it to its runs, on either backend), and this process
+                                       waits for it to come back (up to 60 s), so that it lands in that phase
+                                       whatever the machine's speed.
 
 Disk full: a new file that ``open()`` creates is made a symlink to ``/dev/full`` first, so the program opens it as
 usual and its writes fail in the kernel, half way, exactly as on a full disk; an existing file, or one created with
@@ -20,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 _FAULT = os.environ.get("FAULT", "")
 _PHASE, _, _NTH = os.environ.get("FAULT_PHASE", "").partition("#")
@@ -45,6 +50,13 @@ def _disk_full(path: str, mode) -> None:
 def _fire() -> None:
     if _FAULT.startswith("ENOSPC:"):
         _seen["armed"] = True
+    elif os.environ.get("FAULT_TO"):
+        with open(os.environ["FAULT_TO"]) as f:
+            os.kill(int(f.read()), getattr(signal, _FAULT))
+        interrupts = sys.modules["tdmpc2_trl.run.interrupts"]
+        deadline = time.monotonic() + 60
+        while not interrupts.Stop.signum and time.monotonic() < deadline:
+            time.sleep(0.05)  # the forwarded signal's handler runs here (and raises, outside a deferred block)
     else:
         os.kill(os.getpid(), getattr(signal, _FAULT))
 
