@@ -9,13 +9,15 @@ start, the second a new process on the same machine (what a user's second run se
 (compile + one call), ``*_next_s`` a second call: their difference is the compile. The world-model loss's backward
 graph compiles during the first update's backward pass: it is in ``update_first_s``, not in ``world_model_loss_s``.
 ``fxgraph_cache_hit``/``miss`` and ``autograd_cache_hit``/``miss`` are inductor's and AOTAutograd's counters: a warm
-run that really hits its caches shows hits and no misses.
+run that really hits its caches shows hits and no misses. ``--compile-scope iteration --planner-only``: the planner
+compiled as its set-up and one MPPI iteration (``planner.compile_scope=iteration``), without the losses.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 
 from tdmpc2_trl.platform.process import tune_process
@@ -35,7 +37,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="8m-h10")
     p.add_argument("--horizon", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--compile-scope", default="call", choices=("call", "iteration"), help="as planner.compile_scope")
+    p.add_argument("--planner-only", action="store_true", help="the planner's graphs only (not the losses)")
     return p.parse_args(argv)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (inductor's compile workers): less sensitive to other
+    load on the machine than the wall time."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def timed(fn) -> float:
@@ -49,8 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     common = ["--model", args.model, "--horizon", str(args.horizon), "--obs-dim", "3", "--action-dim", "1"]
-    planner, td = plan_bench.build(plan_bench.parse_args(common))  # Pendulum-v1's sizes
-    updater, batch = update_bench.build(update_bench.parse_args(common))
+    scope = ["--compile-scope", args.compile_scope]
+    planner, td = plan_bench.build(plan_bench.parse_args(common + scope))  # Pendulum-v1's sizes
+    updater, batch = None if args.planner_only else update_bench.build(update_bench.parse_args(common))
     graphs: dict[str, float] = {}
     started: dict[str, float] = {}
     on_compile(
@@ -59,9 +71,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     try:
         with set_exploration_type(ExplorationType.RANDOM):
+            cpu_started = cpu_seconds()
             plan_first = timed(lambda: plan_bench.call(planner, td))
+            plan_first_cpu = round(cpu_seconds() - cpu_started, 1)
             plan_next = timed(lambda: plan_bench.call(planner, td))
-        update_first, update_next = timed(lambda: updater(batch)), timed(lambda: updater(batch))
+        update_first = update_next = None
+        if updater is not None:
+            update_first, update_next = timed(lambda: updater(batch)), timed(lambda: updater(batch))
     finally:
         on_compile(None)
     result = {
@@ -69,7 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
         "model": args.model,
         "horizon": args.horizon,
         "threads": torch.get_num_threads(),
+        "compile_scope": args.compile_scope,
         "planner_first_s": plan_first,
+        "planner_first_cpu_s": plan_first_cpu,
         "planner_next_s": plan_next,
         "world_model_loss_s": graphs.get("the world-model loss"),
         "policy_loss_s": graphs.get("the policy loss"),

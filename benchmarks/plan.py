@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="TDMPC2Planner(compile_plan=...), as planner.compile (default on; warm up with >= 2 calls)",
     )
+    p.add_argument("--compile-scope", default="call", choices=("call", "iteration"), help="as planner.compile_scope")
     return p.parse_args(argv)
 
 
@@ -69,6 +70,7 @@ def build(args: argparse.Namespace) -> tuple[TDMPC2Planner, TensorDict]:
         num_elites=args.elites,
         iterations=args.iterations,
         compile_plan=args.compile,
+        compile_scope=args.compile_scope,
         autocast_dtype=make_autocast_dtype(args.precision, torch.device(args.device)),
     )
     B = args.envs
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         "iterations": args.iterations,
         "episodic": args.episodic,
         "compile": args.compile,
+        "compile_scope": args.compile_scope,
         "device": args.device,
         "threads": torch.get_num_threads(),
         "precision": precision_name(resolve_precision(args.precision, torch.device(args.device))),

@@ -299,6 +299,31 @@ def test_compiled_plan_equals_eager():
 
 
 @torch.no_grad()
+def test_a_plan_compiled_per_iteration_equals_eager_and_falls_back_per_graph():
+    """compile_scope="iteration": the set-up and one MPPI iteration, two graphs, plan as eager; a graph that fails to
+    compile runs eagerly with one warning naming it, the other stays compiled."""
+    wm = tiny_world_model("1m", episodic=True)
+    randomize_heads(wm)
+    wm.eval()
+    planner = TDMPC2Planner(wm, discount=0.9, compile_plan=True, compile_scope="iteration", **SMALL)
+    args = _plan_inputs(planner, batch=2)
+    fn = planner._plan_fn()
+    (action, mean), (action_eager, mean_eager) = fn(*args), planner._plan(*args)
+    torch.testing.assert_close(action, action_eager, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mean, mean_eager, rtol=1e-4, atol=1e-4)
+    assert fn.iterate.seen_shapes and fn.start.compiled is not planner._start  # compiled, not fallen back
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    fn.iterate.compiled, fn.iterate.seen_shapes = broken, set()
+    with pytest.warns(RuntimeWarning, match="torch.compile of the planner \\(one MPPI iteration\\) failed"):
+        again = fn(*args)
+    torch.testing.assert_close(again, planner._plan(*args), rtol=1e-4, atol=1e-4)
+    assert fn.iterate.compiled == planner._iterate and fn.start.compiled is not planner._start
+
+
+@torch.no_grad()
 def test_compile_failure_falls_back_to_eager_with_one_warning():
     wm = tiny_world_model()
     randomize_heads(wm)

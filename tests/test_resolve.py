@@ -99,6 +99,7 @@ def _defaults(fn) -> dict:
                 "min_std": "min_std",
                 "max_std": "max_std",
                 "mpc": "mpc",
+                "compile_scope": "compile_scope",
             },
         ),
         (TDMPC2Planner.__init__, ModelConfig(), {"horizon": "horizon"}),

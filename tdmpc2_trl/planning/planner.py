@@ -12,6 +12,8 @@ tests use that to check that batching does not change any environment's plan.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
@@ -108,6 +110,27 @@ def _rows(task: torch.Tensor | None, per_env: int) -> torch.Tensor | None:
     return None if task is None else task.repeat_interleave(per_env)
 
 
+_PRIOR_KEYS = ("actions", "G", "discount", "alive", "z")  # what the policy prior's rollout hands each iteration
+
+
+class CompiledPlan:
+    """``TDMPC2Planner._plan`` with its set-up and its MPPI iteration compiled as two graphs.
+
+    The iteration is the same function at every step of the loop, so it is traced and compiled once and called
+    ``iterations`` times: compiling costs about what two of the call's seven rollouts cost, not all of them
+    (docs/performance.md, "Compiling"). Each graph falls back to eager on its own if it fails to compile.
+    """
+
+    def __init__(self, planner: TDMPC2Planner) -> None:
+        self.planner = planner
+        hint = "planner.compile=false silences this"
+        self.start = compile_or_eager(planner._start, "the planner (its set-up)", hint)
+        self.iterate = compile_or_eager(planner._iterate, "the planner (one MPPI iteration)", hint)
+
+    def __call__(self, *args) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.planner._plan_with(self.start, self.iterate, *args)
+
+
 class TDMPC2Planner(MPCPlannerBase):
     """TD-MPC2's MPPI over a ``WorldModel``, batched over the environments of the input tensordict.
 
@@ -122,8 +145,10 @@ class TDMPC2Planner(MPCPlannerBase):
     imagined rollouts, π(z_H), the two Q heads, elites and the mean/std update) through ``torch.compile`` as one
     graph: every LayerNorm/Mish/softmax/cast between the matmuls is fused and no Python runs between them (CPU, bf16,
     2 threads: 1m 85 → 65 ms, 5m 218 → 195 ms per call against compiling each iteration's value estimate alone).
-    One graph per batch size and exploration flag; the first call compiles (up to ~3 min on 2 CPU cores). Where
-    compilation fails (no C++ compiler, no Triton) it warns once and plans eagerly.
+    One graph per batch size and exploration flag; the first call compiles (8m-h10: about 6 min on 2 CPU cores).
+    ``compile_scope="iteration"`` compiles the set-up and one MPPI iteration instead (``CompiledPlan``): about a
+    quarter of that, for a slower call where autocast recasts the weights at each iteration (docs/performance.md,
+    "Compiling"). Where compilation fails (no C++ compiler, no Triton) it warns once and plans eagerly.
 
     ``MPCPlannerBase`` registers its spec env twice; that env holds no parameters here, so the planner's state_dict is
     the world model's. Checkpoint the world model itself (the loss and the planner share it).
@@ -160,6 +185,7 @@ class TDMPC2Planner(MPCPlannerBase):
         max_std: float = 2.0,
         mpc: bool = True,
         compile_plan: bool = False,
+        compile_scope: str = "call",
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
         action_dim = world_model.action_dim
@@ -169,6 +195,8 @@ class TDMPC2Planner(MPCPlannerBase):
                 f"need 0 <= num_pi_trajs ({num_pi_trajs}) < num_samples ({num_samples}) and "
                 f"0 < num_elites ({num_elites}) <= num_samples"
             )
+        if compile_scope not in ("call", "iteration"):
+            raise ValueError(f"compile_scope must be 'call' or 'iteration', not {compile_scope!r}")
         if horizon < 1 or iterations < 1:
             raise ValueError(f"horizon ({horizon}) and iterations ({iterations}) must be positive")
         device = next(world_model.parameters()).device
@@ -183,7 +211,8 @@ class TDMPC2Planner(MPCPlannerBase):
         self.num_samples, self.num_pi_trajs, self.num_elites = num_samples, num_pi_trajs, num_elites
         self.iterations, self.temperature = iterations, temperature
         self.min_std, self.max_std, self.mpc = min_std, max_std, mpc
-        self.compile_plan = compile_plan  # torch.compile the whole call (_plan), lazily on first use
+        self.compile_plan = compile_plan  # torch.compile _plan, lazily on first use
+        self.compile_scope = compile_scope  # call: one graph of the whole call; iteration: CompiledPlan
         self.autocast_dtype = autocast_dtype  # bf16: matmuls under autocast (see precision.py); None: fp32
 
     # ---- TorchRL plumbing ----
@@ -259,8 +288,15 @@ class TDMPC2Planner(MPCPlannerBase):
             mean[:, :-1] = prev_mean[:, 1:]
         return mean
 
-    def _plan(
+    def _plan(self, *args) -> tuple[torch.Tensor, torch.Tensor]:
+        """One MPPI call from its observations and all its draws (``_plan_with``'s arguments after the two
+        functions): a pure function, the one ``compile_scope="call"`` compiles whole."""
+        return self._plan_with(self._start, self._iterate, *args)
+
+    def _plan_with(
         self,
+        start: Callable,
+        iterate: Callable,
         obs: torch.Tensor,
         prev_mean: torch.Tensor,
         prior_eps: torch.Tensor,
@@ -272,39 +308,73 @@ class TDMPC2Planner(MPCPlannerBase):
         explore: bool,
         task: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One MPPI call from its observations and all its draws (``PlannerNoise.tensors()``): a pure function."""
-        z = self.world_model.encode(obs, task)
-        B, N, P = z.shape[0], self.num_samples, self.num_pi_trajs
-        prior = self._policy_prior(z, prior_eps, task) if P else None  # sampled once per call, rolled out once too
-        z_samples = z.repeat_interleave(N - P, dim=0)  # [B*(N-P), L], row b*(N-P)+n is env b
-        mask = None if task is None else self.world_model.tasks.mask(task).unsqueeze(1)  # [B, 1, A]
-        mean = self.warm_start(prev_mean, B, z)
-        std = torch.full_like(mean, self.max_std)
+        """The call as a set-up (``start``) and ``iterations`` calls of one MPPI iteration (``iterate``): compiled,
+        each is a graph of its own, the iteration's graph built once and reused (docs/performance.md, "Compiling")."""
+        z_samples, mean, std, mask, *prior = start(obs, prev_mean, prior_eps, task)
         for i in range(self.iterations):
-            sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * candidate_eps[:, i]).clamp(-1, 1)
-            if mask is not None:  # a task's unused action dimensions are 0 (TD-MPC2)
-                sampled = sampled * mask.unsqueeze(1)
-            value = self._value(z_samples, sampled, prior, terminal_eps[:, i], heads[i], task)
-            actions = sampled if prior is None else torch.cat([prior["actions"], sampled], 1)
-            elite_actions, score = self._elites(actions, value)
-            mean, std = self._update(elite_actions, score)
-            if mask is not None:
-                mean, std = mean * mask, std * mask
+            mean, std, elite_actions, score = iterate(
+                z_samples, mean, std, candidate_eps[:, i], terminal_eps[:, i], heads[i], mask, task, *prior
+            )
+        B = obs.shape[0]
         choice = (score.log() + gumbel).argmax(1)
-        action = elite_actions[torch.arange(B, device=z.device), choice, 0]
+        action = elite_actions[torch.arange(B, device=mean.device), choice, 0]
         if explore:
             action = action + std[:, 0] * explore_eps
         return action.clamp(-1, 1), mean
 
-    def _plan_fn(self):
-        """``_plan``, compiled whole on first use when ``compile_plan=True`` (kept out of pickles and state_dicts)."""
+    def _start(
+        self, obs: torch.Tensor, prev_mean: torch.Tensor, prior_eps: torch.Tensor, task: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, ...]:
+        """Encode, roll the policy prior (once per call), repeat the latents for the samples, warm-start the mean:
+        ``(z_samples, mean, std, mask, *prior)`` (``prior``: its actions, G, discount, alive and z_H, or nothing)."""
+        z = self.world_model.encode(obs, task)
+        B, N, P = z.shape[0], self.num_samples, self.num_pi_trajs
+        z_samples = z.repeat_interleave(N - P, dim=0)  # [B*(N-P), L], row b*(N-P)+n is env b
+        mask = None if task is None else self.world_model.tasks.mask(task).unsqueeze(1)  # [B, 1, A]
+        mean = self.warm_start(prev_mean, B, z)
+        std = torch.full_like(mean, self.max_std)
+        if not P:
+            return z_samples, mean, std, mask
+        prior = self._policy_prior(z, prior_eps, task)
+        return z_samples, mean, std, mask, *(prior[k] for k in _PRIOR_KEYS)
+
+    def _iterate(
+        self,
+        z_samples: torch.Tensor,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        candidate_eps: torch.Tensor,
+        terminal_eps: torch.Tensor,
+        heads: torch.Tensor,
+        mask: torch.Tensor | None,
+        task: torch.Tensor | None,
+        *prior: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One MPPI iteration: sample around ``(mean, std)``, value every candidate, refit on the elites:
+        ``(mean, std, elite actions, scores)``."""
+        sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * candidate_eps).clamp(-1, 1)
+        if mask is not None:  # a task's unused action dimensions are 0 (TD-MPC2)
+            sampled = sampled * mask.unsqueeze(1)
+        prior_ret = dict(zip(_PRIOR_KEYS, prior, strict=True)) if prior else None
+        value = self._value(z_samples, sampled, prior_ret, terminal_eps, heads, task)
+        actions = sampled if prior_ret is None else torch.cat([prior_ret["actions"], sampled], 1)
+        elite_actions, score = self._elites(actions, value)
+        mean, std = self._update(elite_actions, score)
+        if mask is not None:
+            mean, std = mean * mask, std * mask
+        return mean, std, elite_actions, score
+
+    def _plan_fn(self) -> Callable:
+        """``_plan``, or with ``compile_plan=True`` its compiled form (built on first use; kept out of pickles and
+        state_dicts)."""
         if not self.compile_plan:
             return self._plan
         fn = self.__dict__.get(COMPILED_KEY)
         if fn is None:
-            fn = self.__dict__[COMPILED_KEY] = compile_or_eager(
-                self._plan, "the planner", "planner.compile=false silences this"
-            )
+            hint = "planner.compile=false silences this"
+            whole = self.compile_scope == "call"
+            fn = compile_or_eager(self._plan, "the planner", hint) if whole else CompiledPlan(self)
+            self.__dict__[COMPILED_KEY] = fn
         return fn
 
     def __getstate__(self) -> dict:

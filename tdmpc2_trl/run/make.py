@@ -144,6 +144,7 @@ def make_planner(
         max_std=planner_cfg.max_std,
         mpc=planner_cfg.mpc,
         compile_plan=planner_cfg.compile,
+        compile_scope=planner_cfg.compile_scope,
         autocast_dtype=autocast_dtype,
     )
 
