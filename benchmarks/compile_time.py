@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--compile-scope", default="call", choices=("call", "iteration"), help="as planner.compile_scope")
     p.add_argument("--planner-only", action="store_true", help="the planner's graphs only (not the losses)")
+    p.add_argument("--obs-dim", type=int, default=3, help="default: Pendulum-v1's; 18 for the seed robot's")
+    p.add_argument("--action-dim", type=int, default=1, help="default: Pendulum-v1's; 4 for the seed robot's")
     return p.parse_args(argv)
 
 
@@ -59,10 +61,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    common = ["--model", args.model, "--horizon", str(args.horizon), "--obs-dim", "3", "--action-dim", "1"]
+    common = ["--model", args.model, "--horizon", str(args.horizon)]
+    common += ["--obs-dim", str(args.obs_dim), "--action-dim", str(args.action_dim)]
     scope = ["--compile-scope", args.compile_scope]
-    planner, td = plan_bench.build(plan_bench.parse_args(common + scope))  # Pendulum-v1's sizes
-    updater, batch = None if args.planner_only else update_bench.build(update_bench.parse_args(common))
+    planner, td = plan_bench.build(plan_bench.parse_args(common + scope))
+    updater, batch = (None, None) if args.planner_only else update_bench.build(update_bench.parse_args(common))
     graphs: dict[str, float] = {}
     started: dict[str, float] = {}
     on_compile(

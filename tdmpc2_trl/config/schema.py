@@ -107,7 +107,7 @@ class PlannerConfig:
     max_std: float = _f(2.0, gt=0.0)
     compile: bool = True  # torch.compile the planner (at its first planned step; docs/performance.md, "Compiling")
     # call: the whole call as one graph (fastest per call); iteration: its set-up and one MPPI iteration as two
-    # graphs, the iteration's reused (about 4x less to compile, per call +1 % at 1m and +16 % at 8m-h10 in bf16)
+    # graphs, the iteration's reused (about 4x less to compile; per call +8 to +16 % at 8m-h10 in bf16)
     compile_scope: str = _f("call", choices=("call", "iteration"))
 
     def check(self) -> None:

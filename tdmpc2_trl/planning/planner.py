@@ -147,8 +147,8 @@ class TDMPC2Planner(MPCPlannerBase):
     2 threads: 1m 85 → 65 ms, 5m 218 → 195 ms per call against compiling each iteration's value estimate alone).
     One graph per batch size and exploration flag; the first call compiles (8m-h10: about 6 min on 2 CPU cores).
     ``compile_scope="iteration"`` compiles the set-up and one MPPI iteration instead (``CompiledPlan``): about a
-    quarter of that, for a slower call where autocast recasts the weights at each iteration (docs/performance.md,
-    "Compiling"). Where compilation fails (no C++ compiler, no Triton) it warns once and plans eagerly.
+    quarter of that, for a call up to 16 % slower at 8m-h10 in bf16 (docs/performance.md, "Compiling"). Where
+    compilation fails (no C++ compiler, no Triton) it warns once and plans eagerly.
 
     ``MPCPlannerBase`` registers its spec env twice; that env holds no parameters here, so the planner's state_dict is
     the world model's. Checkpoint the world model itself (the loss and the planner share it).
