@@ -188,6 +188,8 @@ def test_an_evaluation_counts_its_own_steps_then_the_phase_counter_comes_back():
     display.bar.mininterval, display.bar.miniters, display.bar.dynamic_miniters = 0, 1, False
     display.advance(250, "step 1250/10000, 0.40 s/update, 1:02:05 left")
     with display.activity("evaluating at step 1250 (5 episodes)", total=200):
+        display.compiling("the planner", "minutes")  # the evaluation's batch of envs compiles its own graph
+        display.compiled("the planner")
         display.advance(3)  # three steps of the batched evaluation rollout; the status suffix stays
         during = screen.getvalue().split("\r")[-1]
     after = screen.getvalue().split("\r")[-1]

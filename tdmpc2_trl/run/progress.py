@@ -137,6 +137,7 @@ class ProgressDisplay:
         self.bar: tqdm | None = None
         self.name = ""
         self.compile_started: float | None = None
+        self.label: str | None = None  # the running activity's label (an evaluation), if any
 
     def write(self, message: str) -> None:
         """A line above the bar."""
@@ -185,6 +186,7 @@ class ProgressDisplay:
         with ``total``, the bar counts the activity's own ``unit``s meanwhile (``advance``), then the phase's."""
         bar = self.bar
         saved = None if bar is None else (bar.n, bar.total, bar.unit, bar.start_t)
+        self.label = description  # what a compile inside the activity gives the bar back (``compiled``)
         if bar is not None:
             bar.set_description_str(description, refresh=total is None)
             if total is not None:
@@ -193,6 +195,7 @@ class ProgressDisplay:
         try:
             yield
         finally:
+            self.label = None
             if bar is not None and saved is not None:
                 bar.set_description_str(self.name, refresh=False)
                 if total is not None:  # the phase's counter, unit and clock as they were
@@ -215,7 +218,7 @@ class ProgressDisplay:
             self.write(f"compiled {what} in {self.clock() - self.compile_started:.0f} s")
             self.compile_started = None
         if self.bar is not None:
-            self.bar.set_description_str(self.name)
+            self.bar.set_description_str(self.label or self.name)
 
     def status(self, step: int, steps: int, last_return: float, left: float | None) -> str:
         """The suffix: the run's step, the last episode's return, the rates and the time left."""
