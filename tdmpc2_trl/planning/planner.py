@@ -110,6 +110,7 @@ def _rows(task: torch.Tensor | None, per_env: int) -> torch.Tensor | None:
     return None if task is None else task.repeat_interleave(per_env)
 
 
+_COMPILE_HINT = "planner.compile=false silences this"  # the compile-failure warning's advice
 _PRIOR_KEYS = ("actions", "G", "discount", "alive", "z")  # what the policy prior's rollout hands each iteration
 
 
@@ -123,9 +124,8 @@ class CompiledPlan:
 
     def __init__(self, planner: TDMPC2Planner) -> None:
         self.planner = planner
-        hint = "planner.compile=false silences this"
-        self.start = compile_or_eager(planner._start, "the planner (its set-up)", hint)
-        self.iterate = compile_or_eager(planner._iterate, "the planner (one MPPI iteration)", hint)
+        self.start = compile_or_eager(planner._start, "the planner (its set-up)", _COMPILE_HINT)
+        self.iterate = compile_or_eager(planner._iterate, "the planner (one MPPI iteration)", _COMPILE_HINT)
 
     def __call__(self, *args) -> tuple[torch.Tensor, torch.Tensor]:
         return self.planner._plan_with(self.start, self.iterate, *args)
@@ -371,9 +371,8 @@ class TDMPC2Planner(MPCPlannerBase):
             return self._plan
         fn = self.__dict__.get(COMPILED_KEY)
         if fn is None:
-            hint = "planner.compile=false silences this"
             whole = self.compile_scope == "call"
-            fn = compile_or_eager(self._plan, "the planner", hint) if whole else CompiledPlan(self)
+            fn = compile_or_eager(self._plan, "the planner", _COMPILE_HINT) if whole else CompiledPlan(self)
             self.__dict__[COMPILED_KEY] = fn
         return fn
 
