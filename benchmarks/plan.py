@@ -19,7 +19,7 @@ from torchrl.envs import ExplorationType, set_exploration_type
 
 from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.networks.world_model import WorldModel
-from tdmpc2_trl.planning.planner import TDMPC2Planner
+from tdmpc2_trl.planning.planner import COMPILE_SCOPES, TDMPC2Planner
 from tdmpc2_trl.platform.precision import PRECISIONS, precision_name, resolve_precision
 from tdmpc2_trl.run.make import make_autocast_dtype  # as a run: TF32 for fp32 matmuls on CUDA
 
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="TDMPC2Planner(compile_plan=...), as planner.compile (default on; warm up with >= 2 calls)",
     )
-    p.add_argument("--compile-scope", default="call", choices=("call", "iteration"), help="as planner.compile_scope")
+    p.add_argument("--compile-scope", default="auto", choices=COMPILE_SCOPES, help="as planner.compile_scope")
     return p.parse_args(argv)
 
 

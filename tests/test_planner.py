@@ -22,7 +22,7 @@ from torchrl.envs import (
 from tdmpc2_trl.config.presets import load_model_config
 from tdmpc2_trl.networks.math import two_hot, two_hot_inv
 from tdmpc2_trl.networks.world_model import WorldModel
-from tdmpc2_trl.planning.planner import COMPILED_KEY, PlannerNoise, TDMPC2Planner
+from tdmpc2_trl.planning.planner import COMPILED_KEY, PARTS_KEY, PlannerNoise, TDMPC2Planner
 
 OBS, ACT, LAT = 3, 2, 16
 SMALL = dict(horizon=3, num_samples=64, num_pi_trajs=4, num_elites=8, iterations=3)
@@ -271,8 +271,10 @@ def test_planner_pickles_for_worker_processes():
     wm = tiny_world_model()
     planner = TDMPC2Planner(wm, discount=0.9, compile_plan=True, **SMALL)
     planner.__dict__[COMPILED_KEY] = lambda *args: None  # stands in for torch.compile's (unpicklable) wrapper
+    planner.__dict__[PARTS_KEY] = {"_advance": lambda *args: None}  # compile_scope="step"'s compiled pieces
     clone = pickle.loads(pickle.dumps(planner))
     assert COMPILED_KEY not in clone.__dict__ and COMPILED_KEY in planner.__dict__
+    assert PARTS_KEY not in clone.__dict__
     assert set(clone.state_dict()) == {f"world_model.{k}" for k in wm.state_dict()}
 
 
@@ -289,7 +291,7 @@ def test_compiled_plan_equals_eager():
     wm = tiny_world_model("1m", episodic=True)
     randomize_heads(wm)
     wm.eval()
-    planner = TDMPC2Planner(wm, discount=0.9, compile_plan=True, **SMALL)
+    planner = TDMPC2Planner(wm, discount=0.9, compile_plan=True, compile_scope="call", **SMALL)
     args = _plan_inputs(planner, batch=2)
     compiled = planner._plan_fn()
     (action, mean), (action_eager, mean_eager) = compiled(*args), planner._plan(*args)
@@ -324,11 +326,56 @@ def test_a_plan_compiled_per_iteration_equals_eager_and_falls_back_per_graph():
 
 
 @torch.no_grad()
+def test_a_plan_compiled_per_step_equals_eager_and_falls_back_per_piece():
+    """compile_scope="step": each imagined step, the terminal value and the refit are graphs of their own, called
+    from the Python loops; the plan is eager's, and a piece that fails to compile runs eagerly with one warning
+    naming it while the others stay compiled."""
+    wm = tiny_world_model("1m", episodic=True)
+    randomize_heads(wm)
+    wm.eval()
+    planner = TDMPC2Planner(wm, discount=0.9, compile_plan=True, compile_scope="step", **SMALL)
+    args = _plan_inputs(planner, batch=2)
+    fn = planner._plan_fn()
+    (action, mean) = fn(*args)
+    parts = planner.__dict__[PARTS_KEY]
+    assert set(parts) == {"_advance", "_advance_pi", "_terminal_value", "_refit"}
+    assert all(part.seen_shapes and part.compiled is not part.eager for part in parts.values())
+    planner.compile_plan = False
+    action_eager, mean_eager = planner._plan_fn()(*args)
+    assert PARTS_KEY not in planner.__dict__  # compile_plan=False: eager pieces again
+    torch.testing.assert_close(action, action_eager, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mean, mean_eager, rtol=1e-4, atol=1e-4)
+
+    planner.compile_plan = True
+    planner._plan_fn()(*args)
+    parts = planner.__dict__[PARTS_KEY]
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    parts["_refit"].compiled, parts["_refit"].seen_shapes = broken, set()
+    with pytest.warns(RuntimeWarning, match="torch.compile of the planner \\(the elites' refit\\) failed"):
+        again = planner._plan_fn()(*args)
+    torch.testing.assert_close(again, (action_eager, mean_eager), rtol=1e-4, atol=1e-4)
+    assert parts["_refit"].compiled == planner._refit and parts["_advance"].compiled is not planner._advance
+
+
+def test_the_automatic_compile_scope_is_one_iteration_at_short_horizons_and_a_step_beyond():
+    wm = tiny_world_model()
+    small = {k: v for k, v in SMALL.items() if k != "horizon"}
+    scope = {h: TDMPC2Planner(wm, discount=0.9, horizon=h, **small).compile_scope for h in (1, 3, 5, 6, 10)}
+    assert scope == {1: "iteration", 3: "iteration", 5: "iteration", 6: "step", 10: "step"}
+    assert TDMPC2Planner(wm, discount=0.9, compile_scope="call", **SMALL).compile_scope == "call"
+    with pytest.raises(ValueError, match="compile_scope must be one of auto, step, iteration, call"):
+        TDMPC2Planner(wm, discount=0.9, compile_scope="layer", **SMALL)
+
+
+@torch.no_grad()
 def test_compile_failure_falls_back_to_eager_with_one_warning():
     wm = tiny_world_model()
     randomize_heads(wm)
     wm.eval()  # no Q dropout: eager calls are repeatable
-    planner = TDMPC2Planner(wm, discount=0.9, compile_plan=True, **SMALL)
+    planner = TDMPC2Planner(wm, discount=0.9, compile_plan=True, compile_scope="call", **SMALL)
     fn = planner._plan_fn()
 
     def broken(*args):

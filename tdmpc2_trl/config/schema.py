@@ -106,9 +106,10 @@ class PlannerConfig:
     min_std: float = _f(0.05, gt=0.0)
     max_std: float = _f(2.0, gt=0.0)
     compile: bool = True  # torch.compile the planner (at its first planned step; docs/performance.md, "Compiling")
-    # call: the whole call as one graph (fastest per call); iteration: its set-up and one MPPI iteration as two
-    # graphs, the iteration's reused (about 4x less to compile; per call +8 to +16 % at 8m-h10 in bf16)
-    compile_scope: str = _f("call", choices=("call", "iteration"))
+    # step: each imagined step, the terminal value and the refit compiled on their own, the loops in Python;
+    # iteration: the set-up and one MPPI iteration; call: the whole call as one graph; auto: iteration up to a
+    # horizon of 5, step beyond (planning/planner.py; docs/performance.md, "Compiling")
+    compile_scope: str = _f("auto", choices=("auto", "step", "iteration", "call"))
 
     def check(self) -> None:
         if self.num_pi_trajs >= self.num_samples:

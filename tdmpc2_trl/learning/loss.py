@@ -158,28 +158,41 @@ class TDMPC2Loss(LossModule):
 
     # ---- compilation ----
     def compile_terms(self, enabled: bool = True) -> TDMPC2Loss:
-        """Run the world-model and policy terms through ``torch.compile`` (each one forward graph and one backward
-        graph, every LayerNorm/Mish/softmax/cast fused between the matmuls); eager again with ``enabled=False``.
+        """Run the losses' pieces through ``torch.compile``; eager again with ``enabled=False``.
 
-        The random choices that inductor cannot lower well (the Q-head pairs) are drawn outside the graphs, so the
-        compiled terms compute the same function of the same draws. A graph that fails to compile warns once and
-        runs eagerly. The compiled callables are not pickled.
+        Each piece is a forward graph and a backward graph, every LayerNorm/Mish/softmax/cast fused between the
+        matmuls: the TD target, the first latent, one latent step (the same graph at every step of the rollout,
+        so compiling does not grow with the horizon), the world-model terms from the latents, and the policy
+        terms (docs/performance.md, "Compiling"). The random choices that inductor cannot lower well (the Q-head
+        pairs) are drawn outside the graphs, so the compiled pieces compute the same function of the same draws.
+        A piece that fails to compile warns once and runs eagerly. The compiled callables are not pickled.
         """
         hint = "optim.compile=false silences this"
+        device = next(self.world_model.parameters()).device
         self.__dict__["_compiled_terms"] = (
             {
-                "world_model": compile_or_eager(self._world_model_terms, "the world-model loss", hint),
-                "policy": compile_or_eager(self._policy_terms, "the policy loss", hint),
+                name: compile_or_eager(fn, f"the {label}", hint, device)
+                for name, (fn, label) in self._pieces_named().items()
             }
             if enabled
             else None
         )
         return self
 
+    def _pieces_named(self) -> dict[str, tuple[Callable, str]]:
+        return {
+            "td_target": (self._td_target_and_latents, "world-model loss (its TD target)"),
+            "first_latent": (self._first_latent, "world-model loss (its first latent)"),
+            "next_latent": (self._next_latent, "world-model loss (one latent step)"),
+            "latent_terms": (self._latent_terms, "world-model loss (its terms)"),
+            "policy": (self._policy_terms, "policy loss"),
+        }
+
     @property
-    def _terms_fns(self) -> dict[str, Callable[..., dict[str, torch.Tensor]]]:
+    def _terms_fns(self) -> dict[str, Callable]:
+        """The pieces by name: compiled (``compile_terms``) or the plain methods."""
         compiled = self.__dict__.get("_compiled_terms")
-        return compiled or {"world_model": self._world_model_terms, "policy": self._policy_terms}
+        return compiled or {name: fn for name, (fn, _) in self._pieces_named().items()}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -274,10 +287,29 @@ class TDMPC2Loss(LossModule):
 
     def _rollout(self, z: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         """Latents ``z_0..z_H`` ``[B, H+1, L]`` from ``z_0 [B, L]`` and the actions ``[B, H, A]``."""
-        zs = [z]
+        step, zs = self._terms_fns["next_latent"], [z]
         for t, a in enumerate(action.unbind(-2)):
-            zs.append(self.world_model.next(zs[-1], a, None if task is None else task[..., t]))
+            zs.append(step(zs[-1], a, None if task is None else task[..., t]))
         return torch.stack(zs, dim=-2)
+
+    def _next_latent(self, z: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        return self.world_model.next(z, action, task)
+
+    def _first_latent(self, obs: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        return self.world_model.encode(obs, task)
+
+    def _td_target_and_latents(
+        self,
+        next_obs: torch.Tensor,
+        reward: torch.Tensor,
+        terminated: torch.Tensor,
+        heads: torch.Tensor,
+        task: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(TD target [B, H, 1], encoded next observations [B, H, L])``, without gradients."""
+        with torch.no_grad():
+            next_z = self.world_model.encode(next_obs, task)
+            return self._td_target_from_latents(next_z, reward, terminated, heads, task), next_z
 
     def world_model_loss(self, batch: TensorDictBase) -> TensorDictBase:
         """Consistency, reward, value and termination terms (coefficients applied) plus diagnostics and latents
@@ -285,7 +317,7 @@ class TDMPC2Loss(LossModule):
         obs, action, next_obs, reward, terminated, task = self._read(batch)
         heads = self.world_model.random_heads(obs.device)
         mask = batch.get(self.tensor_keys.mask, None)  # [B, H]: False past an episode's end
-        out = TensorDict(self._terms_fns["world_model"](obs, action, next_obs, reward, terminated, heads, task, mask))
+        out = TensorDict(self._world_model_terms(obs, action, next_obs, reward, terminated, heads, task, mask))
         if task is not None:  # the latents z_0..z_H: the slice's ids, the last one repeated
             out.set("latent_task", torch.cat([task, task[..., -1:]], -1))
         if mask is not None:  # z_t is real when step t-1 is; z_0 always
@@ -305,16 +337,29 @@ class TDMPC2Loss(LossModule):
     ) -> dict[str, torch.Tensor]:
         """``world_model_loss`` on plain tensors; ``td_heads``: the 2 target Q heads of the TD target; ``mask``
         ``[B, H]``: the real steps (padded ones weigh 0, the normalisation stays that of a full batch)."""
-        wm, horizon = self.world_model, action.shape[-2]
-        real = _weighting(mask)
+        wm, pieces = self.world_model, self._terms_fns
         obs_0 = obs.select(obs.ndim - len(wm.obs_shape) - 1, 0)  # the first step of each slice
         if self.augment is not None:
             obs_0, next_obs = self.augment(obs_0), self.augment(next_obs)
-        with torch.no_grad():
-            next_z = wm.encode(next_obs, task)
-            td_target = self._td_target_from_latents(next_z, reward, terminated, td_heads, task)
+        td_target, next_z = pieces["td_target"](next_obs, reward, terminated, td_heads, task)
+        zs = self._rollout(pieces["first_latent"](obs_0, None if task is None else task[..., 0]), action, task)
+        return pieces["latent_terms"](zs, next_z, td_target, action, reward, terminated, task, mask)
 
-        zs = self._rollout(wm.encode(obs_0, None if task is None else task[..., 0]), action, task)
+    def _latent_terms(
+        self,
+        zs: torch.Tensor,
+        next_z: torch.Tensor,
+        td_target: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        terminated: torch.Tensor,
+        task: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The world-model terms and diagnostics from the rollout's latents ``zs`` ``[B, H+1, L]``, the encoded next
+        observations and the TD target."""
+        wm, horizon = self.world_model, action.shape[-2]
+        real = _weighting(mask)
         z, z_next = zs[..., :-1, :], zs[..., 1:, :]
         w = rho_weights(self.rho, horizon, zs.device)
 

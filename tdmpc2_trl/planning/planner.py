@@ -35,6 +35,7 @@ __all__ = ["TDMPC2Planner", "PlannerNoise", "is_exploring"]
 
 MEAN_KEY = "planner_mean"
 COMPILED_KEY = "_compiled_plan"
+PARTS_KEY = "_compiled_parts"  # compile_scope="step": the compiled pieces, by method name
 
 
 def is_exploring() -> bool:
@@ -111,6 +112,18 @@ def _rows(task: torch.Tensor | None, per_env: int) -> torch.Tensor | None:
 
 
 _COMPILE_HINT = "planner.compile=false silences this"  # the compile-failure warning's advice
+COMPILE_SCOPES = ("auto", "step", "iteration", "call")
+# compile_scope="auto" compiles one MPPI iteration up to this horizon and a step at a time beyond it. The iteration's
+# graph unrolls the horizon: at the official presets' 3 it compiles in 30 s and plans 7-11 % faster than a step at a
+# time; at 8m-h10's 10 it takes minutes, where the step graphs take 31 s (docs/performance.md, "Compiling").
+ITERATION_SCOPE_MAX_HORIZON = 5
+# compile_scope="step": the methods compiled each on its own, and what the compile notices call them
+_PARTS = {
+    "_advance_pi": "a policy-prior step",
+    "_advance": "an imagined step",
+    "_terminal_value": "the terminal value",
+    "_refit": "the elites' refit",
+}
 _PRIOR_KEYS = ("actions", "G", "discount", "alive", "z")  # what the policy prior's rollout hands each iteration
 
 
@@ -124,8 +137,9 @@ class CompiledPlan:
 
     def __init__(self, planner: TDMPC2Planner) -> None:
         self.planner = planner
-        self.start = compile_or_eager(planner._start, "the planner (its set-up)", _COMPILE_HINT)
-        self.iterate = compile_or_eager(planner._iterate, "the planner (one MPPI iteration)", _COMPILE_HINT)
+        device = next(planner.world_model.parameters()).device
+        self.start = compile_or_eager(planner._start, "the planner (its set-up)", _COMPILE_HINT, device)
+        self.iterate = compile_or_eager(planner._iterate, "the planner (one MPPI iteration)", _COMPILE_HINT, device)
 
     def __call__(self, *args) -> tuple[torch.Tensor, torch.Tensor]:
         return self.planner._plan_with(self.start, self.iterate, *args)
@@ -141,14 +155,15 @@ class TDMPC2Planner(MPCPlannerBase):
     Anything but finite bounds is a one-line ``ConfigError``. Train the loss with the same spec
     (``TDMPC2Loss(..., action_spec=...)``) so that it maps the replayed actions back to [-1, 1].
     ``mpc=False`` acts with the policy prior alone. Exploration noise is added unless TorchRL's exploration type is a
-    deterministic one. ``compile_plan=True`` runs the whole call (encoder, policy prior, every MPPI iteration's
-    imagined rollouts, π(z_H), the two Q heads, elites and the mean/std update) through ``torch.compile`` as one
-    graph: every LayerNorm/Mish/softmax/cast between the matmuls is fused and no Python runs between them (CPU, bf16,
-    2 threads: 1m 85 → 65 ms, 5m 218 → 195 ms per call against compiling each iteration's value estimate alone).
-    One graph per batch size and exploration flag; the first call compiles (8m-h10: about 6 min on 2 CPU cores).
-    ``compile_scope="iteration"`` compiles the set-up and one MPPI iteration instead (``CompiledPlan``): about a
-    quarter of that, for a call up to 16 % slower at 8m-h10 in bf16 (docs/performance.md, "Compiling"). Where
-    compilation fails (no C++ compiler, no Triton) it warns once and plans eagerly.
+    deterministic one. ``compile_plan=True`` runs the planner through ``torch.compile``, at the grain
+    ``compile_scope`` names: ``"step"`` compiles the loops' bodies, each on its own (``_PARTS``: a
+    policy-prior step, an imagined step, the terminal value, the elites' refit) and runs the loops in Python; every
+    LayerNorm/Mish/softmax/cast between the matmuls is still fused, and what is compiled no longer grows with the
+    horizon and the iterations. ``"iteration"`` compiles the set-up and one MPPI iteration (``CompiledPlan``),
+    ``"call"`` the whole call as one graph; ``"auto"`` (default): ``"iteration"`` up to a horizon of
+    ``ITERATION_SCOPE_MAX_HORIZON``, ``"step"`` beyond. One graph per input shape; the first call compiles. Compile
+    seconds and per-call times of each: docs/performance.md, "Compiling". Where compilation fails (no C++ compiler,
+    no Triton) it warns once per graph and runs that part eagerly.
 
     ``MPCPlannerBase`` registers its spec env twice; that env holds no parameters here, so the planner's state_dict is
     the world model's. Checkpoint the world model itself (the loss and the planner share it).
@@ -185,7 +200,7 @@ class TDMPC2Planner(MPCPlannerBase):
         max_std: float = 2.0,
         mpc: bool = True,
         compile_plan: bool = False,
-        compile_scope: str = "call",
+        compile_scope: str = "auto",
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
         action_dim = world_model.action_dim
@@ -195,8 +210,8 @@ class TDMPC2Planner(MPCPlannerBase):
                 f"need 0 <= num_pi_trajs ({num_pi_trajs}) < num_samples ({num_samples}) and "
                 f"0 < num_elites ({num_elites}) <= num_samples"
             )
-        if compile_scope not in ("call", "iteration"):
-            raise ValueError(f"compile_scope must be 'call' or 'iteration', not {compile_scope!r}")
+        if compile_scope not in COMPILE_SCOPES:
+            raise ValueError(f"compile_scope must be one of {', '.join(COMPILE_SCOPES)}, not {compile_scope!r}")
         if horizon < 1 or iterations < 1:
             raise ValueError(f"horizon ({horizon}) and iterations ({iterations}) must be positive")
         device = next(world_model.parameters()).device
@@ -212,7 +227,9 @@ class TDMPC2Planner(MPCPlannerBase):
         self.iterations, self.temperature = iterations, temperature
         self.min_std, self.max_std, self.mpc = min_std, max_std, mpc
         self.compile_plan = compile_plan  # torch.compile _plan, lazily on first use
-        self.compile_scope = compile_scope  # call: one graph of the whole call; iteration: CompiledPlan
+        if compile_scope == "auto":
+            compile_scope = "iteration" if horizon <= ITERATION_SCOPE_MAX_HORIZON else "step"
+        self.compile_scope = compile_scope  # step: the loops' bodies; iteration: CompiledPlan; call: one graph
         self.autocast_dtype = autocast_dtype  # bf16: matmuls under autocast (see precision.py); None: fp32
 
     # ---- TorchRL plumbing ----
@@ -358,8 +375,7 @@ class TDMPC2Planner(MPCPlannerBase):
         prior_ret = dict(zip(_PRIOR_KEYS, prior, strict=True)) if prior else None
         value = self._value(z_samples, sampled, prior_ret, terminal_eps, heads, task)
         actions = sampled if prior_ret is None else torch.cat([prior_ret["actions"], sampled], 1)
-        elite_actions, score = self._elites(actions, value)
-        mean, std = self._update(elite_actions, score)
+        mean, std, elite_actions, score = self._part("_refit")(actions, value)
         if mask is not None:
             mean, std = mean * mask, std * mask
         return mean, std, elite_actions, score
@@ -368,17 +384,33 @@ class TDMPC2Planner(MPCPlannerBase):
         """``_plan``, or with ``compile_plan=True`` its compiled form (built on first use; kept out of pickles and
         state_dicts)."""
         if not self.compile_plan:
+            self.__dict__.pop(PARTS_KEY, None)
+            return self._plan
+        device = next(self.world_model.parameters()).device
+        if self.compile_scope == "step":
+            if PARTS_KEY not in self.__dict__:
+                self.__dict__[PARTS_KEY] = {
+                    name: compile_or_eager(getattr(self, name), f"the planner ({label})", _COMPILE_HINT, device)
+                    for name, label in _PARTS.items()
+                }
             return self._plan
         fn = self.__dict__.get(COMPILED_KEY)
         if fn is None:
             whole = self.compile_scope == "call"
-            fn = compile_or_eager(self._plan, "the planner", _COMPILE_HINT) if whole else CompiledPlan(self)
+            fn = compile_or_eager(self._plan, "the planner", _COMPILE_HINT, device) if whole else CompiledPlan(self)
             self.__dict__[COMPILED_KEY] = fn
         return fn
+
+    def _part(self, name: str) -> Callable:
+        """Method ``name`` of ``_PARTS``, compiled on its own under ``compile_scope="step"`` (traced into the
+        enclosing graph under the other scopes, eager without compiling)."""
+        parts = self.__dict__.get(PARTS_KEY)
+        return getattr(self, name) if parts is None else parts[name]
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.pop(COMPILED_KEY, None)
+        state.pop(PARTS_KEY, None)
         return state
 
     # ---- imagined rollouts ----
@@ -406,12 +438,38 @@ class TDMPC2Planner(MPCPlannerBase):
         gamma = self.discount if task is None else self.world_model.tasks.discounts[task].unsqueeze(-1).to(like.dtype)
         return {"G": like.new_zeros(batch, 1), "alive": ones, "discount": ones.clone(), "gamma": gamma}
 
-    def _accumulate(self, ret: dict[str, torch.Tensor], reward: torch.Tensor, term: torch.Tensor | None) -> None:
-        """``G += γ^t (1 - term) r``, then fold this transition's termination in (TD-MPC2's order)."""
-        ret["G"] = ret["G"] + ret["discount"] * ret["alive"] * reward
-        ret["discount"] = ret["discount"] * ret["gamma"]
+    def _advance(
+        self,
+        z: torch.Tensor,
+        a: torch.Tensor,
+        G: torch.Tensor,
+        discount: torch.Tensor,
+        alive: torch.Tensor,
+        gamma: float | torch.Tensor,
+        task: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One imagined transition folded into the return, ``G += γ^t (1 - term) r`` and then this transition's
+        termination (TD-MPC2's order): ``(z', G, discount, alive)``."""
+        z_next, reward, term = self._step(z, a, task)
+        G = G + discount * alive * reward
+        discount = discount * gamma
         if term is not None:
-            ret["alive"] = ret["alive"] * (~term).to(ret["alive"].dtype)
+            alive = alive * (~term).to(alive.dtype)
+        return z_next, G, discount, alive
+
+    def _advance_pi(
+        self,
+        z: torch.Tensor,
+        eps: torch.Tensor,
+        G: torch.Tensor,
+        discount: torch.Tensor,
+        alive: torch.Tensor,
+        gamma: float | torch.Tensor,
+        task: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """``_advance`` with π's sampled action ``tanh(μ + σ·ε)``: ``(a, z', G, discount, alive)``."""
+        a = self._pi_sample(z, eps, task)
+        return (a, *self._advance(z, a, G, discount, alive, gamma, task))
 
     def _policy_prior(
         self, z: torch.Tensor, eps: torch.Tensor, task: torch.Tensor | None = None
@@ -421,26 +479,24 @@ class TDMPC2Planner(MPCPlannerBase):
         B, P, A = z.shape[0], self.num_pi_trajs, self.action_dim
         zp, rows = z.repeat_interleave(P, dim=0), _rows(task, P)
         ret = self._new_return(B * P, z, rows)
+        advance_pi, state = self._part("_advance_pi"), (ret["G"], ret["discount"], ret["alive"])
         actions = []
         for t in range(self.horizon):
-            a = self._pi_sample(zp, eps[:, t].reshape(B * P, A), rows)
-            zp, reward, term = self._step(zp, a, rows)
-            self._accumulate(ret, reward, term)
+            a, zp, *state = advance_pi(zp, eps[:, t].reshape(B * P, A), *state, ret["gamma"], rows)
             actions.append(a)
-        ret["actions"] = torch.stack(actions, 1).view(B, P, self.horizon, A)
-        ret["z"] = zp
-        return ret
+        G, discount, alive = state
+        actions = torch.stack(actions, 1).view(B, P, self.horizon, A)
+        return {"actions": actions, "G": G, "discount": discount, "alive": alive, "z": zp}
 
     def _rollout(
         self, z: torch.Tensor, actions: torch.Tensor, task: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """Roll ``actions`` ``[M, H, A]`` from ``z`` ``[M, L]``: ``G``, ``discount`` (γ^H), ``alive``, ``z`` (z_H)."""
         ret = self._new_return(z.shape[0], z, task)
+        advance, G, discount, alive = self._part("_advance"), ret["G"], ret["discount"], ret["alive"]
         for t in range(actions.shape[1]):
-            z, reward, term = self._step(z, actions[:, t], task)
-            self._accumulate(ret, reward, term)
-        ret["z"] = z
-        return ret
+            z, G, discount, alive = advance(z, actions[:, t], G, discount, alive, ret["gamma"], task)
+        return {"G": G, "discount": discount, "alive": alive, "z": z}
 
     def _bootstrap(
         self,
@@ -452,14 +508,27 @@ class TDMPC2Planner(MPCPlannerBase):
     ) -> torch.Tensor:
         """Values ``[B, N]``: ``G + γ^H (1 - term) avg2 Q(z_H, π(z_H))``, NaN → 0 (rows of ``ret`` are env-major;
         ``task``: the envs' ids ``[B]``)."""
-        wm = self.world_model
         z_H = ret["z"]
         rows = _rows(task, z_H.shape[0] // batch)
-        eps = eps[:, : z_H.shape[0] // batch]
-        a_H = self._pi_sample(z_H, eps.reshape(z_H.shape[0], self.action_dim), rows)
-        q = two_hot_inv(wm.q_logits(z_H, a_H, heads=heads, task=rows), wm.bins).mean(0)
-        value = ret["G"] + ret["discount"] * ret["alive"] * q
-        return value.nan_to_num(0).view(batch, -1)
+        eps = eps[:, : z_H.shape[0] // batch].reshape(z_H.shape[0], self.action_dim)
+        value = self._part("_terminal_value")(z_H, ret["G"], ret["discount"], ret["alive"], eps, heads, rows)
+        return value.view(batch, -1)
+
+    def _terminal_value(
+        self,
+        z_H: torch.Tensor,
+        G: torch.Tensor,
+        discount: torch.Tensor,
+        alive: torch.Tensor,
+        eps: torch.Tensor,
+        heads: torch.Tensor,
+        task: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per row ``G + γ^H (1 - term) avg2 Q(z_H, π(z_H))`` (π sampled with ``eps``), NaN → 0: ``[M, 1]``."""
+        wm = self.world_model
+        a_H = self._pi_sample(z_H, eps, task)
+        q = two_hot_inv(wm.q_logits(z_H, a_H, heads=heads, task=task), wm.bins).mean(0)
+        return (G + discount * alive * q).nan_to_num(0)
 
     def estimate_value(
         self,
@@ -501,6 +570,13 @@ class TDMPC2Planner(MPCPlannerBase):
         return self._bootstrap(merged, B, eps, heads, task)
 
     # ---- MPPI update ----
+    def _refit(
+        self, actions: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``_elites`` then ``_update``: ``(mean, std, elite actions, scores)``."""
+        elite_actions, score = self._elites(actions, value)
+        return (*self._update(elite_actions, score), elite_actions, score)
+
     def _elites(self, actions: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Top ``num_elites`` actions ``[B, K, H, A]`` and their scores ``softmax(τ(v - max v))`` ``[B, K]``."""
         elite_value, idx = value.topk(self.num_elites, dim=1)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["EagerOnFailure", "compile_or_eager", "compiling_deferred", "on_compile"]
+__all__ = ["EagerOnFailure", "compile_or_eager", "compiling_deferred", "inductor_options", "on_compile"]
 
 _notices: list[Callable[[str], None]] = []
 _dones: list[Callable[[str], None]] = []
@@ -100,6 +100,20 @@ class EagerOnFailure:
         return out
 
 
-def compile_or_eager(fn: Callable, what: str, hint: str = "") -> EagerOnFailure:
-    """``torch.compile(fn)`` (static shapes: one graph per input shape) that falls back to ``fn`` if it fails."""
-    return EagerOnFailure(torch.compile(fn, dynamic=False), fn, what, hint)
+def inductor_options(device: torch.device | str) -> dict[str, Any] | None:
+    """Inductor's options for graphs that run on ``device``: on a CPU, the C++ wrapper.
+
+    With the default Python wrapper inductor builds every fused kernel as a C++ file of its own, and each costs about
+    a second before its code is compiled at all (loading the ~150 MB precompiled ATen header, linking): two thirds of
+    the compile of a graph of small kernels such as the planner's. The C++ wrapper builds a graph and its kernels as
+    one file, and its calls skip the Python wrapper (docs/performance.md, "Compiling"). GPUs keep the default."""
+    return {"cpp_wrapper": True} if torch.device(device).type == "cpu" else None
+
+
+def compile_or_eager(
+    fn: Callable, what: str, hint: str = "", device: torch.device | str | None = None
+) -> EagerOnFailure:
+    """``torch.compile(fn)`` (static shapes: one graph per input shape) that falls back to ``fn`` if it fails;
+    ``device``: where the graph runs, for ``inductor_options``."""
+    options = None if device is None else inductor_options(device)
+    return EagerOnFailure(torch.compile(fn, dynamic=False, options=options), fn, what, hint)

@@ -66,9 +66,9 @@ from tdmpc2_trl.run.resolve import resolve
 __all__ = ["Progress", "Run", "finished", "saved_progress", "train", "train_app"]
 
 LEARNING_CURVE = "learning_curve.png"  # written at the end of a run (cfg.plot), the table next to it (.md)
-# one torch.compile of the planner or a loss, cold: 8m-h10's planner took 6.5 min on a quiet 2-core CPU, 17 s once
-# cached (docs/performance.md, "Compiling")
-COMPILE_TIME = "minutes on a CPU the first time, seconds once cached"
+# one torch.compile of a piece of the planner or of a loss, cold on a quiet 2-core CPU: 10-30 s (8m-h10: all of
+# them 90 s, 8 s once cached; docs/performance.md, "Compiling")
+COMPILE_TIME = "up to half a minute on a CPU the first time, seconds once cached"
 
 
 @dataclass
