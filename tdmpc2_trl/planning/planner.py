@@ -394,6 +394,7 @@ class TDMPC2Planner(MPCPlannerBase):
                     for name, label in _PARTS.items()
                 }
             return self._plan
+        self.__dict__.pop(PARTS_KEY, None)  # traced into the iteration's or the call's graph as plain methods
         fn = self.__dict__.get(COMPILED_KEY)
         if fn is None:
             whole = self.compile_scope == "call"
