@@ -114,8 +114,9 @@ def _rows(task: torch.Tensor | None, per_env: int) -> torch.Tensor | None:
 _COMPILE_HINT = "planner.compile=false silences this"  # the compile-failure warning's advice
 COMPILE_SCOPES = ("auto", "step", "iteration", "call")
 # compile_scope="auto" compiles one MPPI iteration up to this horizon and a step at a time beyond it. The iteration's
-# graph unrolls the horizon: at the official presets' 3 it compiles in 30 s and plans 7-11 % faster than a step at a
-# time; at 8m-h10's 10 it takes minutes, where the step graphs take 31 s (docs/performance.md, "Compiling").
+# graph unrolls the horizon: at the official presets' 3 it compiles in 30 s and plans 14-17 % faster than a step at a
+# time; at 8m-h10's 10 it took 96 s cold (before the C++ wrapper), the step graphs 31 s (docs/performance.md,
+# "Compiling").
 ITERATION_SCOPE_MAX_HORIZON = 5
 # compile_scope="step": the methods compiled each on its own, and what the compile notices call them
 _PARTS = {
