@@ -30,7 +30,7 @@ import update as update_bench
 from torch._dynamo.utils import counters
 from torchrl.envs import ExplorationType, set_exploration_type
 
-from tdmpc2_trl.planning.planner import COMPILE_SCOPES
+from tdmpc2_trl.config.schema import COMPILE_SCOPES
 from tdmpc2_trl.platform.compiling import on_compile
 
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": args.model,
         "horizon": args.horizon,
         "threads": torch.get_num_threads(),
-        "compile_scope": args.compile_scope,
+        "compile_scope": planner.compile_scope,  # as resolved ("auto": from the horizon)
         "planner_first_s": plan_first,
         "planner_first_cpu_s": plan_first_cpu,
         "planner_next_s": plan_next,

@@ -18,8 +18,9 @@ from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
 
 from tdmpc2_trl.config.presets import load_model_config
+from tdmpc2_trl.config.schema import COMPILE_SCOPES
 from tdmpc2_trl.networks.world_model import WorldModel
-from tdmpc2_trl.planning.planner import COMPILE_SCOPES, TDMPC2Planner
+from tdmpc2_trl.planning.planner import TDMPC2Planner
 from tdmpc2_trl.platform.precision import PRECISIONS, precision_name, resolve_precision
 from tdmpc2_trl.run.make import make_autocast_dtype  # as a run: TF32 for fp32 matmuls on CUDA
 
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
         "iterations": args.iterations,
         "episodic": args.episodic,
         "compile": args.compile,
-        "compile_scope": args.compile_scope,
+        "compile_scope": planner.compile_scope,  # as resolved ("auto": from the horizon)
         "device": args.device,
         "threads": torch.get_num_threads(),
         "precision": precision_name(resolve_precision(args.precision, torch.device(args.device))),

@@ -278,6 +278,11 @@ def test_planner_pickles_for_worker_processes():
     assert set(clone.state_dict()) == {f"world_model.{k}" for k in wm.state_dict()}
 
 
+def broken(*args):
+    """Stands in for a compiled graph whose compile fails."""
+    raise RuntimeError("no C++ compiler\ndetails")
+
+
 def _plan_inputs(planner: TDMPC2Planner, batch: int, explore: bool = True) -> tuple:
     """``_plan``'s arguments: observations, a previous plan and one call's recorded draws."""
     noise = PlannerNoise(planner, batch, generator=torch.Generator().manual_seed(1))
@@ -315,9 +320,6 @@ def test_a_plan_compiled_per_iteration_equals_eager_and_falls_back_per_graph():
     torch.testing.assert_close(mean, mean_eager, rtol=1e-4, atol=1e-4)
     assert fn.iterate.seen_shapes and fn.start.compiled is not planner._start  # compiled, not fallen back
 
-    def broken(*args):
-        raise RuntimeError("no C++ compiler")
-
     fn.iterate.compiled, fn.iterate.seen_shapes = broken, set()
     with pytest.warns(RuntimeWarning, match="torch.compile of the planner \\(one MPPI iteration\\) failed"):
         again = fn(*args)
@@ -350,9 +352,6 @@ def test_a_plan_compiled_per_step_equals_eager_and_falls_back_per_piece():
     planner._plan_fn()(*args)
     parts = planner.__dict__[PARTS_KEY]
 
-    def broken(*args):
-        raise RuntimeError("no C++ compiler")
-
     parts["_refit"].compiled, parts["_refit"].seen_shapes = broken, set()
     with pytest.warns(RuntimeWarning, match="torch.compile of the planner \\(the elites' refit\\) failed"):
         again = planner._plan_fn()(*args)
@@ -377,9 +376,6 @@ def test_compile_failure_falls_back_to_eager_with_one_warning():
     wm.eval()  # no Q dropout: eager calls are repeatable
     planner = TDMPC2Planner(wm, discount=0.9, compile_plan=True, compile_scope="call", **SMALL)
     fn = planner._plan_fn()
-
-    def broken(*args):
-        raise RuntimeError("no C++ compiler\ndetails")
 
     fn.compiled = broken
     args = _plan_inputs(planner, batch=2)

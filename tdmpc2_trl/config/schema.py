@@ -21,6 +21,10 @@ class ConfigError(ValueError):
     """A user-facing configuration mistake; recipes print its message as a one-line error."""
 
 
+# planner.compile_scope's values (the planner resolves "auto" from its horizon: planning/planner.py)
+COMPILE_SCOPES = ("auto", "step", "iteration", "call")
+
+
 def _f(default: Any, **rules: Any) -> Any:
     """A field with its default and its allowed values (``ge``, ``gt``, ``le``, ``choices``)."""
     return field(default=default, metadata=rules)
@@ -109,7 +113,7 @@ class PlannerConfig:
     # step: each imagined step, the terminal value and the refit compiled on their own, the loops in Python;
     # iteration: the set-up and one MPPI iteration; call: the whole call as one graph; auto: iteration up to a
     # horizon of 5, step beyond (planning/planner.py; docs/performance.md, "Compiling")
-    compile_scope: str = _f("auto", choices=("auto", "step", "iteration", "call"))
+    compile_scope: str = _f("auto", choices=COMPILE_SCOPES)
 
     def check(self) -> None:
         if self.num_pi_trajs >= self.num_samples:

@@ -24,6 +24,7 @@ from torchrl.envs.model_based import ModelBasedEnvBase
 from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules.planners import MPCPlannerBase
 
+from tdmpc2_trl.config.schema import COMPILE_SCOPES
 from tdmpc2_trl.networks.bounds import ActionBounds
 from tdmpc2_trl.networks.layers import eval_mode
 from tdmpc2_trl.networks.math import two_hot_inv
@@ -112,7 +113,6 @@ def _rows(task: torch.Tensor | None, per_env: int) -> torch.Tensor | None:
 
 
 _COMPILE_HINT = "planner.compile=false silences this"  # the compile-failure warning's advice
-COMPILE_SCOPES = ("auto", "step", "iteration", "call")
 # compile_scope="auto" compiles one MPPI iteration up to this horizon and a step at a time beyond it. The iteration's
 # graph unrolls the horizon: at the official presets' 3 it compiles in 30 s and plans 14-17 % faster than a step at a
 # time; at 8m-h10's 10 it took 96 s cold (before the C++ wrapper), the step graphs 31 s (docs/performance.md,
@@ -387,9 +387,9 @@ class TDMPC2Planner(MPCPlannerBase):
         if not self.compile_plan:
             self.__dict__.pop(PARTS_KEY, None)
             return self._plan
-        device = next(self.world_model.parameters()).device
         if self.compile_scope == "step":
             if PARTS_KEY not in self.__dict__:
+                device = next(self.world_model.parameters()).device
                 self.__dict__[PARTS_KEY] = {
                     name: compile_or_eager(getattr(self, name), f"the planner ({label})", _COMPILE_HINT, device)
                     for name, label in _PARTS.items()
@@ -398,6 +398,7 @@ class TDMPC2Planner(MPCPlannerBase):
         self.__dict__.pop(PARTS_KEY, None)  # traced into the iteration's or the call's graph as plain methods
         fn = self.__dict__.get(COMPILED_KEY)
         if fn is None:
+            device = next(self.world_model.parameters()).device
             whole = self.compile_scope == "call"
             fn = compile_or_eager(self._plan, "the planner", _COMPILE_HINT, device) if whole else CompiledPlan(self)
             self.__dict__[COMPILED_KEY] = fn
