@@ -5,7 +5,7 @@
 #   OFFICIAL_SRC=DIR/cpu_src THREADS=2 ROUNDS=2 bash benchmarks/side_by_side.sh     # from the project root, venv active
 #
 # OFFICIAL_SRC: the official sources patched for a CPU (../shared/bench-official/setup.sh makes them; unset: project
-# only). MODELS ["1m 5m"], THREADS ["2"], ROUNDS [2], SEED [1: also the 8m-h10 H=10 plan and update at 2 threads],
+# only). MODELS ["1m 5m"], THREADS ["2"], ROUNDS [2], SEED [1: also the 8m-h10 H=10 plan and update, project only],
 # OUT [side_by_side_<time>.jsonl]. PAUSE="pattern": processes (pgrep -f) and all their descendants (env workers,
 # inductor's compile workers and their compilers) paused with SIGSTOP for the sitting and resumed at its end,
 # e.g. PAUSE="recipes/(train|benchmark)" for training runs sharing the machine.
@@ -46,7 +46,7 @@ for T in ${THREADS:-2}; do
         else run "project $w $m T$T r$r" python benchmarks/update.py --model "$m" --horizon 3 --batch 256 --threads "$T"; fi
       done
     done
-    if [ -n "${SEED-1}" ] && [ "$T" = 2 ]; then
+    if [ -n "${SEED-1}" ]; then
       run "project plan 8m-h10 T$T r$r" python benchmarks/plan.py --model 8m-h10 --horizon 10 --threads "$T" --iters 5
       run "project update 8m-h10 T$T r$r" python benchmarks/update.py --model 8m-h10 --horizon 10 --batch 256 \
         --threads "$T" --iters 5
