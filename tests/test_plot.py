@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import math
 import statistics
 import subprocess
 import sys
@@ -84,11 +85,16 @@ def test_runs_against_the_official_curve(tmp_path: Path, random_play: Path, caps
     assert cartpole["seeds × episodes"] == "2 seeds × 5 episodes"
     assert cartpole["official at frames"] == "100,000"
     assert cartpole["gap (official std)"] == f"{(750.0 - mean) / std:+.1f}"
+    va, vb = statistics.variance([800.0, 700.0]) / 2, std**2 / 3  # Welch's t of the 2 seeds against the official 3
+    t = (750.0 - mean) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / 1 + vb**2 / 2)
+    assert cartpole["Welch's t-test"].startswith(f"t = {t:+.2f}, df = {df:.1f}, p = 0.")
     assert cartpole["random play"] == "74.0 ± 12.0"
 
     pendulum = rows[("Pendulum-v1", "1m")]  # gymnasium: frames = steps; no official curve
     assert pendulum["frames"] == "10,000" and pendulum["this project"] == "-150.0 (one seed)"
     assert pendulum["official TD-MPC2 (5m)"] == "—" and pendulum["random play"] == "—"
+    assert pendulum["Welch's t-test"] == "—"
 
 
 def test_official_point_is_the_last_logged_at_or_before_the_frames(tmp_path: Path):

@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 from tdmpc2_trl.config.schema import ConfigError
 from tdmpc2_trl.envs.factory import task_info
 from tdmpc2_trl.platform.extras import require
+from tdmpc2_trl.results.stats import welch_test
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
 OFFICIAL_DIR = RESULTS_DIR / "official"
@@ -285,34 +286,47 @@ def runs_cell(runs: list[Run]) -> str:
     return counts(len(runs), episodes_cell(runs))
 
 
-def ours_at(runs: list[Run], frames: int) -> tuple[str, float | None, str]:
-    """Each run's last evaluation at or before ``frames``: the frame count(s) it was logged at, the mean over runs
-    (None if some run has none that early) and its cell."""
+def ours_at(runs: list[Run], frames: int) -> tuple[str, list[float], str]:
+    """Each run's last evaluation at or before ``frames``: the frame count(s) it was logged at, the value per run
+    (empty if some run has none that early) and the cell of their mean ± std."""
     found = [max((i for i, f in enumerate(run.frames) if f <= frames), default=None) for run in runs]
     if None in found:
-        return "—", None, f"— (no evaluation at or before {frames:,})"
+        return "—", [], f"— (no evaluation at or before {frames:,})"
     at = sorted({run.frames[i] for run, i in zip(runs, found, strict=True)})
     values = [run.returns[i] for run, i in zip(runs, found, strict=True)]
     mean = statistics.fmean(values)
     cell = f"{mean:.1f} ± {_std(values):.1f}" if len(values) > 1 else f"{mean:.1f} (one seed)"
-    return " / ".join(f"{f:,}" for f in at), mean, cell
+    return " / ".join(f"{f:,}" for f in at), values, cell
 
 
 def compare(runs: list[Run], reference: Curve | None, frames: int) -> list[str]:
-    """``[this project at, this project, reference mean ± std (seeds × episodes), reference at, gap]``: the
-    reference's last point after training started at or before ``frames``, against each run's last evaluation at
-    or before that point (equal steps); without such a point, this project at ``frames`` and no comparison."""
+    """``[this project at, this project, reference mean ± std (seeds × episodes), reference at, gap, Welch's
+    test]``: the reference's last point after training started at or before ``frames``, against each run's last
+    evaluation at or before that point (equal steps); without such a point, this project at ``frames`` and no
+    comparison."""
     trained = reference.trained() if reference is not None else None
     i = trained.at_or_before(frames) if trained is not None else None
     if i is None:
         at, _, cell = ours_at(runs, frames)
         first = trained.frames[0] if trained is not None and trained.frames else None
-        return [at, cell, "—" if first is None else f"— (first point: {first:,})", "—", "—"]
+        return [at, cell, "—" if first is None else f"— (first point: {first:,})", "—", "—", "—"]
     target = trained.frames[i]
-    at, mean, cell = ours_at(runs, target)
-    r_mean, r_std = trained.mean[i], trained.std[i]
-    gap = f"{(mean - r_mean) / r_std:+.1f}" if r_std > 0 and mean is not None else "—"
-    return [at, cell, f"{r_mean:.1f} ± {r_std:.1f} ({counts(trained.n[i], trained.episodes)})", f"{target:,}", gap]
+    at, values, cell = ours_at(runs, target)
+    r_mean, r_std, r_n = trained.mean[i], trained.std[i], trained.n[i]
+    if not values:
+        return [at, cell, f"{r_mean:.1f} ± {r_std:.1f} ({counts(r_n, trained.episodes)})", f"{target:,}", "—", "—"]
+    mean = statistics.fmean(values)
+    gap = f"{(mean - r_mean) / r_std:+.1f}" if r_std > 0 else "—"
+    test = welch_test(mean, _std(values), len(values), r_mean, r_std, r_n)
+    why_not = "— (one seed)" if len(values) < 2 else "—"
+    return [
+        at,
+        cell,
+        f"{r_mean:.1f} ± {r_std:.1f} ({counts(r_n, trained.episodes)})",
+        f"{target:,}",
+        gap,
+        test.cell() if test else why_not,
+    ]
 
 
 def table_row(
@@ -347,6 +361,7 @@ TABLE_HEADER = [
     f"{OFFICIAL_LABEL}",
     "official at frames",
     "gap (official std)",
+    "Welch's t-test",
     "random play",
 ]
 TABLE_NOTES = (
@@ -359,7 +374,10 @@ TABLE_NOTES = (
     "mean ± sample std over seeds. Official: mean ± sample std over its seeds (seeds × evaluation episodes per "
     "point in brackets) at a point it logged (every 100,000 frames; not interpolated; its 0-frame point, the "
     "untrained agent, is not a reference), from `results/official/`. gap: (this project − official mean) / "
-    "official std; below −1 is more than one official standard deviation below. Random play: "
+    "official std; below −1 is more than one official standard deviation below. Welch's t-test: two-sided, "
+    "this project's seeds against the official seeds at those frames (t > 0: this project higher; df: "
+    "Welch–Satterthwaite); p below 0.05 tells the two apart, a larger p does not show them equal (with 3 seeds "
+    "a side and equal spreads, p < 0.05 needs an observed gap of about 2.3 stds). Random play: "
     "`results/random_play.csv` (uniform random actions, measured with `results/random_play.py`)."
 )
 
@@ -375,6 +393,7 @@ PUBLISHED_HEADER = [
     "published",
     "published at steps",
     "gap (published std)",
+    "Welch's t-test",
 ]
 PUBLISHED_NOTES = (
     "Published references, not this project's results: other algorithms' mean ± sample std over their seeds "
@@ -382,7 +401,8 @@ PUBLISHED_NOTES = (
     "every run of the task reached (`published at steps`; env steps, random warm-up steps included; every 25,000; "
     "no point before the source's first update), against each run's last evaluation at or before that point "
     "(`steps`), from `results/published/gym_mujoco.csv` (sources, MuJoCo env versions and how the numbers were "
-    "reduced: `results/published/README.md`). gap: (this project − published mean) / published std."
+    "reduced: `results/published/README.md`). gap: (this project − published mean) / published std. Welch's "
+    "t-test: two-sided, this project's seeds against the published seeds (needs two seeds or more on each side)."
 )
 
 
