@@ -37,6 +37,7 @@ BAD = [  # (override, what the one line must say)
     ("steps=1.5", "steps=1.5: must be an integer >= 1"),
     ("steps=[1", "cannot read the command line"),
     ("seed=-1", "seed=-1: must be an integer >= 0"),
+    ("init_from=no-such-official-1m.pt", "init_from=no-such-official-1m.pt: no such file or directory"),
     ("threads=0", "threads=0: must be an integer >= 1 or null"),
     ("device=tpu", "device='tpu': must be auto, cpu, cuda, cuda:N or mps"),
     ("obs=depth", "obs='depth': must be one of state, rgb"),

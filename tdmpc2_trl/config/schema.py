@@ -252,6 +252,8 @@ class TrainConfig(RunConfig):
                 f"model.horizon={self.model.horizon} stored steps; null takes TD-MPC2's "
                 f"max(1000, 5 × episode length)"
             )
+        if self.init_from and not Path(self.init_from).exists():
+            raise ConfigError(f"init_from={self.init_from}: no such file or directory")
         if self.init_from and not self.tasks and not Path(self.init_from).is_file():
             raise ConfigError(
                 "init_from=DIR starts a multitask run: give tasks=[...] (a single task: tasks=[name]); "
