@@ -52,6 +52,12 @@ def memory_fields(device: str) -> dict[str, float]:
     return {"peak_gpu_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
 
 
+def warmup_fields(warmup_ms: list[float]) -> dict[str, float]:
+    """The untimed warm-up calls' wall time in seconds, compiling included when compiled (cold, or from inductor's
+    cache if warm), so that a speed figure comes with what its compiling cost."""
+    return {"warmup_s": round(sum(warmup_ms) / 1e3, 2)}
+
+
 def timing_fields(ms: list[float], flops: int, unit: str) -> dict[str, float]:
     """Median/min/max ms, GFLOP per call and achieved GFLOP/s."""
     median = statistics.median(ms)

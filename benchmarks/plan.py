@@ -13,7 +13,7 @@ from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
-from _common import count_flops, memory_fields, time_calls, timing_fields
+from _common import count_flops, memory_fields, time_calls, timing_fields, warmup_fields
 from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     planner, td = build(args)
     with set_exploration_type(ExplorationType.RANDOM):
-        time_calls(lambda: call(planner, td), args.warmup, args.device)
+        warmup_ms = time_calls(lambda: call(planner, td), max(args.warmup, 1), args.device)
         ms = time_calls(lambda: call(planner, td), args.iters, args.device)
         flops = count_flops(lambda: call(planner, td))  # last: compiled code is re-traced under the counter
     result = {
@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         "iters": args.iters,
         "warmup": args.warmup,
         **timing_fields(ms, flops, "call"),
+        **warmup_fields(warmup_ms),
         **memory_fields(args.device),
     }
     result["ms_per_env"] = round(result["median_ms"] / args.envs, 2)

@@ -14,7 +14,7 @@ from tdmpc2_trl.platform.process import tune_process
 
 tune_process()  # before torch: the OpenMP wait and the allocator, as the recipes set them
 import torch
-from _common import count_flops, memory_fields, time_calls, timing_fields
+from _common import count_flops, memory_fields, time_calls, timing_fields, warmup_fields
 from tensordict import TensorDict
 
 from tdmpc2_trl.config.presets import load_model_config
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     updater, batch = build(args)
-    time_calls(lambda: updater(batch), max(args.warmup, 3 if args.compile else 0), args.device)  # + compilation
+    warmup_ms = time_calls(lambda: updater(batch), max(args.warmup, 3 if args.compile else 1), args.device)
     ms = time_calls(lambda: updater(batch), args.iters, args.device)
     flops = count_flops(lambda: updater(batch))
     result = {
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         "iters": args.iters,
         "warmup": args.warmup,
         **timing_fields(ms, flops, "update"),
+        **warmup_fields(warmup_ms),
         **memory_fields(args.device),
     }
     print(json.dumps(result), flush=True)
