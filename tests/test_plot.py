@@ -127,6 +127,14 @@ def test_seed_curve_spread_and_resumed_duplicates(tmp_path: Path):
     assert plot.compared_frames(runs) == 100
 
 
+def test_seed_curve_leaves_out_points_a_seed_passed_without_evaluating(tmp_path: Path):
+    every_5k = make_run(tmp_path, "a", "Pendulum-v1", 1, [(5, 1.0), (10, 2.0), (15, 3.0), (20, 4.0), (25, 5.0)])
+    every_10k = make_run(tmp_path, "b", "Pendulum-v1", 2, [(10, 4.0), (20, 8.0)])
+    curve = plot.seed_curve([plot.load_run(every_5k), plot.load_run(every_10k)])
+    # 5 and 15: seed 2 went past them without an evaluation; 25: seed 2 has not got there yet
+    assert curve.frames == [10, 20, 25] and curve.n == [2, 2, 1] and curve.mean == [3.0, 6.0, 5.0]
+
+
 @pytest.mark.parametrize(
     "content,message",
     [

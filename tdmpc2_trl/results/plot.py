@@ -248,12 +248,15 @@ def group_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
 
 
 def seed_curve(runs: list[Run]) -> Curve:
-    """Mean and spread across the runs at every frame count any of them logged."""
+    """Mean and spread across the runs at every frame count they logged, except one that a run passed without
+    evaluating there (seeds evaluated at different intervals): a mean there would be of fewer seeds, drawn as a
+    zig-zag. Beyond a run's last evaluation (a run still in progress) the others' points stay."""
     points: dict[int, list[float]] = defaultdict(list)
     for run in runs:
         for frames, value in zip(run.frames, run.returns, strict=True):
             points[frames].append(value)
-    return curve_from_points(points)
+    skipped = {f for f in points for run in runs if f not in run.frames and f < run.frames[-1]}
+    return curve_from_points({f: v for f, v in points.items() if f not in skipped})
 
 
 def seed_list(runs: list[Run]) -> str:
