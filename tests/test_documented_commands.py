@@ -3,8 +3,9 @@ arguments compose into a checked config (the check every run makes before anythi
 train.py overrides pass the grid's own check, and a script's flags pass its argument parser. A renamed key, a removed
 flag or a preset that no longer exists in any documented command fails here, not in a user's terminal.
 
-Commands with shell variables other than ``$HOME`` (``$L``, ``$ARGS``), elided parts (``...``) or a synopsis's
-``[--optional]`` brackets are not commands one could paste, and are skipped. Paths the commands name are redirected
+Shell variables that a page sets in a code block (``L="..."``) are expanded, ``$HOME`` too. Commands with any other
+variable (``$head_ip``), elided parts (``...``) or a synopsis's ``[--optional]`` brackets are not commands one could
+paste, and are skipped. Paths the commands name are redirected
 into the test's temporary directory: nothing outside it is written."""
 
 from __future__ import annotations
